@@ -1,1 +1,231 @@
-fn main() {}
+//! The `sarge` command: parses arguments, calls one `sarge-core` operation
+//! per command, and prints. All deploy logic lives in `sarge-core`.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use camino::Utf8PathBuf;
+use clap::{Parser, Subcommand};
+use sarge_core::{Home, InitOptions, Progress, Sarge};
+
+/// Deploy an app on this server: unpack, install, start under supervisord,
+/// route its stable address through haproxy.
+#[derive(Parser)]
+#[command(name = "sarge", version, about)]
+struct Cli {
+    /// The sarge home (default: $SARGE_HOME).
+    #[arg(long, env = "SARGE_HOME", value_name = "DIR", global = true)]
+    home: Option<Utf8PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the home (or refresh sarge's own files in it).
+    Init,
+    /// Deploy PROCESS of the app in TARBALL (tar or tar.gz; `-` reads stdin).
+    Deploy {
+        /// Path of the tarball, or `-` for standard input.
+        tarball: String,
+        /// The Procfile process type to deploy.
+        process: String,
+    },
+    /// List the current instances.
+    List {
+        /// Print JSON: {"instances": [{id, process, port, state, created}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run bash in an instance's folder with its env, PORT and virtualenv.
+    Run {
+        /// An instance id, or a process name for its current instance.
+        target: String,
+        /// Run `bash -c COMMAND` instead of an interactive shell.
+        command: Option<String>,
+    },
+    /// Start an instance's process.
+    Start {
+        /// An instance id or a process name.
+        target: String,
+    },
+    /// Stop an instance's process (it stays deployed).
+    Stop {
+        /// An instance id or a process name.
+        target: String,
+    },
+    /// Stop and remove an instance.
+    Destroy {
+        /// An instance id or a process name.
+        target: String,
+    },
+    /// Run supervisord with this home's config (what bin/supervisord does).
+    #[command(hide = true)]
+    Supervisord {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run supervisorctl against this home (what bin/supervisorctl does).
+    #[command(hide = true)]
+    Supervisorctl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {}", describe(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, sarge_core::Error> {
+    let Some(root) = cli.home else {
+        return Err(sarge_core::Error::Io(std::io::Error::other(
+            "no sarge home: pass --home DIR or set SARGE_HOME",
+        )));
+    };
+    let home = Home::new(root);
+    if let Command::Init = cli.command {
+        let done = sarge_core::init(&home, &InitOptions::default())?;
+        let config = done.home.config_file();
+        if done.wrote_config {
+            eprintln!("wrote {config}: set port_range, port_map, env and haproxy_bin there");
+        } else {
+            eprintln!("kept the existing {config}");
+        }
+        eprintln!("sarge home ready at {}", done.home.root());
+        eprintln!("start supervisord now:  {}", done.start_command);
+        eprintln!("and at boot (e.g. in /etc/rc.local):  {}", done.boot_line);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let sarge = Sarge::open(home)?;
+    match cli.command {
+        Command::Init => unreachable!("handled above"),
+        Command::Deploy { tarball, process } => {
+            let mut progress = StderrProgress;
+            let deployed = if tarball == "-" {
+                sarge.deploy(std::io::stdin().lock(), &process, &mut progress)?
+            } else {
+                let file = fs_err::File::open(&tarball)?;
+                sarge.deploy(file, &process, &mut progress)?
+            };
+            let instance = &deployed.instance;
+            match &deployed.stable_address {
+                Some(address) => eprintln!(
+                    "deployed {} ({}) on port {}, serving {} [{}]",
+                    instance.id,
+                    instance.process,
+                    instance.port,
+                    address,
+                    millis(deployed.elapsed)
+                ),
+                None => eprintln!(
+                    "deployed {} ({}) on port {} [{}]",
+                    instance.id,
+                    instance.process,
+                    instance.port,
+                    millis(deployed.elapsed)
+                ),
+            }
+        }
+        Command::List { json } => {
+            let instances = sarge.list()?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let value = serde_json::json!({ "instances": instances });
+                writeln!(out, "{value}")?;
+            } else if instances.is_empty() {
+                writeln!(out, "no instances")?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<20} {:<12} {:>5}  {:<9} CREATED",
+                    "ID", "PROCESS", "PORT", "STATE"
+                )?;
+                for instance in instances {
+                    writeln!(
+                        out,
+                        "{:<20} {:<12} {:>5}  {:<9} {}",
+                        instance.id, instance.process, instance.port, instance.state, instance.created
+                    )?;
+                }
+            }
+        }
+        Command::Run { target, command } => {
+            let mut shell = sarge.shell(&target, command.as_deref())?;
+            // exec: the shell's exit status becomes sarge's, signals and the
+            // terminal go straight to it.
+            let error = shell.exec();
+            return Err(sarge_core::Error::Spawn {
+                program: format!("the shell of {target}"),
+                source: error,
+            });
+        }
+        Command::Start { target } => {
+            let record = sarge.start(&target)?;
+            eprintln!("started {}", record.id);
+        }
+        Command::Stop { target } => {
+            let record = sarge.stop(&target)?;
+            eprintln!("stopped {}", record.id);
+        }
+        Command::Destroy { target } => {
+            let record = sarge.destroy(&target, &mut StderrProgress)?;
+            eprintln!("destroyed {}", record.id);
+        }
+        Command::Supervisord { args } => {
+            let error = sarge.supervisord_command(&args).exec();
+            return Err(sarge_core::Error::Spawn {
+                program: sarge.config().supervisord_bin.to_string(),
+                source: error,
+            });
+        }
+        Command::Supervisorctl { args } => {
+            let error = sarge.supervisorctl_command(&args).exec();
+            return Err(sarge_core::Error::Spawn {
+                program: sarge.config().supervisorctl_bin.to_string(),
+                source: error,
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The error and its causes, each cause once.
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+struct StderrProgress;
+
+impl Progress for StderrProgress {
+    fn step(&mut self, step: &str, detail: &str, elapsed: Duration) {
+        eprintln!("-----> {step:<10} {:>8}  {detail}", millis(elapsed));
+    }
+
+    fn note(&mut self, message: &str) {
+        eprintln!("-----> {message}");
+    }
+}
+
+fn millis(elapsed: Duration) -> String {
+    format!("{:.1} ms", elapsed.as_secs_f64() * 1000.0)
+}

@@ -1,1 +1,145 @@
-//! placeholder
+//! The sarge deploy engine: the API the `sarge` CLI and embedders call.
+//!
+//! A [`Sarge`] is opened on a [`Home`] (a `$SARGE_HOME` made by [`init`])
+//! and runs the other crates in order:
+//! [`sarge_config`] reads `etc/sarge.yaml`, [`sarge_ports`] picks a port,
+//! [`sarge_venv`] provides the virtualenv, [`sarge_supervisor`] runs the
+//! process and [`sarge_haproxy`] routes its stable address to it.
+//!
+//! A deploy ([`Sarge::deploy`]) unpacks the app, reads its `Procfile`,
+//! installs `requirements.txt` offline from `dist/`, starts the process
+//! under supervisord with `$PORT` and the configured env, waits until it
+//! listens, switches haproxy to it without a restart, and removes the old
+//! instance. Until the switch nothing the old instance needs is touched, so
+//! any failure leaves it serving.
+//!
+//! ```no_run
+//! use sarge_core::{init, Home, InitOptions, Sarge, Silent};
+//!
+//! # fn main() -> Result<(), sarge_core::Error> {
+//! let home = Home::new("/var/local/myapp");
+//! init(&home, &InitOptions::default())?;
+//! // ... edit etc/sarge.yaml, start bin/supervisord ...
+//! let sarge = Sarge::open(home)?;
+//! let tarball = std::fs::File::open("app.tar")?;
+//! let deployed = sarge.deploy(tarball, "web", &mut Silent)?;
+//! println!("{} listens on {}", deployed.instance.id, deployed.instance.port);
+//! for instance in sarge.list()? {
+//!     println!("{} {} {}", instance.id, instance.port, instance.state);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod deploy;
+mod error;
+mod home;
+mod init;
+mod instances;
+mod launcher;
+mod lock;
+mod procfile;
+mod progress;
+mod routing;
+mod state;
+mod timestamp;
+mod unpack;
+
+use std::process::Command;
+
+use camino::Utf8PathBuf;
+use sarge_config::Config;
+use sarge_supervisor::Client;
+use sarge_venv::{Installer, VenvStore};
+
+pub use deploy::Deployed;
+pub use error::{Error, Result};
+pub use home::Home;
+pub use init::{init, InitOptions, Initialised};
+pub use instances::InstanceStatus;
+pub use procfile::{is_valid_process_name, Procfile};
+pub use progress::{Progress, Silent};
+pub use state::{CurrentInstance, CurrentInstances, InstanceRecord};
+
+/// An initialised `$SARGE_HOME` with its configuration loaded.
+#[derive(Debug)]
+pub struct Sarge {
+    home: Home,
+    config: Config,
+}
+
+impl Sarge {
+    /// Opens `home`, reading `etc/sarge.yaml`.
+    pub fn open(home: Home) -> Result<Self> {
+        let path = home.config_file();
+        if !path.exists() {
+            return Err(Error::NotInitialised {
+                home: home.root().to_owned(),
+            });
+        }
+        let config = Config::load(&path)?;
+        Ok(Self { home, config })
+    }
+
+    /// The home.
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// The loaded `etc/sarge.yaml`.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The command that starts supervisord for this home (what
+    /// `bin/supervisord` runs), with extra `args`.
+    pub fn supervisord_command(&self, args: &[String]) -> Command {
+        let mut command = Command::new(self.config.supervisord_bin.as_std_path());
+        command
+            .arg("-c")
+            .arg(self.home.supervisord_config())
+            .args(args);
+        command
+    }
+
+    /// The command that runs supervisorctl against this home's supervisord
+    /// (what `bin/supervisorctl` runs), with extra `args`.
+    pub fn supervisorctl_command(&self, args: &[String]) -> Command {
+        let mut command = Command::new(self.config.supervisorctl_bin.as_std_path());
+        command
+            .arg("-c")
+            .arg(self.home.supervisord_config())
+            .args(args);
+        command
+    }
+
+    /// A supervisord client, after checking that supervisord answers.
+    fn supervisor_checked(&self) -> Result<Client> {
+        let client = Client::new(self.home.supervisor_socket());
+        match client.state() {
+            Ok(_) => Ok(client),
+            Err(sarge_supervisor::Error::NotRunning { .. }) => Err(Error::SupervisordNotRunning {
+                home: self.home.root().to_owned(),
+            }),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// The wheel folder requirements install from.
+    fn python_dist(&self) -> Utf8PathBuf {
+        match &self.config.python_dist {
+            Some(dist) if dist.is_absolute() => dist.clone(),
+            Some(dist) => self.home.root().join(dist),
+            None => self.home.dist_dir(),
+        }
+    }
+
+    fn venv_store(&self) -> VenvStore {
+        VenvStore::new(
+            self.home.venvs_dir(),
+            self.home.cache_dir(),
+            Installer::detect(),
+        )
+    }
+}

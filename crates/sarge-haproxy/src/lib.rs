@@ -1,1 +1,58 @@
-//! placeholder
+//! haproxy in front of sarge's processes: each process keeps a stable
+//! address while deploys move it between instances, with no restart of
+//! haproxy and no dropped request.
+//!
+//! haproxy runs under supervisord as `haproxy -W -db -f CONFIG`. Every
+//! [`Route`] becomes a frontend on the stable address and a backend with two
+//! server slots ([`Slot::A`], [`Slot::B`]); one slot serves, the other sits
+//! in maintenance. A deploy starts the new instance, then:
+//!
+//! 1. [`AdminClient::switch`] points the idle slot at the new port, makes it
+//!    ready and puts the old slot in maintenance, over the admin socket;
+//! 2. [`Route::switch_to`] records the same in the [`HaproxyConfig`], which
+//!    is [checked and written](HaproxyConfig::write_checked) (see also
+//!    [`check_config`]) so a later reload or restart comes back in the same
+//!    state;
+//! 3. [`AdminClient::sessions`] reaches zero on the old slot, and the old
+//!    instance can stop.
+//!
+//! After a crash between steps 1 and 2, [`AdminClient::apply`] puts the
+//! runtime back in line with the config.
+//!
+//! ```no_run
+//! use sarge_haproxy::{check_config, AdminClient, HaproxyConfig, Route};
+//! use camino::Utf8Path;
+//!
+//! # fn main() -> sarge_haproxy::Result<()> {
+//! let mut config = HaproxyConfig {
+//!     admin_socket: "/srv/sarge/haproxy.sock".into(),
+//!     routes: vec![Route::new("web", "127.0.0.1:5000")],
+//! };
+//! config.validate()?;
+//!
+//! // The new instance of `web` is listening on port 8001.
+//! let admin = AdminClient::new(config.admin_socket.clone());
+//! let route = config.route_mut("web").expect("route was just added");
+//! let slot = route.idle_slot();
+//! admin.switch("web", slot, 8001)?;
+//! route.switch_to(slot, 8001);
+//!
+//! let haproxy = Utf8Path::new("/usr/sbin/haproxy");
+//! let path = Utf8Path::new("/srv/sarge/haproxy.cfg");
+//! config.write_checked(path, haproxy)?;
+//! check_config(haproxy, path)?; // what write_checked already did
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod admin;
+mod check;
+mod error;
+mod model;
+mod render;
+
+pub use admin::AdminClient;
+pub use check::check_config;
+pub use error::{Error, Result};
+pub use model::{HaproxyConfig, Route, Slot};

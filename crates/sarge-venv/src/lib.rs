@@ -1,1 +1,47 @@
-//! placeholder
+//! Python virtualenvs built offline from one wheel folder, and shared.
+//!
+//! A [`VenvStore`] keeps immutable environments at `ROOT/<key>/`, where the
+//! [`EnvKey`] is a SHA-256 over the requirements file's bytes, the
+//! interpreter's identity, the identity of every file in the wheel folder
+//! and the [`Installer`] kind. [`VenvStore::ensure`] returns the [`Venv`]
+//! for an [`EnvironmentSpec`], building it only when no ready one exists,
+//! so a redeploy with unchanged dependencies runs no installer at all.
+//!
+//! Builds never touch the network: uv runs with `--offline --no-index`,
+//! pip with `--no-index` and a proxy that refuses connections, and both
+//! without the caller's `UV_*`/`PIP_*` settings. Failures come back as
+//! [`Error`]s naming the interpreter, the wheel folder or the missing
+//! package; nothing is printed.
+//!
+//! ```no_run
+//! use std::collections::BTreeSet;
+//! use camino::Utf8Path;
+//! use sarge_venv::{EnvironmentSpec, Installer, VenvStore};
+//!
+//! # fn main() -> sarge_venv::Result<()> {
+//! let store = VenvStore::new("/srv/sarge/venvs", "/srv/sarge/cache", Installer::detect());
+//! let spec = EnvironmentSpec {
+//!     python: Utf8Path::new("python3"),
+//!     requirements: Utf8Path::new("/srv/sarge/apps/web/requirements.txt"),
+//!     dist: Utf8Path::new("/srv/sarge/dist"),
+//! };
+//! let venv = store.ensure(&spec)?;
+//! println!("{} (reused: {})", venv.bin_dir(), venv.reused);
+//!
+//! let removed = store.remove_unused(&BTreeSet::from([venv.key]))?;
+//! println!("removed {} unused environments", removed.len());
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod error;
+mod installer;
+mod key;
+mod output;
+mod store;
+
+pub use error::{Error, Result};
+pub use installer::Installer;
+pub use key::EnvKey;
+pub use store::{EnvironmentSpec, Progress, Venv, VenvStore};

@@ -1,0 +1,432 @@
+//! A sarge home in a temp folder with its own supervisord, driven through
+//! the real `sarge` binary. Every test gets its own home and ports.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+pub const SARGE: &str = env!("CARGO_BIN_EXE_sarge");
+
+/// The example app the demo deploys.
+pub fn hello_app() -> PathBuf {
+    workspace().join("examples/hello")
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The wheels of the example app, fetched once by `scripts/test`.
+pub fn test_wheels() -> PathBuf {
+    let dir = std::env::var_os("SARGE_TEST_WHEELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/test-wheels"));
+    let has_flask = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries.flatten().any(|entry| {
+                entry.file_name().to_string_lossy().to_lowercase().starts_with("flask-")
+            })
+        })
+        .unwrap_or(false);
+    assert!(
+        has_flask,
+        "no Flask wheels in {}: run `scripts/test` (it downloads them with pip)",
+        dir.display()
+    );
+    dir
+}
+
+/// Fails, naming the set-up command, if a tool the tests need is missing.
+pub fn require_tools() {
+    for tool in ["supervisord", "haproxy", "python3", "tar"] {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .map(|out| out.status.success())
+            .unwrap_or(false);
+        assert!(
+            found,
+            "{tool} is not installed: run `scripts/test`, which installs haproxy, supervisor and python3-venv"
+        );
+    }
+}
+
+static NEXT_BLOCK: AtomicU16 = AtomicU16::new(0);
+
+pub struct TestHome {
+    pub root: PathBuf,
+    /// The stable port of `web`; `api` is `stable + 1`.
+    pub stable: u16,
+    pub first_port: u16,
+    pub last_port: u16,
+    supervisord_started: bool,
+}
+
+impl TestHome {
+    /// An initialised home with `env` and a port map for web and api, and
+    /// supervisord running.
+    pub fn new(name: &str, env_yaml: &str) -> Self {
+        let home = Self::initialised(name);
+        home.write_config(env_yaml, "");
+        home.start_supervisord();
+        home
+    }
+
+    /// An initialised home with nothing started.
+    pub fn initialised(name: &str) -> Self {
+        require_tools();
+        let block = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        // Spread test homes over ports by process and test, 100 ports each.
+        let base = 20_000 + ((std::process::id() as u16 % 300) * 100 + block * 100) % 30_000;
+        let root = std::env::temp_dir().join(format!("sarge-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let home = Self {
+            root,
+            stable: base,
+            first_port: base + 10,
+            last_port: base + 49,
+            supervisord_started: false,
+        };
+        let out = home.sarge(&["init"]);
+        assert!(out.status.success(), "init failed: {}", stderr(&out));
+        home
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("etc/sarge.yaml")
+    }
+
+    /// Writes sarge.yaml: this home's ports, the test wheels, `env_yaml`
+    /// (the body of `env:`), and `extra` top-level lines.
+    pub fn write_config(&self, env_yaml: &str, extra: &str) {
+        let text = format!(
+            "port_range: [{first}, {last}]\nport_map:\n  web: 127.0.0.1:{web}\n  api: 127.0.0.1:{api}\npython_dist: {dist}\nready_timeout: 20\ndrain_timeout: 5\nenv:\n{env_yaml}\n{extra}\n",
+            first = self.first_port,
+            last = self.last_port,
+            web = self.stable,
+            api = self.stable + 1,
+            dist = test_wheels().display(),
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    pub fn start_supervisord(&mut self) -> &mut Self {
+        let out = Command::new(self.root.join("bin/supervisord")).output().unwrap();
+        assert!(out.status.success(), "bin/supervisord failed: {}", stderr(&out));
+        self.supervisord_started = true;
+        let socket = self.root.join("var/run/supervisor.sock");
+        wait_for(Duration::from_secs(10), || socket.exists(), "supervisord's socket");
+        self
+    }
+
+    pub fn stop_supervisord(&mut self) {
+        let pidfile = self.root.join("var/run/supervisord.pid");
+        if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+            let pid = pid.trim().to_owned();
+            let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
+            let proc = PathBuf::from(format!("/proc/{pid}"));
+            wait_for(Duration::from_secs(30), || !proc.exists(), "supervisord to exit");
+        }
+        self.supervisord_started = false;
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(SARGE);
+        command.arg("--home").arg(&self.root).args(args);
+        command.env_remove("SARGE_HOME");
+        command
+    }
+
+    pub fn sarge(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// `tar -c` of `app_dir` piped into `sarge deploy - PROCESS`.
+    pub fn deploy(&self, app_dir: &Path, process: &str) -> Output {
+        let tarball = tar_of(app_dir);
+        self.deploy_bytes(&tarball, process)
+    }
+
+    pub fn deploy_bytes(&self, tarball: &[u8], process: &str) -> Output {
+        let mut child = self
+            .command(&["deploy", "-", process])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // A refused tarball may close stdin early; that is not a test failure.
+        let _ = stdin.write_all(tarball);
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn deploy_ok(&self, app_dir: &Path, process: &str) -> String {
+        let out = self.deploy(app_dir, process);
+        assert!(out.status.success(), "deploy failed:\n{}", stderr(&out));
+        stderr(&out)
+    }
+
+    /// `list --json`, parsed.
+    pub fn instances(&self) -> Vec<serde_json::Value> {
+        let out = self.sarge(&["list", "--json"]);
+        assert!(out.status.success(), "list failed: {}", stderr(&out));
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        value["instances"].as_array().unwrap().clone()
+    }
+
+    pub fn instance_of(&self, process: &str) -> serde_json::Value {
+        self.instances()
+            .into_iter()
+            .find(|instance| instance["process"] == process)
+            .unwrap_or_else(|| panic!("no {process} instance listed"))
+    }
+
+    /// Everything under the home except logs, sockets and pid files, with
+    /// the content of each file: compared before and after a refused input.
+    pub fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
+        let mut files = Vec::new();
+        collect(&self.root, &self.root, &mut files);
+        files.sort();
+        files
+    }
+}
+
+fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, Vec<u8>)>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let relative = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        if relative.starts_with("var/log")
+            || relative.starts_with("var/run")
+            || relative.starts_with("var/cache")
+            || relative == "var/lock"
+        {
+            continue;
+        }
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            files.push((format!("{relative}/"), Vec::new()));
+            collect(root, &path, files);
+        } else if kind.is_file() {
+            files.push((relative, std::fs::read(&path).unwrap_or_default()));
+        } else {
+            files.push((relative, b"(link or special)".to_vec()));
+        }
+    }
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        if self.supervisord_started {
+            self.stop_supervisord();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        } else {
+            eprintln!("test home kept for inspection: {}", self.root.display());
+        }
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A plain tar of `dir`'s content.
+pub fn tar_of(dir: &Path) -> Vec<u8> {
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .args(["--exclude=__pycache__", "-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar failed: {}", stderr(&out));
+    out.stdout
+}
+
+/// A copy of the hello app in a temp folder, for tests that change it.
+pub fn app_copy(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sarge-app-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["app.py", "Procfile", "requirements.txt"] {
+        std::fs::copy(hello_app().join(file), dir.join(file)).unwrap();
+    }
+    dir
+}
+
+/// `GET path` on 127.0.0.1:port; the status code and body.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+pub fn wait_for(limit: Duration, mut ready: impl FnMut() -> bool, what: &str) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Requests on the stable port from the background while a test redeploys:
+/// one client opening a new connection per request, one keeping a single
+/// connection alive across requests.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<LoadCount>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct LoadCount {
+    pub served: u64,
+    pub failed: u64,
+    pub failures: Vec<String>,
+    /// Bodies seen, in order, deduplicated consecutively.
+    pub bodies: Vec<String>,
+}
+
+impl LoadCount {
+    fn record(&mut self, result: std::io::Result<(u16, String)>) {
+        match result {
+            Ok((200, body)) => {
+                self.served += 1;
+                if self.bodies.last() != Some(&body) {
+                    self.bodies.push(body);
+                }
+            }
+            Ok((status, body)) => {
+                self.failed += 1;
+                self.failures.push(format!("{status}: {body}"));
+            }
+            Err(error) => {
+                self.failed += 1;
+                self.failures.push(error.to_string());
+            }
+        }
+    }
+
+    pub fn merge(mut self, other: LoadCount) -> LoadCount {
+        self.served += other.served;
+        self.failed += other.failed;
+        self.failures.extend(other.failures);
+        self.bodies.extend(other.bodies);
+        self
+    }
+}
+
+impl Load {
+    pub fn start(port: u16) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let fresh = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut count = LoadCount::default();
+                while !stop.load(Ordering::Relaxed) {
+                    count.record(http_get(port, "/"));
+                }
+                count
+            })
+        };
+        let kept_alive = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut count = LoadCount::default();
+                let mut connection = None;
+                while !stop.load(Ordering::Relaxed) {
+                    if connection.is_none() {
+                        match TcpStream::connect(("127.0.0.1", port)) {
+                            Ok(stream) => connection = Some(std::io::BufReader::new(stream)),
+                            Err(error) => {
+                                count.record(Err(error));
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(stream) = connection.as_mut() else { continue };
+                    let result = keep_alive_get(stream);
+                    if result.is_err() {
+                        connection = None;
+                    }
+                    count.record(result);
+                }
+                count
+            })
+        };
+        Self {
+            stop,
+            workers: vec![fresh, kept_alive],
+        }
+    }
+
+    /// Stops the clients; the counts of the fresh-connection client and of
+    /// the keep-alive client.
+    pub fn finish(self) -> (LoadCount, LoadCount) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut counts = self.workers.into_iter().map(|worker| worker.join().unwrap());
+        (counts.next().unwrap(), counts.next().unwrap())
+    }
+}
+
+/// One HTTP/1.1 request on a kept-alive connection; reads exactly one
+/// response (by Content-Length) so the connection can be reused.
+fn keep_alive_get(
+    stream: &mut std::io::BufReader<TcpStream>,
+) -> std::io::Result<(u16, String)> {
+    use std::io::BufRead;
+    stream.get_ref().set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n")?;
+    let mut status_line = String::new();
+    if stream.read_line(&mut status_line)? == 0 {
+        return Err(std::io::Error::other("keep-alive connection closed before a response"));
+    }
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}

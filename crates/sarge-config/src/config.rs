@@ -1,0 +1,501 @@
+//! The parsed contents of `sarge.yaml` and the rules that check them.
+//!
+//! The YAML is read into a generic tree and walked by hand rather than
+//! derived with serde: that way every message can name the file and the
+//! exact dotted key, and unknown keys are caught at every level.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use serde_yaml::{Mapping, Value};
+
+use crate::address::StableAddress;
+use crate::error::{Error, Result};
+use crate::port_range::PortRange;
+
+/// Settings from `$SARGE_HOME/etc/sarge.yaml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Ports handed out to new deployments (`port_range`, required).
+    pub port_range: PortRange,
+    /// Stable address per process name that haproxy keeps pointing at the
+    /// live deployment (`port_map`).
+    pub port_map: BTreeMap<String, StableAddress>,
+    /// Environment variables for every application process (`env`). YAML
+    /// numbers and booleans arrive as their text (`5432` -> `"5432"`).
+    pub env: BTreeMap<String, String>,
+    /// The haproxy program (`haproxy_bin`, default `haproxy`).
+    pub haproxy_bin: Utf8PathBuf,
+    /// The supervisord program (`supervisord_bin`, default `supervisord`).
+    pub supervisord_bin: Utf8PathBuf,
+    /// The supervisorctl program (`supervisorctl_bin`, default `supervisorctl`).
+    pub supervisorctl_bin: Utf8PathBuf,
+    /// Python used to create virtualenvs (`python_bin`, or the older name
+    /// `virtualenv_python_bin`; default `python3`).
+    pub python_bin: Utf8PathBuf,
+    /// Folder of package archives to install from (`python_dist`); `None`
+    /// means the caller uses `$SARGE_HOME/dist`.
+    pub python_dist: Option<Utf8PathBuf>,
+    /// HTTP health check per process name (`healthcheck`).
+    pub healthcheck: BTreeMap<String, HealthCheck>,
+    /// How long a new instance may take to start listening
+    /// (`ready_timeout`, seconds, default 30).
+    pub ready_timeout: Duration,
+    /// How long an old instance's open requests may take after traffic has
+    /// switched (`drain_timeout`, seconds, default 10).
+    pub drain_timeout: Duration,
+}
+
+/// An HTTP check that a new instance must pass before it gets traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Request path, always starting with `/`.
+    pub path: String,
+    /// How long to keep trying; `None` leaves the choice to the caller.
+    pub timeout: Option<Duration>,
+}
+
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "port_range",
+    "port_map",
+    "env",
+    "haproxy_bin",
+    "supervisord_bin",
+    "supervisorctl_bin",
+    "python_bin",
+    "virtualenv_python_bin",
+    "python_dist",
+    "healthcheck",
+    "ready_timeout",
+    "drain_timeout",
+];
+
+const HEALTHCHECK_KEYS: &[&str] = &["path", "timeout"];
+
+impl Config {
+    /// A config with the given port range and every other setting at its
+    /// default, as if `sarge.yaml` held only `port_range`.
+    pub fn new(port_range: PortRange) -> Config {
+        Config {
+            port_range,
+            port_map: BTreeMap::new(),
+            env: BTreeMap::new(),
+            haproxy_bin: "haproxy".into(),
+            supervisord_bin: "supervisord".into(),
+            supervisorctl_bin: "supervisorctl".into(),
+            python_bin: "python3".into(),
+            python_dist: None,
+            healthcheck: BTreeMap::new(),
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+
+    /// Reads and checks the config file at `path`.
+    pub fn load(path: &Utf8Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_yaml_str(&text, path)
+    }
+
+    /// Parses and checks config text; `origin` only appears in error
+    /// messages.
+    pub fn from_yaml_str(text: &str, origin: &Utf8Path) -> Result<Config> {
+        Parser { origin }.parse(text)
+    }
+}
+
+struct Parser<'a> {
+    origin: &'a Utf8Path,
+}
+
+impl Parser<'_> {
+    fn parse(&self, text: &str) -> Result<Config> {
+        let document: Value = serde_yaml::from_str(text).map_err(|e| self.syntax(&e))?;
+        let top = match document {
+            // An empty file or one holding only comments.
+            Value::Null => Mapping::new(),
+            Value::Mapping(mapping) => mapping,
+            other => {
+                return Err(self.invalid(
+                    "top level",
+                    format!("expected a mapping of settings, found {}", describe(&other)),
+                ))
+            }
+        };
+        let top = self.entries(&top, "", TOP_LEVEL_KEYS)?;
+
+        let port_range = match top.get("port_range") {
+            Some(value) => self.port_range(value)?,
+            None => return Err(self.missing("port_range")),
+        };
+        let mut config = Config::new(port_range);
+        if let Some(value) = top.get("port_map") {
+            config.port_map = self.port_map(value, port_range)?;
+        }
+        if let Some(value) = top.get("env") {
+            config.env = self.env(value)?;
+        }
+        if let Some(value) = top.get("haproxy_bin") {
+            config.haproxy_bin = self.path("haproxy_bin", value)?;
+        }
+        if let Some(value) = top.get("supervisord_bin") {
+            config.supervisord_bin = self.path("supervisord_bin", value)?;
+        }
+        if let Some(value) = top.get("supervisorctl_bin") {
+            config.supervisorctl_bin = self.path("supervisorctl_bin", value)?;
+        }
+        match (top.get("python_bin"), top.get("virtualenv_python_bin")) {
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    "virtualenv_python_bin",
+                    "is the old name of python_bin, which is also set; keep only python_bin",
+                ))
+            }
+            (Some(value), None) => config.python_bin = self.path("python_bin", value)?,
+            (None, Some(value)) => {
+                config.python_bin = self.path("virtualenv_python_bin", value)?;
+            }
+            (None, None) => {}
+        }
+        if let Some(value) = top.get("python_dist") {
+            config.python_dist = Some(self.path("python_dist", value)?);
+        }
+        if let Some(value) = top.get("healthcheck") {
+            config.healthcheck = self.healthchecks(value)?;
+        }
+        if let Some(value) = top.get("ready_timeout") {
+            config.ready_timeout = self.seconds("ready_timeout", value)?;
+        }
+        if let Some(value) = top.get("drain_timeout") {
+            config.drain_timeout = self.seconds("drain_timeout", value)?;
+        }
+        Ok(config)
+    }
+
+    /// The entries of a settings mapping by key, rejecting keys outside
+    /// `known` so that a typo never silently falls back to a default.
+    fn entries<'v>(
+        &self,
+        mapping: &'v Mapping,
+        prefix: &str,
+        known: &[&str],
+    ) -> Result<BTreeMap<&'v str, &'v Value>> {
+        let mut entries = BTreeMap::new();
+        for (key, value) in mapping {
+            let name = key.as_str().filter(|name| known.contains(name));
+            let Some(name) = name else {
+                return Err(Error::UnknownKey {
+                    path: self.origin.to_owned(),
+                    key: format!("{prefix}{}", key_text(key).unwrap_or_else(|| describe(key))),
+                    known: known.join(", "),
+                });
+            };
+            entries.insert(name, value);
+        }
+        Ok(entries)
+    }
+
+    fn port_range(&self, value: &Value) -> Result<PortRange> {
+        const KEY: &str = "port_range";
+        let Value::Sequence(items) = value else {
+            return Err(self.invalid(
+                KEY,
+                format!("expected [first, last], found {}", describe(value)),
+            ));
+        };
+        let [first, last] = items.as_slice() else {
+            return Err(self.invalid(
+                KEY,
+                format!(
+                    "expected exactly two ports [first, last], found {} items",
+                    items.len()
+                ),
+            ));
+        };
+        let first = self.unprivileged_port(first)?;
+        let last = self.unprivileged_port(last)?;
+        if first > last {
+            return Err(self.invalid(
+                KEY,
+                format!("first port {first} is greater than last port {last}"),
+            ));
+        }
+        Ok(PortRange { first, last })
+    }
+
+    fn unprivileged_port(&self, value: &Value) -> Result<u16> {
+        let number = value.as_i64().ok_or_else(|| {
+            self.invalid(
+                "port_range",
+                format!("{} is not a port number", describe(value)),
+            )
+        })?;
+        u16::try_from(number)
+            .ok()
+            .filter(|port| *port >= 1024)
+            .ok_or_else(|| self.invalid("port_range", format!("{number} is outside 1024..=65535")))
+    }
+
+    fn port_map(
+        &self,
+        value: &Value,
+        port_range: PortRange,
+    ) -> Result<BTreeMap<String, StableAddress>> {
+        let mut port_map: BTreeMap<String, StableAddress> = BTreeMap::new();
+        for (name, value) in self.named_entries("port_map", value, process_name_problem)? {
+            let key = format!("port_map.{name}");
+            let address: StableAddress = match value {
+                Value::String(text) => text
+                    .parse()
+                    .map_err(|e: Error| self.invalid(&key, e.to_string()))?,
+                other => {
+                    return Err(self.invalid(
+                        &key,
+                        format!("{} is not host:port, e.g. 127.0.0.1:5000", describe(other)),
+                    ))
+                }
+            };
+            if port_range.contains(address.port) {
+                return Err(self.invalid(
+                    &key,
+                    format!("port {} is inside port_range {port_range}", address.port),
+                ));
+            }
+            if let Some((other, other_address)) =
+                port_map.iter().find(|(_, taken)| taken.overlaps(&address))
+            {
+                return Err(self.invalid(
+                    &key,
+                    format!("{address} clashes with port_map.{other} ({other_address})"),
+                ));
+            }
+            port_map.insert(name, address);
+        }
+        Ok(port_map)
+    }
+
+    fn env(&self, value: &Value) -> Result<BTreeMap<String, String>> {
+        let mut env = BTreeMap::new();
+        for (name, value) in self.named_entries("env", value, env_name_problem)? {
+            let key = format!("env.{name}");
+            let text = match value {
+                Value::String(text) => text.clone(),
+                Value::Bool(_) | Value::Number(_) => key_text(value).unwrap_or_default(),
+                Value::Null => {
+                    return Err(self.invalid(&key, "has no value; write \"\" for an empty string"))
+                }
+                other => {
+                    return Err(self.invalid(
+                        &key,
+                        format!(
+                            "expected a string, number or boolean, found {}",
+                            describe(other)
+                        ),
+                    ))
+                }
+            };
+            if text.contains('\0') {
+                return Err(self.invalid(&key, "contains a NUL character"));
+            }
+            env.insert(name, text);
+        }
+        Ok(env)
+    }
+
+    fn healthchecks(&self, value: &Value) -> Result<BTreeMap<String, HealthCheck>> {
+        let mut checks = BTreeMap::new();
+        for (name, value) in self.named_entries("healthcheck", value, process_name_problem)? {
+            let key = format!("healthcheck.{name}");
+            let Value::Mapping(mapping) = value else {
+                return Err(self.invalid(
+                    &key,
+                    format!(
+                        "expected a mapping like {{path: /up, timeout: 30}}, found {}",
+                        describe(value)
+                    ),
+                ));
+            };
+            let entries = self.entries(mapping, &format!("{key}."), HEALTHCHECK_KEYS)?;
+            let path_key = format!("{key}.path");
+            let path = match entries.get("path") {
+                Some(Value::String(path)) if is_request_path(path) => path.clone(),
+                Some(other) => {
+                    return Err(self.invalid(
+                        &path_key,
+                        format!(
+                            "{} is not a URL path starting with '/' (no spaces)",
+                            describe(other)
+                        ),
+                    ))
+                }
+                None => return Err(self.missing(&path_key)),
+            };
+            let timeout = match entries.get("timeout") {
+                Some(value) => Some(self.seconds(&format!("{key}.timeout"), value)?),
+                None => None,
+            };
+            checks.insert(name, HealthCheck { path, timeout });
+        }
+        Ok(checks)
+    }
+
+    /// Entries of a mapping whose keys are user-chosen names (process or
+    /// variable names), each checked by `name_problem`. An empty value (`key:`
+    /// with everything below commented out) counts as an empty mapping.
+    fn named_entries<'v>(
+        &self,
+        key: &str,
+        value: &'v Value,
+        name_problem: fn(&str) -> Option<&'static str>,
+    ) -> Result<Vec<(String, &'v Value)>> {
+        let mapping = match value {
+            Value::Null => return Ok(Vec::new()),
+            Value::Mapping(mapping) => mapping,
+            other => {
+                return Err(self.invalid(
+                    key,
+                    format!("expected a mapping of names, found {}", describe(other)),
+                ))
+            }
+        };
+        mapping
+            .iter()
+            .map(|(name, value)| {
+                let text = key_text(name).ok_or_else(|| {
+                    self.invalid(key, format!("{} is not a name", describe(name)))
+                })?;
+                if let Some(problem) = name_problem(&text) {
+                    return Err(self.invalid(key, format!("{text:?} {problem}")));
+                }
+                Ok((text, value))
+            })
+            .collect()
+    }
+
+    fn path(&self, key: &str, value: &Value) -> Result<Utf8PathBuf> {
+        match value {
+            Value::String(text) if !text.is_empty() && !text.contains('\0') => {
+                Ok(Utf8PathBuf::from(text))
+            }
+            other => Err(self.invalid(key, format!("expected a path, found {}", describe(other)))),
+        }
+    }
+
+    fn seconds(&self, key: &str, value: &Value) -> Result<Duration> {
+        let Value::Number(number) = value else {
+            return Err(self.invalid(
+                key,
+                format!("expected a number of seconds, found {}", describe(value)),
+            ));
+        };
+        if let Some(whole) = number.as_u64() {
+            return Ok(Duration::from_secs(whole));
+        }
+        let seconds = number.as_f64().unwrap_or(f64::NAN);
+        if seconds.is_nan() {
+            return Err(self.invalid(key, format!("{number} is not a number of seconds")));
+        }
+        if seconds < 0.0 {
+            return Err(self.invalid(key, format!("{number} is negative; expected seconds >= 0")));
+        }
+        Duration::try_from_secs_f64(seconds)
+            .map_err(|_| self.invalid(key, format!("{number} seconds is too long")))
+    }
+
+    fn syntax(&self, error: &serde_yaml::Error) -> Error {
+        let location = error.location();
+        let mut message = error.to_string();
+        // serde_yaml usually puts the location in its message already.
+        if let Some(location) = &location {
+            if !message.contains(" at line ") {
+                message = format!(
+                    "{message} at line {} column {}",
+                    location.line(),
+                    location.column()
+                );
+            }
+        }
+        Error::Syntax {
+            path: self.origin.to_owned(),
+            line: location.as_ref().map(|l| l.line()),
+            column: location.as_ref().map(|l| l.column()),
+            message,
+        }
+    }
+
+    fn invalid(&self, key: &str, problem: impl Into<String>) -> Error {
+        Error::Invalid {
+            path: self.origin.to_owned(),
+            key: key.to_owned(),
+            problem: problem.into(),
+        }
+    }
+
+    fn missing(&self, key: &str) -> Error {
+        Error::Missing {
+            path: self.origin.to_owned(),
+            key: key.to_owned(),
+        }
+    }
+}
+
+/// Process names become supervisord program names and file names.
+fn process_name_problem(name: &str) -> Option<&'static str> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    (!valid).then_some(
+        "is not a valid process name (letters, digits, '_', '.', '-'; starting with a letter or digit)",
+    )
+}
+
+fn env_name_problem(name: &str) -> Option<&'static str> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    (!valid).then_some(
+        "is not a valid environment variable name (letters, digits, '_'; not starting with a digit)",
+    )
+}
+
+/// The path goes into an HTTP request line, where whitespace or control
+/// characters would break the request.
+fn is_request_path(path: &str) -> bool {
+    path.starts_with('/') && !path.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Text of a scalar used as a name or an env value; `None` for anything
+/// that has no sensible text form.
+fn key_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// How a value is shown in messages: scalars as written, containers by kind.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "nothing".to_owned(),
+        Value::String(text) => format!("{text:?}"),
+        Value::Bool(flag) => flag.to_string(),
+        Value::Number(number) => number.to_string(),
+        Value::Sequence(_) => "a list".to_owned(),
+        Value::Mapping(_) => "a mapping".to_owned(),
+        Value::Tagged(tagged) => format!("a value tagged {}", tagged.tag),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,604 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use camino::Utf8Path;
+
+use super::*;
+
+const ORIGIN: &str = "/h/etc/sarge.yaml";
+const RANGE: &str = "port_range: [5010, 5099]\n";
+
+fn parse(text: &str) -> Config {
+    Config::from_yaml_str(text, Utf8Path::new(ORIGIN)).unwrap()
+}
+
+fn error(text: &str) -> String {
+    Config::from_yaml_str(text, Utf8Path::new(ORIGIN))
+        .unwrap_err()
+        .to_string()
+}
+
+/// Parses `RANGE` followed by `rest` and returns the error message.
+fn error_with_range(rest: &str) -> String {
+    error(&format!("{RANGE}{rest}"))
+}
+
+fn address(host: Option<&str>, port: u16) -> StableAddress {
+    StableAddress {
+        host: host.map(str::to_owned),
+        port,
+    }
+}
+
+#[test]
+fn minimal_file_gets_defaults() {
+    let config = parse(RANGE);
+    assert_eq!(
+        config,
+        Config {
+            port_range: PortRange {
+                first: 5010,
+                last: 5099
+            },
+            port_map: BTreeMap::new(),
+            env: BTreeMap::new(),
+            haproxy_bin: "haproxy".into(),
+            supervisord_bin: "supervisord".into(),
+            supervisorctl_bin: "supervisorctl".into(),
+            python_bin: "python3".into(),
+            python_dist: None,
+            healthcheck: BTreeMap::new(),
+            ready_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+        }
+    );
+}
+
+#[test]
+fn every_key_is_read() {
+    let config = parse(
+        r#"
+port_range: [20010, 20099]
+port_map:
+  web: 127.0.0.1:20000
+  api: "*:20001"
+  admin: "[::1]:20002"
+env:
+  MESSAGE: "hello sarge!"
+  DATABASE: postgresql://user:pw@localhost:5432/db_name
+haproxy_bin: /usr/sbin/haproxy
+supervisord_bin: /usr/bin/supervisord
+supervisorctl_bin: /usr/bin/supervisorctl
+python_bin: /usr/bin/python3.11
+python_dist: /srv/dist
+healthcheck:
+  web: {path: /up, timeout: 5}
+  api:
+    path: /health?full=1
+ready_timeout: 2.5
+drain_timeout: 0
+"#,
+    );
+    assert_eq!(
+        config.port_range,
+        PortRange {
+            first: 20010,
+            last: 20099
+        }
+    );
+    assert_eq!(
+        config.port_map,
+        BTreeMap::from([
+            ("web".to_owned(), address(Some("127.0.0.1"), 20000)),
+            ("api".to_owned(), address(None, 20001)),
+            ("admin".to_owned(), address(Some("::1"), 20002)),
+        ])
+    );
+    assert_eq!(
+        config.env,
+        BTreeMap::from([
+            ("MESSAGE".to_owned(), "hello sarge!".to_owned()),
+            (
+                "DATABASE".to_owned(),
+                "postgresql://user:pw@localhost:5432/db_name".to_owned()
+            ),
+        ])
+    );
+    assert_eq!(config.haproxy_bin, "/usr/sbin/haproxy");
+    assert_eq!(config.supervisord_bin, "/usr/bin/supervisord");
+    assert_eq!(config.supervisorctl_bin, "/usr/bin/supervisorctl");
+    assert_eq!(config.python_bin, "/usr/bin/python3.11");
+    assert_eq!(
+        config.python_dist.as_deref(),
+        Some(Utf8Path::new("/srv/dist"))
+    );
+    assert_eq!(
+        config.healthcheck,
+        BTreeMap::from([
+            (
+                "web".to_owned(),
+                HealthCheck {
+                    path: "/up".to_owned(),
+                    timeout: Some(Duration::from_secs(5))
+                }
+            ),
+            (
+                "api".to_owned(),
+                HealthCheck {
+                    path: "/health?full=1".to_owned(),
+                    timeout: None
+                }
+            ),
+        ])
+    );
+    assert_eq!(config.ready_timeout, Duration::from_millis(2500));
+    assert_eq!(config.drain_timeout, Duration::ZERO);
+}
+
+#[test]
+fn env_scalars_become_their_text() {
+    let config = parse(&format!(
+        "{RANGE}env:\n  PORT: 5432\n  DEBUG: true\n  RATE: 1.50\n  ZIP: '05432'\n  LEADING: 007\n  EMPTY: ''\n  NEG: -3\n"
+    ));
+    let env: Vec<(&str, &str)> = config
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("DEBUG", "true"),
+            ("EMPTY", ""),
+            ("LEADING", "007"),
+            ("NEG", "-3"),
+            ("PORT", "5432"),
+            ("RATE", "1.5"),
+            ("ZIP", "05432"),
+        ]
+    );
+}
+
+#[test]
+fn legacy_virtualenv_python_bin_is_accepted() {
+    let config = parse(&format!(
+        "{RANGE}virtualenv_python_bin: /opt/py/bin/python\n"
+    ));
+    assert_eq!(config.python_bin, "/opt/py/bin/python");
+}
+
+#[test]
+fn empty_maps_may_be_left_without_value() {
+    let config = parse(&format!("{RANGE}port_map:\nenv:\n  # A: 1\nhealthcheck:\n"));
+    assert!(config.port_map.is_empty());
+    assert!(config.env.is_empty());
+    assert!(config.healthcheck.is_empty());
+}
+
+#[test]
+fn default_yaml_parses_to_the_documented_values() {
+    let config = parse(&Config::default_yaml(7000));
+    let mut expected = Config::new(PortRange {
+        first: 7010,
+        last: 7099,
+    });
+    expected
+        .port_map
+        .insert("web".to_owned(), address(Some("127.0.0.1"), 7000));
+    assert_eq!(config, expected);
+}
+
+#[test]
+fn default_yaml_optional_keys_are_valid_when_uncommented() {
+    // Uncommenting every "# key: value" line must give a valid file, or the
+    // template would teach people broken syntax.
+    let uncommented: String = Config::default_yaml(7000)
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(setting)
+                if TOP_LEVEL_KEYS
+                    .iter()
+                    .any(|key| setting.starts_with(&format!("{key}:")))
+                    || setting.starts_with("  web: ") =>
+            {
+                setting
+            }
+            _ => line,
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(uncommented.contains("\nhealthcheck:\n  web: {path: /up, timeout: 30}\n"));
+    let config = parse(&uncommented);
+    assert_eq!(
+        config.python_dist.as_deref(),
+        Some(Utf8Path::new("/path/to/dist"))
+    );
+    assert_eq!(config.healthcheck["web"].path, "/up");
+    assert_eq!(config.ready_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn load_reads_the_file_and_names_it_in_errors() {
+    let dir = std::env::temp_dir().join(format!("sarge-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = camino::Utf8PathBuf::try_from(dir).unwrap();
+    let path = dir.join("sarge.yaml");
+    std::fs::write(&path, Config::default_yaml(7000)).unwrap();
+    assert_eq!(Config::load(&path).unwrap().port_range.first, 7010);
+
+    std::fs::write(&path, "port_range: [5010]\n").unwrap();
+    assert_eq!(
+        Config::load(&path).unwrap_err().to_string(),
+        format!("{path}: port_range: expected exactly two ports [first, last], found 1 items")
+    );
+
+    let missing = dir.join("missing.yaml");
+    let err = Config::load(&missing).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("cannot read config file {missing}")
+    );
+    let source = std::error::Error::source(&err).unwrap();
+    assert_eq!(source.to_string(), "No such file or directory (os error 2)");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn syntax_errors_give_line_and_column() {
+    let err = Config::from_yaml_str(
+        "port_range: [5010, 5099]\nport_map: web: 1\n",
+        Utf8Path::new(ORIGIN),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/h/etc/sarge.yaml: invalid YAML: mapping values are not allowed in this context at line 2 column 14"
+    );
+    let Error::Syntax { line, column, .. } = err else {
+        panic!("not a syntax error: {err:?}");
+    };
+    assert_eq!((line, column), (Some(2), Some(14)));
+
+    assert_eq!(
+        error("port_range: [5010, 5099\n"),
+        "/h/etc/sarge.yaml: invalid YAML: did not find expected ',' or ']' at line 2 column 1, while parsing a flow sequence at line 1 column 13"
+    );
+}
+
+#[test]
+fn duplicate_keys_are_syntax_errors() {
+    assert_eq!(
+        error_with_range("env:\n  A: 1\n  A: 2\n"),
+        "/h/etc/sarge.yaml: invalid YAML: env: duplicate entry with key \"A\" at line 3 column 3"
+    );
+}
+
+#[test]
+fn empty_or_comment_only_file_needs_port_range() {
+    for text in ["", "\n", "# nothing here\n# at all\n"] {
+        assert_eq!(error(text), "/h/etc/sarge.yaml: port_range is required");
+    }
+    assert_eq!(
+        error("env: {}\n"),
+        "/h/etc/sarge.yaml: port_range is required"
+    );
+}
+
+#[test]
+fn top_level_must_be_a_mapping() {
+    assert_eq!(
+        error("- 5010\n- 5099\n"),
+        "/h/etc/sarge.yaml: top level: expected a mapping of settings, found a list"
+    );
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let known = "port_range, port_map, env, haproxy_bin, supervisord_bin, supervisorctl_bin, python_bin, virtualenv_python_bin, python_dist, healthcheck, ready_timeout, drain_timeout";
+    assert_eq!(
+        error_with_range("haproxy_binn: /usr/sbin/haproxy\n"),
+        format!("/h/etc/sarge.yaml: unknown key \"haproxy_binn\" (known keys here: {known})")
+    );
+    assert_eq!(
+        error_with_range("7: x\n"),
+        format!("/h/etc/sarge.yaml: unknown key \"7\" (known keys here: {known})")
+    );
+    assert_eq!(
+        error_with_range("healthcheck:\n  web: {pth: /up}\n"),
+        "/h/etc/sarge.yaml: unknown key \"healthcheck.web.pth\" (known keys here: path, timeout)"
+    );
+}
+
+#[test]
+fn port_range_errors() {
+    let cases = [
+        (
+            "port_range: 5010-5099\n",
+            "port_range: expected [first, last], found \"5010-5099\"",
+        ),
+        (
+            "port_range:\n",
+            "port_range: expected [first, last], found nothing",
+        ),
+        (
+            "port_range: [5010]\n",
+            "port_range: expected exactly two ports [first, last], found 1 items",
+        ),
+        (
+            "port_range: [5010, 5020, 5030]\n",
+            "port_range: expected exactly two ports [first, last], found 3 items",
+        ),
+        (
+            "port_range: [5010, x]\n",
+            "port_range: \"x\" is not a port number",
+        ),
+        (
+            "port_range: [5010.5, 5020]\n",
+            "port_range: 5010.5 is not a port number",
+        ),
+        (
+            "port_range: [80, 5020]\n",
+            "port_range: 80 is outside 1024..=65535",
+        ),
+        (
+            "port_range: [5010, 65536]\n",
+            "port_range: 65536 is outside 1024..=65535",
+        ),
+        (
+            "port_range: [-1, 5020]\n",
+            "port_range: -1 is outside 1024..=65535",
+        ),
+        (
+            "port_range: [5099, 5010]\n",
+            "port_range: first port 5099 is greater than last port 5010",
+        ),
+    ];
+    for (text, problem) in cases {
+        assert_eq!(error(text), format!("{ORIGIN}: {problem}"), "{text}");
+    }
+    let single = parse("port_range: [1024, 1024]\n");
+    assert_eq!(single.port_range.len(), 1);
+    let top = parse("port_range: [65535, 65535]\n");
+    assert_eq!(top.port_range.first, 65535);
+}
+
+#[test]
+fn port_map_errors() {
+    let cases = [
+        (
+            "port_map:\n  web: foo\n",
+            r#"port_map.web: "foo" is not host:port (expected host:port, e.g. 127.0.0.1:5000 or *:5000)"#,
+        ),
+        (
+            "port_map:\n  web: 5000\n",
+            "port_map.web: 5000 is not host:port, e.g. 127.0.0.1:5000",
+        ),
+        (
+            "port_map:\n  web: 127.0.0.1:0\n",
+            r#"port_map.web: "127.0.0.1:0" is not host:port (the port must be a number in 1..=65535)"#,
+        ),
+        (
+            "port_map:\n  web: 127.0.0.1:70000\n",
+            r#"port_map.web: "127.0.0.1:70000" is not host:port (the port must be a number in 1..=65535)"#,
+        ),
+        (
+            "port_map:\n  web: 127.0.0.1:5050\n",
+            "port_map.web: port 5050 is inside port_range [5010, 5099]",
+        ),
+        (
+            "port_map:\n  web: \"*:5010\"\n",
+            "port_map.web: port 5010 is inside port_range [5010, 5099]",
+        ),
+        (
+            "port_map:\n  web: 127.0.0.1:5000\n  api: 127.0.0.1:5000\n",
+            "port_map.api: 127.0.0.1:5000 clashes with port_map.web (127.0.0.1:5000)",
+        ),
+        (
+            "port_map:\n  web: 127.0.0.1:5000\n  api: \"*:5000\"\n",
+            "port_map.api: *:5000 clashes with port_map.web (127.0.0.1:5000)",
+        ),
+        (
+            "port_map:\n  web: \"*:5000\"\n  api: 10.1.2.3:5000\n",
+            "port_map.api: 10.1.2.3:5000 clashes with port_map.web (*:5000)",
+        ),
+        (
+            "port_map:\n  web app: 127.0.0.1:5000\n",
+            r#"port_map: "web app" is not a valid process name (letters, digits, '_', '.', '-'; starting with a letter or digit)"#,
+        ),
+        (
+            "port_map:\n  _web: 127.0.0.1:5000\n",
+            r#"port_map: "_web" is not a valid process name (letters, digits, '_', '.', '-'; starting with a letter or digit)"#,
+        ),
+        (
+            "port_map:\n  web/x: 127.0.0.1:5000\n",
+            r#"port_map: "web/x" is not a valid process name (letters, digits, '_', '.', '-'; starting with a letter or digit)"#,
+        ),
+        (
+            "port_map:\n  ~: 127.0.0.1:5000\n",
+            "port_map: nothing is not a name",
+        ),
+        (
+            "port_map: [web]\n",
+            "port_map: expected a mapping of names, found a list",
+        ),
+    ];
+    for (text, problem) in cases {
+        assert_eq!(
+            error_with_range(text),
+            format!("{ORIGIN}: {problem}"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn port_map_accepts_process_names_with_dots_dashes_underscores() {
+    let config = parse(&format!(
+        "{RANGE}port_map:\n  web-2.v_1: 127.0.0.1:5000\n  9worker: 127.0.0.1:5001\n  other: 127.0.0.2:5000\n"
+    ));
+    assert_eq!(
+        config.port_map.keys().collect::<Vec<_>>(),
+        ["9worker", "other", "web-2.v_1"]
+    );
+}
+
+#[test]
+fn env_errors() {
+    let cases = [
+        (
+            "env:\n  A:\n",
+            r#"env.A: has no value; write "" for an empty string"#,
+        ),
+        (
+            "env:\n  A: [1, 2]\n",
+            "env.A: expected a string, number or boolean, found a list",
+        ),
+        (
+            "env:\n  A: {b: 1}\n",
+            "env.A: expected a string, number or boolean, found a mapping",
+        ),
+        (
+            "env:\n  A: !secret x\n",
+            "env.A: expected a string, number or boolean, found a value tagged !secret",
+        ),
+        ("env:\n  A: \"x\\0y\"\n", "env.A: contains a NUL character"),
+        (
+            "env:\n  1A: x\n",
+            r#"env: "1A" is not a valid environment variable name (letters, digits, '_'; not starting with a digit)"#,
+        ),
+        (
+            "env:\n  MY-VAR: x\n",
+            r#"env: "MY-VAR" is not a valid environment variable name (letters, digits, '_'; not starting with a digit)"#,
+        ),
+        (
+            "env:\n  \"\": x\n",
+            r#"env: "" is not a valid environment variable name (letters, digits, '_'; not starting with a digit)"#,
+        ),
+        (
+            "env: [A]\n",
+            "env: expected a mapping of names, found a list",
+        ),
+    ];
+    for (text, problem) in cases {
+        assert_eq!(
+            error_with_range(text),
+            format!("{ORIGIN}: {problem}"),
+            "{text}"
+        );
+    }
+    let config = parse(&format!("{RANGE}env:\n  _private_1: x\n"));
+    assert_eq!(config.env["_private_1"], "x");
+}
+
+#[test]
+fn program_path_errors() {
+    let cases = [
+        ("haproxy_bin:\n", "haproxy_bin: expected a path, found nothing"),
+        ("haproxy_bin: ''\n", "haproxy_bin: expected a path, found \"\""),
+        ("supervisord_bin: 5\n", "supervisord_bin: expected a path, found 5"),
+        ("supervisorctl_bin: [a]\n", "supervisorctl_bin: expected a path, found a list"),
+        ("python_dist: {a: 1}\n", "python_dist: expected a path, found a mapping"),
+        ("virtualenv_python_bin: true\n", "virtualenv_python_bin: expected a path, found true"),
+        (
+            "python_bin: python3\nvirtualenv_python_bin: python3\n",
+            "virtualenv_python_bin: is the old name of python_bin, which is also set; keep only python_bin",
+        ),
+    ];
+    for (text, problem) in cases {
+        assert_eq!(
+            error_with_range(text),
+            format!("{ORIGIN}: {problem}"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn healthcheck_errors() {
+    let cases = [
+        (
+            "healthcheck:\n  web: /up\n",
+            r#"healthcheck.web: expected a mapping like {path: /up, timeout: 30}, found "/up""#,
+        ),
+        (
+            "healthcheck:\n  web: {timeout: 3}\n",
+            "healthcheck.web.path is required",
+        ),
+        (
+            "healthcheck:\n  web: {path: up}\n",
+            r#"healthcheck.web.path: "up" is not a URL path starting with '/' (no spaces)"#,
+        ),
+        (
+            "healthcheck:\n  web: {path: /a b}\n",
+            r#"healthcheck.web.path: "/a b" is not a URL path starting with '/' (no spaces)"#,
+        ),
+        (
+            "healthcheck:\n  web: {path: 5}\n",
+            "healthcheck.web.path: 5 is not a URL path starting with '/' (no spaces)",
+        ),
+        (
+            "healthcheck:\n  web: {path: /up, timeout: -1}\n",
+            "healthcheck.web.timeout: -1 is negative; expected seconds >= 0",
+        ),
+        (
+            "healthcheck:\n  web: {path: /up, timeout: 30s}\n",
+            r#"healthcheck.web.timeout: expected a number of seconds, found "30s""#,
+        ),
+        (
+            "healthcheck:\n  -web: {path: /up}\n",
+            r#"healthcheck: "-web" is not a valid process name (letters, digits, '_', '.', '-'; starting with a letter or digit)"#,
+        ),
+        (
+            "healthcheck: [web]\n",
+            "healthcheck: expected a mapping of names, found a list",
+        ),
+    ];
+    for (text, problem) in cases {
+        assert_eq!(
+            error_with_range(text),
+            format!("{ORIGIN}: {problem}"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn timeout_errors() {
+    let cases = [
+        (
+            "ready_timeout: -5\n",
+            "ready_timeout: -5 is negative; expected seconds >= 0",
+        ),
+        (
+            "ready_timeout: -0.5\n",
+            "ready_timeout: -0.5 is negative; expected seconds >= 0",
+        ),
+        (
+            "drain_timeout: .nan\n",
+            "drain_timeout: .nan is not a number of seconds",
+        ),
+        (
+            "drain_timeout: .inf\n",
+            "drain_timeout: .inf seconds is too long",
+        ),
+        (
+            "drain_timeout: 1e300\n",
+            "drain_timeout: 1e300 seconds is too long",
+        ),
+        (
+            "ready_timeout: \"30\"\n",
+            r#"ready_timeout: expected a number of seconds, found "30""#,
+        ),
+        (
+            "ready_timeout:\n",
+            "ready_timeout: expected a number of seconds, found nothing",
+        ),
+    ];
+    for (text, problem) in cases {
+        assert_eq!(
+            error_with_range(text),
+            format!("{ORIGIN}: {problem}"),
+            "{text}"
+        );
+    }
+}

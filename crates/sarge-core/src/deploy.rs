@@ -1,0 +1,401 @@
+//! A deploy, in the order the user waits for it: unpack, read the
+//! Procfile, install, start, wait until ready, switch, clean up.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant, SystemTime};
+
+use camino::Utf8Path;
+use sarge_haproxy::Slot;
+use sarge_supervisor::{Program, ProcessState};
+use sarge_venv::{EnvironmentSpec, Venv};
+
+use crate::error::{Error, Result};
+use crate::launcher::{launcher_path, write_launcher};
+use crate::lock::HomeLock;
+use crate::procfile::{is_valid_process_name, Procfile};
+use crate::progress::{Progress, Steps};
+use crate::routing::{slot_char, slot_from_char, Router};
+use crate::state::{CurrentInstance, CurrentInstances, InstanceRecord};
+use crate::timestamp::rfc3339;
+use crate::unpack::unpack_tarball;
+use crate::Sarge;
+
+/// What a deploy did.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    /// The new instance.
+    pub instance: InstanceRecord,
+    /// The instance it replaced, now removed.
+    pub replaced: Option<String>,
+    /// Whether an existing virtualenv was reused (no installer ran).
+    pub venv_reused: Option<bool>,
+    /// The stable address now routed to it, if the process has one.
+    pub stable_address: Option<String>,
+    /// How long the whole deploy took.
+    pub elapsed: Duration,
+}
+
+impl Sarge {
+    /// Deploys process `process` of the app in `tarball` (a tar or tar.gz
+    /// stream), replacing its current instance. On any failure before the
+    /// switch the new instance is removed completely and the old one keeps
+    /// serving, untouched.
+    pub fn deploy(
+        &self,
+        tarball: impl Read,
+        process: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<Deployed> {
+        let started = Instant::now();
+        let mut steps = Steps::new(progress);
+        if !is_valid_process_name(process) {
+            return Err(Error::InvalidProcessName {
+                name: process.to_owned(),
+            });
+        }
+        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        let supervisor = self.supervisor_checked()?;
+        self.clean_leftovers(&supervisor, &mut steps)?;
+        let mut current = CurrentInstances::load(&self.home)?;
+        let previous = current.processes.get(process).cloned();
+
+        let id = self.new_instance_id(process);
+        let instance_dir = self.home.instance_dir(&id);
+        let app_dir = instance_dir.join("app");
+        let mut pending = PendingInstance {
+            sarge: self,
+            supervisor: &supervisor,
+            id: id.clone(),
+            armed: true,
+        };
+        fs_err::create_dir_all(&app_dir)?;
+        let entries = unpack_tarball(tarball, &app_dir)?;
+        steps.done("unpack", format!("{entries} entries into {instance_dir}"));
+
+        let procfile_path = app_dir.join("Procfile");
+        let procfile_text = match fs_err::read_to_string(&procfile_path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::ProcfileMissing {
+                    path: "Procfile".into(),
+                })
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let procfile = Procfile::parse(&procfile_text, Utf8Path::new("Procfile"))?;
+        let command = procfile
+            .command(process)
+            .ok_or_else(|| Error::ProcessNotInProcfile {
+                process: process.to_owned(),
+                available: procfile.names().collect::<Vec<_>>().join(", "),
+            })?
+            .to_owned();
+
+        let port = self.allocate_port()?;
+        steps.done("procfile", format!("{process}: {command}; port {port}"));
+
+        let requirements = app_dir.join("requirements.txt");
+        let venv: Option<Venv> = if requirements.is_file() {
+            let dist = self.python_dist();
+            let spec = EnvironmentSpec {
+                python: &self.config.python_bin,
+                requirements: &requirements,
+                dist: &dist,
+            };
+            let venv = self.venv_store().ensure(&spec)?;
+            steps.done(
+                "virtualenv",
+                if venv.reused {
+                    format!("reused {}", venv.path)
+                } else {
+                    format!("installed requirements.txt from {dist} into {}", venv.path)
+                },
+            );
+            Some(venv)
+        } else {
+            steps.done("virtualenv", "no requirements.txt, none needed");
+            None
+        };
+
+        let record = InstanceRecord {
+            id: id.clone(),
+            process: process.to_owned(),
+            port,
+            created: rfc3339(SystemTime::now()),
+            command: command.clone(),
+            venv: venv.as_ref().map(|venv| venv.key.to_string()),
+        };
+        record.save(&self.home)?;
+        let mut env = self.config.env.clone();
+        env.insert("PORT".to_owned(), port.to_string());
+        write_launcher(
+            &instance_dir,
+            &app_dir,
+            &env,
+            venv.as_ref().map(Venv::bin_dir).as_deref(),
+            &command,
+        )?;
+        self.add_program(&supervisor, &id, &app_dir)?;
+        steps.done("start", format!("supervisord program {id}"));
+
+        let routed = self.config.port_map.get(process);
+        let health = self.config.healthcheck.get(process);
+        self.wait_ready(&supervisor, &record, routed.is_some() || health.is_some())?;
+        steps.done("ready", format!("{id} answers on port {port}"));
+
+        let router = Router::new(&self.home, &self.config, &supervisor);
+        let mut routing = Router::committed(&self.home, &current)?;
+        let mut new_slot = None;
+        if let Some(address) = routed {
+            router.ensure(&routing)?;
+            let slot = match previous.as_ref().and_then(|p| p.slot).and_then(slot_from_char) {
+                Some(Slot::A) => Slot::B,
+                _ => Slot::A,
+            };
+            router.switch(&routing, process, slot, port)?;
+            routing.insert(process.to_owned(), (slot, port));
+            new_slot = Some(slot);
+            steps.done("switch", format!("{address} -> 127.0.0.1:{port}"));
+        }
+
+        // The commit point: from here on the new instance is the current one.
+        current.processes.insert(
+            process.to_owned(),
+            CurrentInstance {
+                id: id.clone(),
+                slot: new_slot.map(slot_char),
+            },
+        );
+        current.save(&self.home)?;
+        self.record_port(port)?;
+        pending.armed = false;
+
+        if let Some(old) = &previous {
+            if let (Some(slot), true) = (old.slot.and_then(slot_from_char), routed.is_some()) {
+                let waited = router.drain(process, slot, self.config.drain_timeout);
+                steps.done("drain", format!("{} after {} ms", old.id, waited.as_millis()));
+            }
+            self.remove_instance(&supervisor, &old.id)?;
+            steps.done("cleanup", format!("removed {}", old.id));
+        }
+        self.collect_venvs(&current)?;
+
+        Ok(Deployed {
+            instance: record,
+            replaced: previous.map(|old| old.id),
+            venv_reused: venv.map(|venv| venv.reused),
+            stable_address: routed.map(ToString::to_string),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn add_program(
+        &self,
+        supervisor: &sarge_supervisor::Client,
+        id: &str,
+        app_dir: &Utf8Path,
+    ) -> Result<()> {
+        let program = Program {
+            name: id.to_owned(),
+            command: vec![launcher_path(&self.home.instance_dir(id)).to_string()],
+            directory: app_dir.to_owned(),
+            log_file: self.home.program_log(id),
+            autostart: true,
+            autorestart: true,
+            start_secs: 1,
+            start_retries: 3,
+            stop_wait_secs: 10,
+            stop_as_group: true,
+        };
+        crate::state::write_atomic(
+            &self.home.program_file(id),
+            program.render().as_bytes(),
+            0o644,
+        )?;
+        supervisor.reload_config()?;
+        supervisor.add_process_group(id)?;
+        supervisor.start_process(id, false)?;
+        Ok(())
+    }
+
+    /// Polls until the instance listens on its port (and answers its health
+    /// check, if one is set), or fails as soon as its process exits.
+    fn wait_ready(
+        &self,
+        supervisor: &sarge_supervisor::Client,
+        record: &InstanceRecord,
+        needs_port: bool,
+    ) -> Result<()> {
+        let health = self.config.healthcheck.get(&record.process);
+        let limit = health
+            .and_then(|health| health.timeout)
+            .unwrap_or(self.config.ready_timeout);
+        let address = SocketAddr::from(([127, 0, 0, 1], record.port));
+        let log = self.home.program_log(&record.id);
+        let started = Instant::now();
+        let mut waiting_for = if needs_port {
+            format!("waiting for it to listen on port {}", record.port)
+        } else {
+            "waiting for supervisord to report it running".to_owned()
+        };
+        loop {
+            let info = supervisor.process_info(&record.id)?;
+            match info.state {
+                ProcessState::Exited | ProcessState::Fatal | ProcessState::Backoff => {
+                    return Err(Error::InstanceExited {
+                        id: record.id.clone(),
+                        state: format!("{:?}: {}", info.state, info.description).to_lowercase(),
+                        log_tail: log_tail(&log),
+                        log,
+                    });
+                }
+                ProcessState::Running if !needs_port => return Ok(()),
+                ProcessState::Running | ProcessState::Starting if needs_port => {
+                    if TcpStream::connect_timeout(&address, Duration::from_millis(250)).is_ok() {
+                        match health {
+                            None => return Ok(()),
+                            Some(health) => match http_status(address, &health.path) {
+                                Ok(status) if (200..400).contains(&status) => return Ok(()),
+                                Ok(status) => {
+                                    waiting_for =
+                                        format!("GET {} answered {status}", health.path)
+                                }
+                                Err(error) => {
+                                    waiting_for = format!("GET {} failed: {error}", health.path)
+                                }
+                            },
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if started.elapsed() >= limit {
+                return Err(Error::InstanceNotReady {
+                    id: record.id.clone(),
+                    seconds: limit.as_secs_f64(),
+                    what: waiting_for,
+                    log_tail: log_tail(&log),
+                    log,
+                });
+            }
+            // Poll fast at first: most apps are up within a few hundred ms.
+            let pause = if started.elapsed() < Duration::from_secs(2) { 5 } else { 50 };
+            std::thread::sleep(Duration::from_millis(pause));
+        }
+    }
+
+    fn new_instance_id(&self, process: &str) -> String {
+        use std::hash::{BuildHasher, Hasher};
+        loop {
+            // RandomState is seeded from the OS: a cheap, dependency-free
+            // source of unique ids.
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u128(
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|elapsed| elapsed.as_nanos())
+                    .unwrap_or(0),
+            );
+            let id = format!("{process}-{:06x}", hasher.finish() & 0xff_ffff);
+            if !self.home.instance_dir(&id).exists() {
+                return id;
+            }
+        }
+    }
+
+    fn allocate_port(&self) -> Result<u16> {
+        let used: BTreeSet<u16> = self
+            .instance_ids()?
+            .iter()
+            .filter_map(|id| InstanceRecord::load(&self.home, id).ok())
+            .map(|record| record.port)
+            .collect();
+        let allocator = sarge_ports::PortAllocator::new(
+            self.home.ports_file(),
+            self.config.port_range.as_range(),
+        );
+        let last = allocator.last_allocated()?;
+        sarge_ports::next_free_port(self.config.port_range.as_range(), last, |port| {
+            used.contains(&port) || !sarge_ports::port_is_bindable(port)
+        })
+        .ok_or_else(|| {
+            Error::Ports(sarge_ports::Error::Exhausted {
+                first: self.config.port_range.first,
+                last: self.config.port_range.last,
+            })
+        })
+    }
+
+    fn record_port(&self, port: u16) -> Result<()> {
+        let allocator = sarge_ports::PortAllocator::new(
+            self.home.ports_file(),
+            self.config.port_range.as_range(),
+        );
+        allocator.record(port)?;
+        Ok(())
+    }
+}
+
+/// Removes an instance that never became current, unless disarmed.
+struct PendingInstance<'a> {
+    sarge: &'a Sarge,
+    supervisor: &'a sarge_supervisor::Client,
+    id: String,
+    armed: bool,
+}
+
+impl Drop for PendingInstance<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.sarge.remove_instance(self.supervisor, &self.id);
+        }
+    }
+}
+
+/// The last lines of a log file, for errors about an instance that failed.
+pub(crate) fn log_tail(path: &Utf8Path) -> String {
+    use std::io::{Seek, SeekFrom};
+    const TAIL_BYTES: u64 = 4096;
+    const TAIL_LINES: usize = 15;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return "(no log written)".to_owned();
+    };
+    let length = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(length.saturating_sub(TAIL_BYTES)));
+    let mut bytes = Vec::new();
+    let _ = file.read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+    if tail.trim().is_empty() {
+        "(log is empty)".to_owned()
+    } else {
+        tail
+    }
+}
+
+/// The status code of `GET path` on `address`.
+fn http_status(address: SocketAddr, path: &str) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: sarge\r\n\r\n"
+    )?;
+    let mut head = [0u8; 32];
+    let mut filled = 0;
+    while filled < 12 {
+        let read = stream.read(&mut head[filled..])?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    let head = String::from_utf8_lossy(&head[..filled]);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))
+}

@@ -1,0 +1,154 @@
+use camino::Utf8PathBuf;
+
+/// Everything that can go wrong in a sarge operation. Messages name what
+/// failed: the file, the line, the tar entry, the process, the instance.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The home folder has not been initialised.
+    #[error("{home} is not a sarge home (no etc/sarge.yaml): run `sarge --home {home} init` first")]
+    NotInitialised {
+        /// The home folder.
+        home: Utf8PathBuf,
+    },
+    /// `etc/sarge.yaml` is invalid.
+    #[error(transparent)]
+    Config(#[from] sarge_config::Error),
+    /// Port allocation failed.
+    #[error(transparent)]
+    Ports(#[from] sarge_ports::Error),
+    /// Creating the virtualenv or installing requirements failed.
+    #[error(transparent)]
+    Venv(#[from] sarge_venv::Error),
+    /// supervisord refused or failed a request.
+    #[error(transparent)]
+    Supervisor(#[from] sarge_supervisor::Error),
+    /// supervisord is not running for this home.
+    #[error("supervisord is not running for {home}: start it with {home}/bin/supervisord")]
+    SupervisordNotRunning {
+        /// The home folder.
+        home: Utf8PathBuf,
+    },
+    /// haproxy refused a config or a command.
+    #[error(transparent)]
+    Haproxy(#[from] sarge_haproxy::Error),
+    /// The haproxy binary could not be found.
+    #[error("haproxy binary {bin:?} not found: install haproxy or set haproxy_bin in {config}")]
+    HaproxyNotFound {
+        /// What was looked for.
+        bin: Utf8PathBuf,
+        /// The sarge.yaml to fix.
+        config: Utf8PathBuf,
+    },
+    /// haproxy did not come up after it was started or reloaded.
+    #[error("haproxy did not answer on its admin socket {socket} within {seconds} s; see {log}")]
+    HaproxyNotUp {
+        /// The admin socket.
+        socket: Utf8PathBuf,
+        /// How long sarge waited.
+        seconds: u64,
+        /// haproxy's log file.
+        log: Utf8PathBuf,
+    },
+    /// The tarball as a whole could not be read.
+    #[error("cannot unpack the tarball: {problem}")]
+    Tarball {
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// One tarball entry was refused; the whole tarball is refused with it.
+    #[error("tarball entry {entry} {problem}")]
+    TarEntry {
+        /// The entry's path as written in the tarball.
+        entry: String,
+        /// Why it was refused.
+        problem: String,
+    },
+    /// The app has no Procfile.
+    #[error("the app has no Procfile at its root (looked for {path})")]
+    ProcfileMissing {
+        /// Where it was looked for.
+        path: Utf8PathBuf,
+    },
+    /// A Procfile line is malformed.
+    #[error("{path} line {line}: {problem}")]
+    Procfile {
+        /// The Procfile.
+        path: Utf8PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with the line.
+        problem: String,
+    },
+    /// The requested process type is not in the Procfile.
+    #[error("process {process:?} is not in the Procfile (it has: {available})")]
+    ProcessNotInProcfile {
+        /// The requested process.
+        process: String,
+        /// The processes the Procfile declares, comma-separated.
+        available: String,
+    },
+    /// A process name that cannot be a program or file name.
+    #[error("{name:?} is not a valid process name: use letters, digits, `_`, `.` and `-`, starting with a letter or digit")]
+    InvalidProcessName {
+        /// The rejected name.
+        name: String,
+    },
+    /// The new instance's process exited while starting.
+    #[error("instance {id} exited while starting ({state}); last lines of {log}:\n{log_tail}")]
+    InstanceExited {
+        /// The instance id.
+        id: String,
+        /// supervisord's description of the process state.
+        state: String,
+        /// The instance's log file.
+        log: Utf8PathBuf,
+        /// Its last lines.
+        log_tail: String,
+    },
+    /// The new instance never became ready.
+    #[error("instance {id} was not ready within {seconds} s ({what}); last lines of {log}:\n{log_tail}")]
+    InstanceNotReady {
+        /// The instance id.
+        id: String,
+        /// The bound that ran out.
+        seconds: f64,
+        /// What sarge was waiting for.
+        what: String,
+        /// The instance's log file.
+        log: Utf8PathBuf,
+        /// Its last lines.
+        log_tail: String,
+    },
+    /// A target names no instance.
+    #[error("no instance or process named {target:?} (current instances: {known})")]
+    UnknownTarget {
+        /// What the user asked for.
+        target: String,
+        /// What exists, comma-separated.
+        known: String,
+    },
+    /// A state file under `var/` is unreadable.
+    #[error("state file {path} is corrupt: {problem}")]
+    StateFile {
+        /// The file.
+        path: Utf8PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A program sarge runs could not be started.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file system operation failed (the message names the path).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// `Result` with sarge-core's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

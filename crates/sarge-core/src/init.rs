@@ -1,0 +1,143 @@
+//! `sarge init`: creating (or refreshing) a `$SARGE_HOME`.
+
+use camino::{Utf8Path, Utf8PathBuf};
+use sarge_config::Config;
+use sarge_supervisor::SupervisordConfig;
+
+use crate::error::{Error, Result};
+use crate::home::Home;
+use crate::launcher::shell_quote;
+use crate::state::write_atomic;
+
+/// Options of [`init`].
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// The sarge binary to install as `opt/sarge`, which `bin/sarge` runs.
+    /// Default: the running executable (right for the `sarge` CLI; an
+    /// embedder passes the path of a `sarge` binary).
+    pub sarge_binary: Option<Utf8PathBuf>,
+}
+
+/// What [`init`] did, and how to start supervisord.
+#[derive(Debug, Clone)]
+pub struct Initialised {
+    /// The home.
+    pub home: Home,
+    /// Whether a fresh `etc/sarge.yaml` was written (an existing one is
+    /// never overwritten).
+    pub wrote_config: bool,
+    /// The command that starts supervisord for this home now.
+    pub start_command: String,
+    /// A line for `/etc/rc.local` that starts it at boot as this user.
+    pub boot_line: String,
+}
+
+/// Creates `home`, or refreshes the files sarge owns in it. Idempotent; it
+/// never overwrites `etc/sarge.yaml`.
+pub fn init(home: &Home, options: &InitOptions) -> Result<Initialised> {
+    for folder in home.folders() {
+        fs_err::create_dir_all(&folder)?;
+    }
+    install_binary(home, options.sarge_binary.as_deref())?;
+    write_scripts(home)?;
+
+    let config_path = home.config_file();
+    let wrote_config = !config_path.exists();
+    if wrote_config {
+        let yaml = Config::default_yaml(random_port_base());
+        write_atomic(&config_path, yaml.as_bytes(), 0o644)?;
+    }
+    let supervisord = SupervisordConfig {
+        socket: home.supervisor_socket(),
+        pidfile: home.run_dir().join("supervisord.pid"),
+        logfile: home.log_dir().join("supervisord.log"),
+        child_log_dir: home.log_dir(),
+        include_glob: home.programs_dir().join("*.conf"),
+        directory: home.root().to_owned(),
+    };
+    write_atomic(
+        &home.supervisord_config(),
+        supervisord.render().as_bytes(),
+        0o644,
+    )?;
+    if !home.haproxy_config().exists() {
+        // Until the first deploy the stable addresses answer 503; haproxy
+        // itself is started by the first deploy that needs it.
+        if let Ok(config) = Config::load(&config_path) {
+            let rendered =
+                crate::routing::render_config(home, &config, &Default::default()).render();
+            write_atomic(&home.haproxy_config(), rendered.as_bytes(), 0o644)?;
+        }
+    }
+    let start_command = home.bin_dir().join("supervisord").to_string();
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "USERNAME".to_owned());
+    let boot_line = format!("su {user} -c {}", shell_quote(&start_command));
+    Ok(Initialised {
+        home: home.clone(),
+        wrote_config,
+        start_command,
+        boot_line,
+    })
+}
+
+/// Copies the sarge binary into the home, so the home keeps working when
+/// the build it came from is moved or cleaned.
+fn install_binary(home: &Home, source: Option<&Utf8Path>) -> Result<()> {
+    let source = match source {
+        Some(path) => path.to_owned(),
+        None => {
+            let exe = std::env::current_exe().map_err(|source| Error::Spawn {
+                program: "sarge (finding its own executable)".into(),
+                source,
+            })?;
+            Utf8PathBuf::from_path_buf(exe).map_err(|path| {
+                Error::Io(std::io::Error::other(format!(
+                    "the sarge executable's path {} is not UTF-8",
+                    path.display()
+                )))
+            })?
+        }
+    };
+    let target = home.sarge_binary();
+    let same = match (fs_err::canonicalize(&source), fs_err::canonicalize(&target)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        return Ok(());
+    }
+    let staged = target.with_file_name(format!(".sarge.{}.tmp", std::process::id()));
+    fs_err::copy(&source, &staged)?;
+    fs_err::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    fs_err::rename(&staged, &target)?;
+    Ok(())
+}
+
+fn write_scripts(home: &Home) -> Result<()> {
+    let binary = shell_quote(home.sarge_binary().as_str());
+    let root = shell_quote(home.root().as_str());
+    let scripts = [
+        ("sarge", String::new()),
+        ("supervisord", " supervisord".to_owned()),
+        ("supervisorctl", " supervisorctl".to_owned()),
+    ];
+    for (name, subcommand) in scripts {
+        let text = format!(
+            "#!/bin/sh\n# Written by `sarge init`: runs sarge{subcommand} for this home.\nexec {binary} --home {root}{subcommand} \"$@\"\n"
+        );
+        write_atomic(&home.bin_dir().join(name), text.as_bytes(), 0o755)?;
+    }
+    Ok(())
+}
+
+/// A random base for a fresh home's ports, as the original installer did:
+/// a multiple of 100 between 10000 and 59900, so `base+99` stays below the
+/// ephemeral range most kernels use.
+fn random_port_base() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    10_000 + (hasher.finish() % 500) as u16 * 100
+}

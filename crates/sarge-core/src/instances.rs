@@ -1,0 +1,249 @@
+//! Operations on existing instances: list, start, stop, destroy, run, and
+//! the housekeeping every state-changing command does first.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use sarge_supervisor::{Client, ProcessState};
+
+use crate::error::{Error, Result};
+use crate::launcher::launcher_path;
+use crate::lock::HomeLock;
+use crate::progress::{Progress, Steps};
+use crate::routing::{Router, HAPROXY_PROGRAM};
+use crate::state::{CurrentInstances, InstanceRecord};
+use crate::Sarge;
+
+/// One current instance, as `sarge list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InstanceStatus {
+    /// Instance id.
+    pub id: String,
+    /// Process type.
+    pub process: String,
+    /// Its own port (`$PORT`).
+    pub port: u16,
+    /// supervisord's state of its process, lowercase (`running`,
+    /// `stopped`, `backoff`, ...), or `unknown` if supervisord is down.
+    pub state: String,
+    /// When it was deployed, RFC 3339.
+    pub created: String,
+}
+
+impl Sarge {
+    /// The current instances, one per deployed process. Leftovers of a
+    /// failed or killed deploy are not shown (and are cleaned up first when
+    /// no other command is running).
+    pub fn list(&self) -> Result<Vec<InstanceStatus>> {
+        let supervisor = Client::new(self.home.supervisor_socket());
+        if let Some(_lock) = HomeLock::try_acquire(&self.home)? {
+            if supervisor.state().is_ok() {
+                self.clean_leftovers(&supervisor, &mut Steps::new(&mut crate::Silent))?;
+            }
+        }
+        let states = supervisor.all_process_info().ok();
+        let current = CurrentInstances::load(&self.home)?;
+        let mut statuses = Vec::new();
+        for instance in current.processes.values() {
+            let record = InstanceRecord::load(&self.home, &instance.id)?;
+            let state = match &states {
+                None => "unknown".to_owned(),
+                Some(states) => states
+                    .iter()
+                    .find(|info| info.name == record.id)
+                    .map(|info| state_name(info.state))
+                    .unwrap_or("missing")
+                    .to_owned(),
+            };
+            statuses.push(InstanceStatus {
+                id: record.id,
+                process: record.process,
+                port: record.port,
+                state,
+                created: record.created,
+            });
+        }
+        Ok(statuses)
+    }
+
+    /// Starts the process of `target` (an instance id or a process name).
+    pub fn start(&self, target: &str) -> Result<InstanceRecord> {
+        let _lock = HomeLock::acquire(&self.home, &mut Steps::new(&mut crate::Silent))?;
+        let record = self.resolve(target)?;
+        self.supervisor_checked()?.start_process(&record.id, true)?;
+        Ok(record)
+    }
+
+    /// Stops the process of `target`; it stays deployed and can be started.
+    pub fn stop(&self, target: &str) -> Result<InstanceRecord> {
+        let _lock = HomeLock::acquire(&self.home, &mut Steps::new(&mut crate::Silent))?;
+        let record = self.resolve(target)?;
+        self.supervisor_checked()?.stop_process(&record.id, true)?;
+        Ok(record)
+    }
+
+    /// Stops and removes `target`: its route, program, folder and port.
+    pub fn destroy(&self, target: &str, progress: &mut dyn Progress) -> Result<InstanceRecord> {
+        let mut steps = Steps::new(progress);
+        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        let supervisor = self.supervisor_checked()?;
+        self.clean_leftovers(&supervisor, &mut steps)?;
+        let record = self.resolve(target)?;
+        let mut current = CurrentInstances::load(&self.home)?;
+        if self.config.port_map.contains_key(&record.process) {
+            let router = Router::new(&self.home, &self.config, &supervisor);
+            let routing = Router::committed(&self.home, &current)?;
+            router.unroute(&routing, &record.process)?;
+            steps.done("unroute", format!("{} no longer routed", record.process));
+        }
+        current.processes.remove(&record.process);
+        current.save(&self.home)?;
+        self.remove_instance(&supervisor, &record.id)?;
+        self.collect_venvs(&current)?;
+        steps.done("destroy", format!("removed {}", record.id));
+        Ok(record)
+    }
+
+    /// A command that runs in `target`'s folder with its env, `PORT` and
+    /// virtualenv: `bash -c command`, or an interactive `bash` without one.
+    pub fn shell(&self, target: &str, command: Option<&str>) -> Result<Command> {
+        let record = self.resolve(target)?;
+        let mut shell = Command::new(launcher_path(&self.home.instance_dir(&record.id)));
+        shell.arg("bash");
+        if let Some(command) = command {
+            shell.arg("-c").arg(command);
+        }
+        Ok(shell)
+    }
+
+    /// The current instance that `target` names: an instance id, or a
+    /// process name for its current instance.
+    pub fn resolve(&self, target: &str) -> Result<InstanceRecord> {
+        let current = CurrentInstances::load(&self.home)?;
+        let id = match current.processes.get(target) {
+            Some(instance) => Some(instance.id.clone()),
+            None => current.process_of(target).map(|_| target.to_owned()),
+        };
+        match id {
+            Some(id) => InstanceRecord::load(&self.home, &id),
+            None => Err(Error::UnknownTarget {
+                target: target.to_owned(),
+                known: if current.processes.is_empty() {
+                    "none".to_owned()
+                } else {
+                    current
+                        .processes
+                        .iter()
+                        .map(|(process, instance)| format!("{} ({process})", instance.id))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            }),
+        }
+    }
+
+    /// Removes what a failed or killed deploy left behind: instance folders
+    /// and programs that never became current. Routes are re-applied first,
+    /// so haproxy never points at an instance about to go.
+    pub(crate) fn clean_leftovers(&self, supervisor: &Client, steps: &mut Steps<'_>) -> Result<()> {
+        let current = CurrentInstances::load(&self.home)?;
+        let current_ids: BTreeSet<&str> =
+            current.processes.values().map(|instance| instance.id.as_str()).collect();
+        let mut leftovers: BTreeSet<String> = self
+            .instance_ids()?
+            .into_iter()
+            .filter(|id| !current_ids.contains(id.as_str()))
+            .collect();
+        for entry in fs_err::read_dir(self.home.programs_dir())? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if let Some(program) = name.strip_suffix(".conf") {
+                if program != HAPROXY_PROGRAM && !current_ids.contains(program) {
+                    leftovers.insert(program.to_owned());
+                }
+            }
+        }
+        if leftovers.is_empty() {
+            return Ok(());
+        }
+        if !self.config.port_map.is_empty()
+            && matches!(supervisor.process_info(HAPROXY_PROGRAM), Ok(info) if info.state == ProcessState::Running)
+        {
+            let router = Router::new(&self.home, &self.config, supervisor);
+            router.ensure(&Router::committed(&self.home, &current)?)?;
+        }
+        for id in &leftovers {
+            self.remove_instance(supervisor, id)?;
+        }
+        self.collect_venvs(&current)?;
+        steps.done(
+            "recover",
+            format!(
+                "removed leftovers of an interrupted deploy: {}",
+                leftovers.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        );
+        Ok(())
+    }
+
+    /// Stops and forgets an instance's program, then deletes its folder.
+    pub(crate) fn remove_instance(&self, supervisor: &Client, id: &str) -> Result<()> {
+        supervisor.stop_process(id, true).or_else(ignore_missing)?;
+        supervisor.remove_process_group(id)?;
+        let program_file = self.home.program_file(id);
+        if program_file.exists() {
+            fs_err::remove_file(&program_file)?;
+        }
+        let dir = self.home.instance_dir(id);
+        if dir.exists() {
+            fs_err::remove_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Every instance folder, current or not.
+    pub(crate) fn instance_ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for entry in fs_err::read_dir(self.home.instances_dir())? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                ids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Deletes virtualenvs no current instance uses.
+    pub(crate) fn collect_venvs(&self, current: &CurrentInstances) -> Result<()> {
+        let mut keep = BTreeSet::new();
+        for instance in current.processes.values() {
+            if let Ok(record) = InstanceRecord::load(&self.home, &instance.id) {
+                if let Some(key) = record.venv {
+                    keep.insert(sarge_venv::EnvKey::new(key));
+                }
+            }
+        }
+        self.venv_store().remove_unused(&keep)?;
+        Ok(())
+    }
+}
+
+fn ignore_missing(error: sarge_supervisor::Error) -> Result<(), sarge_supervisor::Error> {
+    match error {
+        sarge_supervisor::Error::NoSuchProgram { .. } => Ok(()),
+        sarge_supervisor::Error::Fault { ref message, .. } if message.contains("BAD_NAME") => Ok(()),
+        other => Err(other),
+    }
+}
+
+fn state_name(state: ProcessState) -> &'static str {
+    match state {
+        ProcessState::Stopped => "stopped",
+        ProcessState::Starting => "starting",
+        ProcessState::Running => "running",
+        ProcessState::Backoff => "backoff",
+        ProcessState::Stopping => "stopping",
+        ProcessState::Exited => "exited",
+        ProcessState::Fatal => "fatal",
+        _ => "unknown",
+    }
+}

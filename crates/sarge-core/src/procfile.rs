@@ -1,0 +1,135 @@
+//! The `Procfile` format shared by honcho and foreman: `name: command`.
+
+use std::collections::BTreeMap;
+
+use camino::Utf8Path;
+
+use crate::error::{Error, Result};
+
+/// The process types an app declares, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Procfile {
+    commands: BTreeMap<String, String>,
+}
+
+impl Procfile {
+    /// Parses Procfile text. Blank lines and lines starting with `#` are
+    /// ignored; every other line must be `name: command`. `path` only names
+    /// the file in errors.
+    pub fn parse(text: &str, path: &Utf8Path) -> Result<Self> {
+        let mut commands = BTreeMap::new();
+        for (index, raw) in text.lines().enumerate() {
+            let line_number = index + 1;
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let malformed = |problem: String| Error::Procfile {
+                path: path.to_owned(),
+                line: line_number,
+                problem,
+            };
+            let Some((name, command)) = line.split_once(':') else {
+                return Err(malformed(format!(
+                    "expected `name: command`, found {line:?}"
+                )));
+            };
+            let name = name.trim();
+            let command = command.trim();
+            if !is_valid_process_name(name) {
+                return Err(malformed(format!(
+                    "{name:?} is not a valid process name (letters, digits, `_`, `.`, `-`)"
+                )));
+            }
+            if command.is_empty() {
+                return Err(malformed(format!("process {name:?} has no command")));
+            }
+            if commands
+                .insert(name.to_owned(), command.to_owned())
+                .is_some()
+            {
+                return Err(malformed(format!("process {name:?} is defined twice")));
+            }
+        }
+        Ok(Self { commands })
+    }
+
+    /// The command of process `name`.
+    pub fn command(&self, name: &str) -> Option<&str> {
+        self.commands.get(name).map(String::as_str)
+    }
+
+    /// The declared process names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.commands.keys().map(String::as_str)
+    }
+}
+
+/// Whether `name` can be a process name: it becomes part of a supervisord
+/// program name, a haproxy proxy name and file names.
+pub fn is_valid_process_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.len() <= 40
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Procfile> {
+        Procfile::parse(text, Utf8Path::new("app/Procfile"))
+    }
+
+    #[test]
+    fn reads_commands_and_skips_comments_and_blank_lines() {
+        let procfile =
+            parse("# the site\nweb: python app.py $PORT\n\n  worker:  python work.py  \n").unwrap();
+        assert_eq!(procfile.command("web"), Some("python app.py $PORT"));
+        assert_eq!(procfile.command("worker"), Some("python work.py"));
+        assert_eq!(procfile.names().collect::<Vec<_>>(), ["web", "worker"]);
+    }
+
+    #[test]
+    fn keeps_colons_inside_the_command() {
+        let procfile = parse("web: gunicorn app:app -b 127.0.0.1:$PORT").unwrap();
+        assert_eq!(procfile.command("web"), Some("gunicorn app:app -b 127.0.0.1:$PORT"));
+    }
+
+    #[test]
+    fn line_without_colon_names_the_line() {
+        let error = parse("web: ok\n\njust a command\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "app/Procfile line 3: expected `name: command`, found \"just a command\""
+        );
+    }
+
+    #[test]
+    fn rejects_bad_names_empty_commands_and_duplicates() {
+        assert_eq!(
+            parse("we b: x").unwrap_err().to_string(),
+            "app/Procfile line 1: \"we b\" is not a valid process name (letters, digits, `_`, `.`, `-`)"
+        );
+        assert_eq!(
+            parse("web:   ").unwrap_err().to_string(),
+            "app/Procfile line 1: process \"web\" has no command"
+        );
+        assert_eq!(
+            parse("web: a\nweb: b").unwrap_err().to_string(),
+            "app/Procfile line 2: process \"web\" is defined twice"
+        );
+    }
+
+    #[test]
+    fn process_names_safe_for_programs_and_files() {
+        assert!(is_valid_process_name("web"));
+        assert!(is_valid_process_name("worker_2.high-prio"));
+        assert!(!is_valid_process_name(""));
+        assert!(!is_valid_process_name("-web"));
+        assert!(!is_valid_process_name("../web"));
+        assert!(!is_valid_process_name("web:1"));
+        assert!(!is_valid_process_name("web/1"));
+    }
+}

@@ -1,0 +1,295 @@
+//! Keeping haproxy's routes in line with the current instances: the config
+//! file for restarts, the admin socket for switches that drop nothing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use camino::{Utf8Path, Utf8PathBuf};
+use sarge_config::Config;
+use sarge_haproxy::{AdminClient, HaproxyConfig, Route, Slot};
+use sarge_supervisor::{Client, Program};
+
+use crate::error::{Error, Result};
+use crate::home::Home;
+use crate::state::{write_atomic, CurrentInstances, InstanceRecord};
+
+/// The supervisord program that runs haproxy.
+pub(crate) const HAPROXY_PROGRAM: &str = "haproxy";
+
+/// How long haproxy may take to answer on its admin socket after a start
+/// or reload.
+const HAPROXY_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where each routed process points: its slot and port.
+pub(crate) type Routing = BTreeMap<String, (Slot, u16)>;
+
+pub(crate) struct Router<'a> {
+    home: &'a Home,
+    config: &'a Config,
+    supervisor: &'a Client,
+    admin: AdminClient,
+}
+
+impl<'a> Router<'a> {
+    pub(crate) fn new(home: &'a Home, config: &'a Config, supervisor: &'a Client) -> Self {
+        Self {
+            home,
+            config,
+            supervisor,
+            admin: AdminClient::new(home.haproxy_socket()),
+        }
+    }
+
+    /// The routing the committed state describes.
+    pub(crate) fn committed(home: &Home, current: &CurrentInstances) -> Result<Routing> {
+        let mut routing = Routing::new();
+        for (process, instance) in &current.processes {
+            if let Some(slot) = instance.slot.and_then(slot_from_char) {
+                let record = InstanceRecord::load(home, &instance.id)?;
+                routing.insert(process.clone(), (slot, record.port));
+            }
+        }
+        Ok(routing)
+    }
+
+    /// The haproxy config for `routing`.
+    pub(crate) fn render(&self, routing: &Routing) -> HaproxyConfig {
+        render_config(self.home, self.config, routing)
+    }
+
+    /// Makes sure haproxy runs with a config matching `routing`, starting or
+    /// reloading it only when needed, and that its runtime state matches
+    /// (which repairs a switch that a killed deploy left half-done).
+    pub(crate) fn ensure(&self, routing: &Routing) -> Result<()> {
+        if self.config.port_map.is_empty() {
+            return Ok(());
+        }
+        let bin = self.haproxy_bin()?;
+        let config_text = self.render(routing).render();
+        let config_path = self.home.haproxy_config();
+        let config_changed = fs_err::read_to_string(&config_path).ok().as_deref()
+            != Some(config_text.as_str());
+        if config_changed {
+            self.install_config(&bin, &config_text)?;
+        }
+
+        let program = haproxy_program(self.home, &bin);
+        let program_file = self.home.program_file(HAPROXY_PROGRAM);
+        let program_text = program.render();
+        let program_changed = fs_err::read_to_string(&program_file).ok().as_deref()
+            != Some(program_text.as_str());
+        let running = matches!(
+            self.supervisor.process_info(HAPROXY_PROGRAM),
+            Ok(info) if info.state.is_running()
+        );
+        if program_changed {
+            write_atomic(&program_file, program_text.as_bytes(), 0o644)?;
+            self.supervisor.reload_config()?;
+            // The command changed (another haproxy binary): this is the one
+            // case where haproxy is restarted.
+            self.supervisor.stop_process(HAPROXY_PROGRAM, true).ok();
+            self.supervisor.remove_process_group(HAPROXY_PROGRAM)?;
+            self.supervisor.add_process_group(HAPROXY_PROGRAM)?;
+            self.supervisor.start_process(HAPROXY_PROGRAM, false)?;
+            self.wait_up(routing)?;
+        } else if !running {
+            self.supervisor.reload_config()?;
+            self.supervisor.add_process_group(HAPROXY_PROGRAM)?;
+            self.supervisor.start_process(HAPROXY_PROGRAM, false)?;
+            self.wait_up(routing)?;
+        } else if config_changed {
+            // A new or removed stable address: a structural change, so the
+            // master reloads; its old worker finishes the open connections.
+            self.supervisor.signal_process(HAPROXY_PROGRAM, "USR2")?;
+            self.wait_up(routing)?;
+        }
+        for route in self.render(routing).routes {
+            self.admin.apply(&route)?;
+        }
+        Ok(())
+    }
+
+    /// Sends new connections for `process` to `port` on `slot`; the other
+    /// slot (the old instance) goes into maintenance. The config file is
+    /// checked before and rewritten after, so a reload lands in this state.
+    pub(crate) fn switch(&self, routing: &Routing, process: &str, slot: Slot, port: u16) -> Result<()> {
+        let bin = self.haproxy_bin()?;
+        let mut next = routing.clone();
+        next.insert(process.to_owned(), (slot, port));
+        let text = self.render(&next).render();
+        let staged = staged_path(&self.home.haproxy_config());
+        write_atomic(&staged, text.as_bytes(), 0o644)?;
+        if let Err(error) = sarge_haproxy::check_config(&bin, &staged) {
+            let _ = fs_err::remove_file(&staged);
+            return Err(error.into());
+        }
+        if let Err(error) = self.admin.switch(process, slot, port) {
+            let _ = fs_err::remove_file(&staged);
+            // Put back what was there, so the old instance keeps serving.
+            for route in self.render(routing).routes {
+                let _ = self.admin.apply(&route);
+            }
+            return Err(error.into());
+        }
+        fs_err::rename(&staged, self.home.haproxy_config())?;
+        Ok(())
+    }
+
+    /// Takes `process` out of routing (its instance is being destroyed).
+    pub(crate) fn unroute(&self, routing: &Routing, process: &str) -> Result<()> {
+        let mut next = routing.clone();
+        next.remove(process);
+        let config = self.render(&next);
+        let text = config.render();
+        if let Some(route) = config.routes.iter().find(|route| route.name == process) {
+            self.admin.apply(route)?;
+        }
+        write_atomic(&self.home.haproxy_config(), text.as_bytes(), 0o644)
+    }
+
+    /// Waits until `slot` of `process` has no open sessions, at most `limit`.
+    pub(crate) fn drain(&self, process: &str, slot: Slot, limit: Duration) -> Duration {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            match self.admin.sessions(process, slot) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        started.elapsed()
+    }
+
+    fn install_config(&self, bin: &Utf8Path, text: &str) -> Result<()> {
+        let path = self.home.haproxy_config();
+        let staged = staged_path(&path);
+        write_atomic(&staged, text.as_bytes(), 0o644)?;
+        if let Err(error) = sarge_haproxy::check_config(bin, &staged) {
+            let _ = fs_err::remove_file(&staged);
+            return Err(error.into());
+        }
+        fs_err::rename(&staged, &path)?;
+        Ok(())
+    }
+
+    fn wait_up(&self, routing: &Routing) -> Result<()> {
+        let started = Instant::now();
+        let expected = self.render(routing).routes;
+        while started.elapsed() < HAPROXY_START_TIMEOUT {
+            // After a reload the new worker answers only once it has every
+            // route; the old one may still hold the socket for a moment.
+            if self.admin.is_up()
+                && expected
+                    .iter()
+                    .all(|route| self.admin.sessions(&route.name, Slot::A).is_ok())
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(Error::HaproxyNotUp {
+            socket: self.home.haproxy_socket(),
+            seconds: HAPROXY_START_TIMEOUT.as_secs(),
+            log: self.home.program_log(HAPROXY_PROGRAM),
+        })
+    }
+
+    /// `haproxy_bin` made absolute through `PATH`, since supervisord's own
+    /// `PATH` may differ from the user's.
+    pub(crate) fn haproxy_bin(&self) -> Result<Utf8PathBuf> {
+        resolve_binary(&self.config.haproxy_bin).ok_or_else(|| Error::HaproxyNotFound {
+            bin: self.config.haproxy_bin.clone(),
+            config: self.home.config_file(),
+        })
+    }
+}
+
+/// The haproxy config for `routing` under `config`'s stable addresses.
+pub(crate) fn render_config(home: &Home, config: &Config, routing: &Routing) -> HaproxyConfig {
+    let routes = config
+        .port_map
+        .iter()
+        .map(|(process, address)| {
+            let mut route = Route {
+                name: process.clone(),
+                bind: address.to_string(),
+                active: None,
+                ports: [None, None],
+            };
+            if let Some((slot, port)) = routing.get(process) {
+                route.active = Some(*slot);
+                route.ports[slot_index(*slot)] = Some(*port);
+            }
+            route
+        })
+        .collect();
+    HaproxyConfig {
+        admin_socket: home.haproxy_socket(),
+        routes,
+    }
+}
+
+fn haproxy_program(home: &Home, bin: &Utf8Path) -> Program {
+    Program {
+        name: HAPROXY_PROGRAM.to_owned(),
+        command: vec![
+            bin.to_string(),
+            "-W".into(),
+            "-db".into(),
+            "-f".into(),
+            home.haproxy_config().to_string(),
+        ],
+        directory: home.root().to_owned(),
+        log_file: home.program_log(HAPROXY_PROGRAM),
+        autostart: true,
+        autorestart: true,
+        start_secs: 1,
+        start_retries: 3,
+        stop_wait_secs: 10,
+        stop_as_group: false,
+    }
+}
+
+fn staged_path(path: &Utf8Path) -> Utf8PathBuf {
+    path.with_extension("cfg.new")
+}
+
+/// `bin` itself if it contains a `/`, else the first match on `PATH`.
+pub(crate) fn resolve_binary(bin: &Utf8Path) -> Option<Utf8PathBuf> {
+    if bin.as_str().contains('/') {
+        return bin.is_file().then(|| bin.to_owned());
+    }
+    let path = std::env::var("PATH").ok()?;
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Utf8Path::new(dir).join(bin))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Utf8Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+pub(crate) fn slot_from_char(slot: char) -> Option<Slot> {
+    match slot {
+        'a' => Some(Slot::A),
+        'b' => Some(Slot::B),
+        _ => None,
+    }
+}
+
+pub(crate) fn slot_char(slot: Slot) -> char {
+    match slot {
+        Slot::A => 'a',
+        Slot::B => 'b',
+    }
+}
+
+fn slot_index(slot: Slot) -> usize {
+    match slot {
+        Slot::A => 0,
+        Slot::B => 1,
+    }
+}

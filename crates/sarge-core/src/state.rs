@@ -1,0 +1,132 @@
+//! What sarge remembers between commands, written atomically so that a
+//! crash never leaves a half-written file.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
+use camino::Utf8Path;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::home::Home;
+
+/// What an instance is: written into its folder as `instance.json` before
+/// it is started, never changed afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// Unique id, `<process>-<hex>`; also its supervisord program name.
+    pub id: String,
+    /// The Procfile process type it runs.
+    pub process: String,
+    /// The port it listens on (`$PORT`).
+    pub port: u16,
+    /// When it was deployed, RFC 3339 UTC.
+    pub created: String,
+    /// The Procfile command.
+    pub command: String,
+    /// The shared virtualenv it runs in, if the app has requirements.
+    pub venv: Option<String>,
+}
+
+impl InstanceRecord {
+    /// Reads `var/instances/<id>/instance.json`.
+    pub fn load(home: &Home, id: &str) -> Result<Self> {
+        read_json(&home.instance_dir(id).join("instance.json"))
+    }
+
+    pub(crate) fn save(&self, home: &Home) -> Result<()> {
+        write_json(
+            &home.instance_dir(&self.id).join("instance.json"),
+            self,
+            0o644,
+        )
+    }
+}
+
+/// Which instance serves each process, and on which haproxy slot. This is
+/// the commit point of a deploy: an instance folder not named here is a
+/// leftover of a failed or killed deploy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentInstances {
+    /// Process name to its current instance.
+    pub processes: BTreeMap<String, CurrentInstance>,
+}
+
+/// The current instance of one process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentInstance {
+    /// Instance id.
+    pub id: String,
+    /// The haproxy server slot (`a` or `b`) it is routed through, if the
+    /// process has a stable address.
+    pub slot: Option<char>,
+}
+
+impl CurrentInstances {
+    /// Reads `var/state/current.json`; missing means nothing deployed yet.
+    pub fn load(home: &Home) -> Result<Self> {
+        let path = home.current_file();
+        if !path.exists() {
+            return Ok(Self::default());
+        }
+        read_json(&path)
+    }
+
+    pub(crate) fn save(&self, home: &Home) -> Result<()> {
+        write_json(&home.current_file(), self, 0o644)
+    }
+
+    /// The process whose current instance is `id`.
+    pub fn process_of(&self, id: &str) -> Option<&str> {
+        self.processes
+            .iter()
+            .find(|(_, current)| current.id == id)
+            .map(|(process, _)| process.as_str())
+    }
+}
+
+/// Reads a JSON state file, naming the file in errors.
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Utf8Path) -> Result<T> {
+    let text = fs_err::read_to_string(path)?;
+    serde_json::from_str(&text).map_err(|source| Error::StateFile {
+        path: path.to_owned(),
+        problem: source.to_string(),
+    })
+}
+
+/// Writes `value` as JSON to `path` atomically with file `mode`.
+pub(crate) fn write_json<T: Serialize>(path: &Utf8Path, value: &T, mode: u32) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|source| Error::StateFile {
+        path: path.to_owned(),
+        problem: source.to_string(),
+    })?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes(), mode)
+}
+
+/// Writes `bytes` to `path` through a temp file in the same folder and a
+/// rename, so readers see the old content or the new, never a mix. The temp
+/// file is created with `mode` so secrets are never readable by others,
+/// even for an instant.
+pub(crate) fn write_atomic(path: &Utf8Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let file_name = path.file_name().unwrap_or("file");
+    let temp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+    // A temp file left by a killed run may have another mode; start afresh.
+    let _ = std::fs::remove_file(&temp);
+    let result = (|| -> std::io::Result<()> {
+        let mut options = fs_err::OpenOptions::new();
+        options.write(true).create(true).truncate(true).mode(mode);
+        let mut file = options.open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_data()?;
+        // `mode` is filtered by the umask on creation; say exactly what we mean.
+        fs_err::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        fs_err::rename(&temp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs_err::remove_file(&temp);
+    }
+    Ok(result?)
+}

@@ -1,0 +1,326 @@
+//! The routing model: what haproxy should be doing, independent of how it is
+//! told (config file via [`render`](HaproxyConfig::render), or the admin socket).
+
+use std::collections::HashSet;
+use std::fmt;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::error::{Error, Result};
+
+/// haproxy refuses unix socket paths longer than this: it binds to
+/// `PATH.PID.tmp` first and renames, so it keeps room below `sun_path`'s 108.
+const MAX_SOCKET_PATH_LEN: usize = 97;
+
+/// The whole haproxy setup for one server: the admin socket and one route
+/// per process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HaproxyConfig {
+    /// Where haproxy listens for admin commands
+    /// (`stats socket PATH mode 600 level admin`).
+    pub admin_socket: Utf8PathBuf,
+    /// One route per process, in the order they are rendered.
+    pub routes: Vec<Route>,
+}
+
+/// A stable address that forwards to whichever instance of a process is
+/// current.
+///
+/// Rendered as frontend `fe_NAME` and backend `be_NAME` (distinct names,
+/// because `show stat NAME` picks only the first proxy called NAME); the
+/// backend has exactly two server slots, `a` and `b`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Route {
+    /// Process name, e.g. `web`; haproxy names derive from it.
+    pub name: String,
+    /// What the frontend binds: `127.0.0.1:5000`, `*:5000`, `[::1]:5000`.
+    pub bind: String,
+    /// The slot serving traffic; `None` before the first deploy, in which
+    /// case both slots are disabled and haproxy answers 503.
+    pub active: Option<Slot>,
+    /// Port last set on slot `a` and slot `b` (index with [`Slot::index`]).
+    pub ports: [Option<u16>; 2],
+}
+
+/// One of the two server slots of a route's backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// Server `a`.
+    A,
+    /// Server `b`.
+    B,
+}
+
+impl Slot {
+    /// The slot that is not `self`.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
+    /// The haproxy server name of this slot: `"a"` or `"b"`.
+    pub fn server_name(self) -> &'static str {
+        match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        }
+    }
+
+    /// Position of this slot in [`Route::ports`].
+    pub fn index(self) -> usize {
+        match self {
+            Slot::A => 0,
+            Slot::B => 1,
+        }
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.server_name())
+    }
+}
+
+impl Route {
+    /// A route with nothing deployed yet.
+    pub fn new(name: impl Into<String>, bind: impl Into<String>) -> Self {
+        Route {
+            name: name.into(),
+            bind: bind.into(),
+            active: None,
+            ports: [None, None],
+        }
+    }
+
+    /// The slot the next instance should go on: the one not serving.
+    pub fn idle_slot(&self) -> Slot {
+        self.active.map_or(Slot::A, Slot::other)
+    }
+
+    /// The port of the serving instance, if any.
+    pub fn active_port(&self) -> Option<u16> {
+        self.active.and_then(|slot| self.ports[slot.index()])
+    }
+
+    /// Record in the model what [`AdminClient::switch`](crate::AdminClient::switch)
+    /// did at runtime, so the next rendered config matches it.
+    pub fn switch_to(&mut self, slot: Slot, port: u16) {
+        self.ports[slot.index()] = Some(port);
+        self.active = Some(slot);
+    }
+}
+
+impl HaproxyConfig {
+    /// The route named `name`, if any.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|route| route.name == name)
+    }
+
+    /// The route named `name` for changing, if any.
+    pub fn route_mut(&mut self, name: &str) -> Option<&mut Route> {
+        self.routes.iter_mut().find(|route| route.name == name)
+    }
+
+    /// Reject values haproxy would misread or refuse.
+    ///
+    /// [`render`](Self::render) cannot fail, so call this first: haproxy
+    /// expands `$NAME` inside addresses even when quoted, so a `$` in the
+    /// socket path or a bind would silently point somewhere else.
+    pub fn validate(&self) -> Result<()> {
+        validate_socket_path(&self.admin_socket)?;
+        let mut seen = HashSet::new();
+        for route in &self.routes {
+            validate_route(route)?;
+            if !seen.insert(route.name.as_str()) {
+                return Err(invalid("route name", &route.name, "used by two routes"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The haproxy backend of route `route`.
+pub(crate) fn backend_name(route: &str) -> String {
+    format!("be_{route}")
+}
+
+/// The haproxy frontend of route `route`.
+pub(crate) fn frontend_name(route: &str) -> String {
+    format!("fe_{route}")
+}
+
+fn invalid(field: &'static str, value: &str, reason: &'static str) -> Error {
+    Error::Invalid {
+        field,
+        value: value.to_owned(),
+        reason,
+    }
+}
+
+fn validate_socket_path(path: &Utf8Path) -> Result<()> {
+    const FIELD: &str = "admin socket path";
+    if !path.is_absolute() {
+        // haproxy runs with supervisord's working directory, not ours.
+        return Err(invalid(FIELD, path.as_str(), "must be absolute"));
+    }
+    if path.as_str().len() > MAX_SOCKET_PATH_LEN {
+        return Err(invalid(
+            FIELD,
+            path.as_str(),
+            "longer than 97 bytes, haproxy's limit for unix socket paths",
+        ));
+    }
+    if path.as_str().contains('$') {
+        return Err(invalid(
+            FIELD,
+            path.as_str(),
+            "contains '$', which haproxy expands as an environment variable",
+        ));
+    }
+    if path.as_str().chars().any(char::is_control) {
+        return Err(invalid(
+            FIELD,
+            path.as_str(),
+            "contains a control character",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_route(route: &Route) -> Result<()> {
+    let name_ok = !route.name.is_empty()
+        && route
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if !name_ok {
+        return Err(invalid(
+            "route name",
+            &route.name,
+            "haproxy names may only hold letters, digits, '-', '_', '.' and ':'",
+        ));
+    }
+    let bind_ok = !route.bind.is_empty()
+        && route.bind.contains(':')
+        && route
+            .bind
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '$' | '#' | '\'' | '"' | '\\'));
+    if !bind_ok {
+        return Err(invalid(
+            "bind address",
+            &route.bind,
+            "expected HOST:PORT such as 127.0.0.1:5000, *:5000 or [::1]:5000",
+        ));
+    }
+    if route.active.is_some() && route.active_port().is_none() {
+        return Err(invalid(
+            "route",
+            &route.name,
+            "has an active slot but no port for it",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(socket: &str, routes: Vec<Route>) -> HaproxyConfig {
+        HaproxyConfig {
+            admin_socket: socket.into(),
+            routes,
+        }
+    }
+
+    #[test]
+    fn slot_other_and_names() {
+        assert_eq!(Slot::A.other(), Slot::B);
+        assert_eq!(Slot::B.other(), Slot::A);
+        assert_eq!(Slot::A.server_name(), "a");
+        assert_eq!(Slot::B.to_string(), "b");
+    }
+
+    #[test]
+    fn switch_to_records_port_and_active_slot() {
+        let mut route = Route::new("web", "127.0.0.1:5000");
+        assert_eq!(route.idle_slot(), Slot::A);
+        route.switch_to(Slot::A, 8001);
+        assert_eq!(route.idle_slot(), Slot::B);
+        route.switch_to(Slot::B, 8002);
+        assert_eq!(route.ports, [Some(8001), Some(8002)]);
+        assert_eq!(route.active_port(), Some(8002));
+    }
+
+    #[test]
+    fn validate_accepts_spaces_in_socket_path() {
+        let cfg = config(
+            "/srv/my sarge/haproxy.sock",
+            vec![Route::new("web", "[::1]:5000")],
+        );
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn validate_rejects_dollar_in_socket_path() {
+        let err = config("/srv/$HOME/a.sock", vec![]).validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid admin socket path \"/srv/$HOME/a.sock\": \
+             contains '$', which haproxy expands as an environment variable"
+        );
+    }
+
+    #[test]
+    fn validate_rejects_socket_path_haproxy_finds_too_long() {
+        let long = format!("/{}", "x".repeat(97));
+        let err = config(&long, vec![]).validate().unwrap_err();
+        assert!(err.to_string().contains("longer than 97 bytes"), "{err}");
+        config(&long[..97], vec![]).validate().unwrap();
+    }
+
+    #[test]
+    fn validate_rejects_relative_socket_path() {
+        assert!(config("run/a.sock", vec![]).validate().is_err());
+    }
+
+    #[test]
+    fn validate_rejects_bad_route_names_and_binds() {
+        for (name, bind) in [
+            ("we b", "127.0.0.1:5000"),
+            ("", "127.0.0.1:5000"),
+            ("web", "5000"),
+            ("web", "127.0.0.1:5000 ssl"),
+            ("web", "${HOST}:5000"),
+        ] {
+            let cfg = config("/run/a.sock", vec![Route::new(name, bind)]);
+            assert!(cfg.validate().is_err(), "{name:?} {bind:?}");
+        }
+    }
+
+    #[test]
+    fn validate_rejects_duplicate_route_names() {
+        let cfg = config(
+            "/run/a.sock",
+            vec![
+                Route::new("web", "127.0.0.1:5000"),
+                Route::new("web", "127.0.0.1:5001"),
+            ],
+        );
+        assert_eq!(
+            cfg.validate().unwrap_err().to_string(),
+            "invalid route name \"web\": used by two routes"
+        );
+    }
+
+    #[test]
+    fn validate_rejects_active_slot_without_port() {
+        let mut route = Route::new("web", "127.0.0.1:5000");
+        route.active = Some(Slot::B);
+        route.ports = [Some(8001), None];
+        assert!(config("/run/a.sock", vec![route]).validate().is_err());
+    }
+}

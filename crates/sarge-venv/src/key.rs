@@ -1,0 +1,389 @@
+//! Content addresses for environments: what an environment is built from,
+//! reduced to one SHA-256.
+//!
+//! Only `stat` and one read of the requirements file happen here, so a
+//! redeploy can tell "nothing changed" without starting any process.
+
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::str::FromStr;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::installer::Installer;
+use crate::store::EnvironmentSpec;
+
+/// Bumped whenever the layout of a built environment or the inputs hashed
+/// below change, so old environments are never mistaken for new ones.
+const FORMAT_VERSION: &str = "sarge-venv/1";
+
+/// The name of one environment in a [`VenvStore`](crate::VenvStore): the
+/// hex SHA-256 of everything the environment was built from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EnvKey(String);
+
+impl EnvKey {
+    /// Wraps a key read back from the caller's own records, unchecked: a
+    /// string that is not a key simply never matches a stored environment.
+    /// Use [`str::parse`] to reject anything but 64 lowercase hex digits.
+    pub fn new(key: impl Into<String>) -> EnvKey {
+        EnvKey(key.into())
+    }
+
+    /// The key as 64 lowercase hex digits, which is also its folder name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EnvKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for EnvKey {
+    type Err = Error;
+
+    fn from_str(value: &str) -> Result<Self> {
+        let is_key = value.len() == 64
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if is_key {
+            Ok(EnvKey(value.to_owned()))
+        } else {
+            Err(Error::Key {
+                value: value.to_owned(),
+            })
+        }
+    }
+}
+
+/// Feeds length-prefixed fields so that no two different input lists can
+/// produce the same byte stream.
+struct KeyHasher(Sha256);
+
+impl KeyHasher {
+    fn field(&mut self, bytes: &[u8]) {
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+    }
+
+    fn number(&mut self, value: i128) {
+        self.field(&value.to_le_bytes());
+    }
+
+    fn stat(&mut self, meta: &std::fs::Metadata) {
+        self.number(i128::from(meta.size()));
+        self.number(nanos(meta.mtime(), meta.mtime_nsec()));
+        self.number(i128::from(meta.ino()));
+    }
+
+    fn finish(self) -> EnvKey {
+        let digest = self.0.finalize();
+        EnvKey(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+fn nanos(seconds: i64, nanoseconds: i64) -> i128 {
+    i128::from(seconds) * 1_000_000_000 + i128::from(nanoseconds)
+}
+
+/// Computes the key for `spec` built by `installer`, and returns the
+/// interpreter's canonical path so the build uses exactly what was hashed.
+pub(crate) fn compute(
+    spec: &EnvironmentSpec<'_>,
+    installer: &Installer,
+) -> Result<(EnvKey, Utf8PathBuf)> {
+    let mut hasher = KeyHasher(Sha256::new());
+    hasher.field(FORMAT_VERSION.as_bytes());
+    hasher.field(installer.name().as_bytes());
+
+    let requirements = std::fs::read(spec.requirements).map_err(|source| Error::Requirements {
+        path: spec.requirements.to_owned(),
+        source,
+    })?;
+    hasher.field(&requirements);
+
+    let python = resolve_python(spec.python)?;
+    let python_meta = std::fs::metadata(&python).map_err(|err| Error::Python {
+        python: spec.python.to_owned(),
+        detail: format!("cannot be inspected: {err}"),
+    })?;
+    hasher.field(python.as_str().as_bytes());
+    hasher.stat(&python_meta);
+
+    fingerprint_dist(&mut hasher, spec.dist)?;
+    Ok((hasher.finish(), python))
+}
+
+/// Every file's identity, not its contents: hashing hundreds of megabytes
+/// of wheels on each deploy would defeat the point. ctime and inode catch a
+/// wheel replaced under the same name even if size and mtime were kept.
+fn fingerprint_dist(hasher: &mut KeyHasher, dist: &Utf8Path) -> Result<()> {
+    let not_found = || Error::Dist {
+        path: dist.to_owned(),
+    };
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dist).map_err(|_| not_found())? {
+        let entry = entry.map_err(|_| not_found())?;
+        // A dangling symlink still belongs in the fingerprint; its own
+        // metadata is the best identity there is.
+        let meta = match std::fs::metadata(entry.path()) {
+            Ok(meta) => meta,
+            Err(_) => entry.metadata().map_err(|_| not_found())?,
+        };
+        entries.push((entry.file_name(), meta));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    hasher.number(entries.len() as i128);
+    for (name, meta) in &entries {
+        hasher.field(name.as_bytes());
+        hasher.stat(meta);
+        hasher.number(nanos(meta.ctime(), meta.ctime_nsec()));
+    }
+    Ok(())
+}
+
+/// Resolves a bare name through `PATH` like a shell would, then
+/// canonicalizes, so `python3` and `/usr/bin/python3` share environments.
+pub(crate) fn resolve_python(python: &Utf8Path) -> Result<Utf8PathBuf> {
+    let not_found = || Error::Python {
+        python: python.to_owned(),
+        detail: "not found".to_owned(),
+    };
+    let candidate = if python.as_str().contains('/') {
+        python.as_std_path().to_owned()
+    } else {
+        find_on_path(python.as_str()).ok_or_else(not_found)?
+    };
+    let canonical = std::fs::canonicalize(&candidate).map_err(|_| not_found())?;
+    Utf8PathBuf::from_path_buf(canonical).map_err(|path| Error::Python {
+        python: python.to_owned(),
+        detail: format!("resolves to a path that is not UTF-8: {}", path.display()),
+    })
+}
+
+/// The first executable file named `program` in `PATH`.
+pub(crate) fn find_on_path(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct TempDir(Utf8PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static COUNTER: AtomicUsize = AtomicUsize::new(0);
+            let name = format!(
+                "sarge-venv-key-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::SeqCst)
+            );
+            let path = Utf8PathBuf::try_from(std::env::temp_dir().join(name)).unwrap();
+            std::fs::create_dir_all(&path).unwrap();
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    struct Fixture {
+        dir: TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = TempDir::new();
+            let root = &dir.0;
+            std::fs::create_dir(root.join("dist")).unwrap();
+            std::fs::write(root.join("dist/a-1.0-py3-none-any.whl"), "wheel a").unwrap();
+            std::fs::write(root.join("dist/b-2.0-py3-none-any.whl"), "wheel b").unwrap();
+            std::fs::write(root.join("requirements.txt"), "a\nb\n").unwrap();
+            // The key never runs the interpreter, so any file stands in.
+            std::fs::write(root.join("python-x"), "#!/bin/sh\n").unwrap();
+            std::fs::write(root.join("python-y"), "#!/bin/sh\n").unwrap();
+            Fixture { dir }
+        }
+
+        fn path(&self, name: &str) -> Utf8PathBuf {
+            self.dir.0.join(name)
+        }
+
+        fn key_with(&self, python: &str, installer: &Installer) -> EnvKey {
+            let python = self.path(python);
+            let requirements = self.path("requirements.txt");
+            let dist = self.path("dist");
+            let spec = EnvironmentSpec {
+                python: &python,
+                requirements: &requirements,
+                dist: &dist,
+            };
+            compute(&spec, installer).unwrap().0
+        }
+
+        fn key(&self) -> EnvKey {
+            self.key_with("python-x", &Installer::Pip)
+        }
+    }
+
+    #[test]
+    fn key_is_stable_when_nothing_changes() {
+        let fixture = Fixture::new();
+        assert_eq!(fixture.key(), fixture.key());
+        assert_eq!(fixture.key().as_str().len(), 64);
+    }
+
+    #[test]
+    fn key_changes_when_requirements_bytes_change() {
+        let fixture = Fixture::new();
+        let before = fixture.key();
+        std::fs::write(fixture.path("requirements.txt"), "a\nb\n\n").unwrap();
+        assert_ne!(before, fixture.key());
+    }
+
+    #[test]
+    fn key_changes_when_wheel_is_replaced_under_same_name_with_same_size_and_mtime() {
+        let fixture = Fixture::new();
+        let wheel = fixture.path("dist/a-1.0-py3-none-any.whl");
+        let mtime = std::fs::metadata(&wheel).unwrap().modified().unwrap();
+        let before = fixture.key();
+
+        // Rename over the old file, as a sync tool would; the new inode
+        // exists while the old one still does, so the numbers must differ.
+        let staged = fixture.path("staged.whl");
+        std::fs::write(&staged, "wheel A").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&staged)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        std::fs::rename(&staged, &wheel).unwrap();
+        let meta = std::fs::metadata(&wheel).unwrap();
+        assert_eq!(meta.len(), 7);
+        assert_eq!(meta.modified().unwrap(), mtime);
+
+        assert_ne!(before, fixture.key());
+    }
+
+    #[test]
+    fn key_changes_when_a_wheel_is_added() {
+        let fixture = Fixture::new();
+        let before = fixture.key();
+        std::fs::write(fixture.path("dist/c-1.0-py3-none-any.whl"), "c").unwrap();
+        assert_ne!(before, fixture.key());
+    }
+
+    #[test]
+    fn key_changes_when_interpreter_changes() {
+        let fixture = Fixture::new();
+        assert_ne!(
+            fixture.key_with("python-x", &Installer::Pip),
+            fixture.key_with("python-y", &Installer::Pip)
+        );
+    }
+
+    #[test]
+    fn key_changes_when_interpreter_is_upgraded_in_place() {
+        let fixture = Fixture::new();
+        let before = fixture.key();
+        std::fs::write(fixture.path("python-x"), "#!/bin/sh\n# 3.12\n").unwrap();
+        assert_ne!(before, fixture.key());
+    }
+
+    #[test]
+    fn key_changes_with_installer_kind() {
+        let fixture = Fixture::new();
+        let uv = Installer::Uv {
+            bin: Utf8PathBuf::from("/usr/bin/uv"),
+        };
+        assert_ne!(fixture.key(), fixture.key_with("python-x", &uv));
+    }
+
+    #[test]
+    fn key_is_shared_between_symlink_and_target_interpreter() {
+        let fixture = Fixture::new();
+        std::os::unix::fs::symlink(fixture.path("python-x"), fixture.path("python-link")).unwrap();
+        assert_eq!(
+            fixture.key(),
+            fixture.key_with("python-link", &Installer::Pip)
+        );
+    }
+
+    #[test]
+    fn missing_dist_is_a_dist_error() {
+        let fixture = Fixture::new();
+        std::fs::remove_dir_all(fixture.path("dist")).unwrap();
+        let python = fixture.path("python-x");
+        let requirements = fixture.path("requirements.txt");
+        let dist = fixture.path("dist");
+        let spec = EnvironmentSpec {
+            python: &python,
+            requirements: &requirements,
+            dist: &dist,
+        };
+        let err = compute(&spec, &Installer::Pip).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("wheel folder {dist} not found or not readable")
+        );
+    }
+
+    #[test]
+    fn missing_interpreter_is_a_python_error() {
+        let fixture = Fixture::new();
+        let python = fixture.path("no-such-python");
+        let requirements = fixture.path("requirements.txt");
+        let dist = fixture.path("dist");
+        let spec = EnvironmentSpec {
+            python: &python,
+            requirements: &requirements,
+            dist: &dist,
+        };
+        let err = compute(&spec, &Installer::Pip).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("python interpreter {python} not found")
+        );
+    }
+
+    #[test]
+    fn bare_interpreter_name_not_on_path_is_a_python_error() {
+        let err = resolve_python(Utf8Path::new("sarge-no-such-python-3.99")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "python interpreter sarge-no-such-python-3.99 not found"
+        );
+    }
+
+    #[test]
+    fn env_key_parses_only_64_lowercase_hex_digits() {
+        let good = "0123456789abcdef".repeat(4);
+        assert_eq!(good.parse::<EnvKey>().unwrap().to_string(), good);
+        assert!("0123456789ABCDEF".repeat(4).parse::<EnvKey>().is_err());
+        assert!("abc".parse::<EnvKey>().is_err());
+        assert!(".locks".parse::<EnvKey>().is_err());
+        assert_eq!(EnvKey::new(good.clone()), good.parse::<EnvKey>().unwrap());
+    }
+}

@@ -1,0 +1,327 @@
+//! The store: immutable virtualenvs at `ROOT/<key>/`, built in place
+//! (virtualenvs are not relocatable) and trusted only once their marker
+//! file exists.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs::{File, TryLockError};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::error::{Error, Result};
+use crate::installer::{self, Build, Installer};
+use crate::key::{self, EnvKey};
+
+/// Written last, atomically: a folder without it is a crashed or failed
+/// build and is never handed out.
+const READY_MARKER: &str = ".sarge-ready";
+/// Per-key lock files live apart from the environments so that listing
+/// the store only ever sees key folders.
+const LOCKS_DIR: &str = ".locks";
+
+/// What an environment is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvironmentSpec<'a> {
+    /// The interpreter: a path, or a bare name looked up in `PATH`.
+    pub python: &'a Utf8Path,
+    /// The app's requirements file.
+    pub requirements: &'a Utf8Path,
+    /// The folder of wheels that is the only package source.
+    pub dist: &'a Utf8Path,
+}
+
+/// A ready environment in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Venv {
+    /// Its key, to pass to [`VenvStore::remove_unused`] while in use.
+    pub key: EnvKey,
+    /// Its folder, `ROOT/<key>`.
+    pub path: Utf8PathBuf,
+    /// `true` when it already existed and nothing was installed.
+    pub reused: bool,
+}
+
+impl Venv {
+    /// The folder holding `python` and the apps' console scripts.
+    pub fn bin_dir(&self) -> Utf8PathBuf {
+        self.path.join("bin")
+    }
+
+    /// The environment's interpreter.
+    pub fn python(&self) -> Utf8PathBuf {
+        self.path.join("bin/python")
+    }
+}
+
+/// A step of [`VenvStore::ensure`], for callers that show progress.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Progress<'a> {
+    /// A folder left by a crashed or failed build is being removed.
+    RemovingLeftover {
+        /// The folder.
+        path: &'a Utf8Path,
+    },
+    /// A new environment is being created.
+    Building {
+        /// Its key.
+        key: &'a EnvKey,
+        /// Its folder.
+        path: &'a Utf8Path,
+        /// The tool doing it.
+        installer: &'a Installer,
+    },
+    /// The environment is ready.
+    Built {
+        /// Its key.
+        key: &'a EnvKey,
+        /// Time spent creating and installing.
+        elapsed: Duration,
+        /// What the installer printed.
+        output: &'a str,
+    },
+}
+
+type ProgressFn = Box<dyn Fn(Progress<'_>) + Send + Sync>;
+
+/// A folder of content-addressed virtualenvs shared by every app instance
+/// that needs the same requirements, interpreter and wheels.
+pub struct VenvStore {
+    root: Utf8PathBuf,
+    cache_dir: Utf8PathBuf,
+    installer: Installer,
+    progress: Option<ProgressFn>,
+}
+
+impl fmt::Debug for VenvStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VenvStore")
+            .field("root", &self.root)
+            .field("cache_dir", &self.cache_dir)
+            .field("installer", &self.installer)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl VenvStore {
+    /// A store at `root`. `cache_dir` is the installer's cache; put it on the
+    /// same filesystem as `root` so uv can hardlink instead of copying.
+    pub fn new(
+        root: impl Into<Utf8PathBuf>,
+        cache_dir: impl Into<Utf8PathBuf>,
+        installer: Installer,
+    ) -> Self {
+        VenvStore {
+            root: root.into(),
+            cache_dir: cache_dir.into(),
+            installer,
+            progress: None,
+        }
+    }
+
+    /// Calls `progress` at each step of a build; the store prints nothing.
+    pub fn with_progress(
+        mut self,
+        progress: impl Fn(Progress<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.progress = Some(Box::new(progress));
+        self
+    }
+
+    /// The store's folder.
+    pub fn root(&self) -> &Utf8Path {
+        &self.root
+    }
+
+    /// The installer used for new environments.
+    pub fn installer(&self) -> &Installer {
+        &self.installer
+    }
+
+    /// The key `spec` would be stored under. Cheap: reads the requirements
+    /// file and stats the interpreter and wheels, runs nothing.
+    pub fn key(&self, spec: &EnvironmentSpec<'_>) -> Result<EnvKey> {
+        Ok(key::compute(spec, &self.installer)?.0)
+    }
+
+    /// Returns the ready environment for spec, building it if missing.
+    /// `reused` tells which.
+    ///
+    /// Concurrent calls for the same key, from threads or processes, build
+    /// it once; the others wait and then reuse it.
+    pub fn ensure(&self, spec: &EnvironmentSpec<'_>) -> Result<Venv> {
+        let (key, python) = key::compute(spec, &self.installer)?;
+        let path = self.root.join(key.as_str());
+        if is_ready(&path) {
+            return Ok(Venv {
+                key,
+                path,
+                reused: true,
+            });
+        }
+
+        let lock = self.lock_file(&key)?;
+        lock.lock()
+            .map_err(Error::io("lock", self.lock_path(&key)))?;
+        // Another process may have finished this build while we waited.
+        if is_ready(&path) {
+            return Ok(Venv {
+                key,
+                path,
+                reused: true,
+            });
+        }
+        if path.exists() {
+            self.report(Progress::RemovingLeftover { path: &path });
+            remove_dir(&path)?;
+        }
+        std::fs::create_dir_all(&self.cache_dir)
+            .map_err(Error::io("create installer cache folder", &self.cache_dir))?;
+
+        self.report(Progress::Building {
+            key: &key,
+            path: &path,
+            installer: &self.installer,
+        });
+        let started = Instant::now();
+        let build = Build {
+            python_as_given: spec.python,
+            python: &python,
+            venv: &path,
+            requirements: spec.requirements,
+            dist: spec.dist,
+            cache_dir: &self.cache_dir,
+        };
+        match self.build(&build, &key) {
+            Ok(output) => {
+                self.report(Progress::Built {
+                    key: &key,
+                    elapsed: started.elapsed(),
+                    output: &output,
+                });
+                Ok(Venv {
+                    key,
+                    path,
+                    reused: false,
+                })
+            }
+            Err(err) => {
+                // The build's error matters more than a failed cleanup, and
+                // the next ensure() removes the leftover anyway.
+                let _ = std::fs::remove_dir_all(&path);
+                Err(err)
+            }
+        }
+    }
+
+    fn build(&self, build: &Build<'_>, key: &EnvKey) -> Result<String> {
+        let mut output = installer::create_venv(&self.installer, build)?;
+        output.push_str(&installer::install(&self.installer, build)?);
+        write_marker(build.venv, key, &self.installer)?;
+        Ok(output)
+    }
+
+    /// Removes every environment whose key is not in `keep` (and leftover
+    /// folders without the marker). Returns the removed keys.
+    ///
+    /// Folders being built right now are left alone.
+    pub fn remove_unused(&self, keep: &BTreeSet<EnvKey>) -> Result<Vec<EnvKey>> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(Error::io("list store folder", &self.root)(err)),
+        };
+        let mut candidates = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(Error::io("list store folder", &self.root))?;
+            let Some(key) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<EnvKey>().ok())
+            else {
+                continue;
+            };
+            let path = self.root.join(key.as_str());
+            if keep.contains(&key) && is_ready(&path) {
+                continue;
+            }
+            candidates.push((key, path));
+        }
+        candidates.sort();
+
+        let mut removed = Vec::new();
+        for (key, path) in candidates {
+            let lock = self.lock_file(&key)?;
+            match lock.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => continue,
+                Err(TryLockError::Error(err)) => {
+                    return Err(Error::io("lock", self.lock_path(&key))(err))
+                }
+            }
+            // Re-check under the lock: a build may have completed since
+            // listing, and a kept key's fresh environment must survive.
+            if keep.contains(&key) && is_ready(&path) {
+                continue;
+            }
+            remove_dir(&path)?;
+            removed.push(key);
+        }
+        Ok(removed)
+    }
+
+    fn lock_path(&self, key: &EnvKey) -> Utf8PathBuf {
+        self.root.join(LOCKS_DIR).join(format!("{key}.lock"))
+    }
+
+    fn lock_file(&self, key: &EnvKey) -> Result<File> {
+        let dir = self.root.join(LOCKS_DIR);
+        std::fs::create_dir_all(&dir).map_err(Error::io("create lock folder", &dir))?;
+        let path = self.lock_path(key);
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io("open lock file", path))
+    }
+
+    fn report(&self, progress: Progress<'_>) {
+        if let Some(callback) = &self.progress {
+            callback(progress);
+        }
+    }
+}
+
+fn is_ready(path: &Utf8Path) -> bool {
+    path.join(READY_MARKER).is_file()
+}
+
+/// Removes the marker first so that a crash halfway through leaves a
+/// leftover, never a "ready" environment with files missing.
+fn remove_dir(path: &Utf8Path) -> Result<()> {
+    let marker = path.join(READY_MARKER);
+    match std::fs::remove_file(&marker) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(Error::io("remove marker", marker)(err)),
+    }
+    std::fs::remove_dir_all(path).map_err(Error::io("remove environment folder", path))
+}
+
+fn write_marker(venv: &Utf8Path, key: &EnvKey, installer: &Installer) -> Result<()> {
+    let temp = venv.join(format!("{READY_MARKER}.tmp"));
+    let marker = venv.join(READY_MARKER);
+    let mut file = File::create(&temp).map_err(Error::io("create marker", &temp))?;
+    writeln!(file, "key = {key}\ninstaller = {}", installer.name())
+        .and_then(|()| file.sync_all())
+        .map_err(Error::io("write marker", &temp))?;
+    std::fs::rename(&temp, &marker).map_err(Error::io("rename marker into place", &marker))?;
+    // The rename is only durable once the folder's entry is on disk.
+    File::open(venv)
+        .and_then(|dir| dir.sync_all())
+        .map_err(Error::io("sync environment folder", venv))
+}
