@@ -154,7 +154,11 @@ fn run(cli: Cli) -> Result<ExitCode, sarge_core::Error> {
                     writeln!(
                         out,
                         "{:<20} {:<12} {:>5}  {:<9} {}",
-                        instance.id, instance.process, instance.port, instance.state, instance.created
+                        instance.id,
+                        instance.process,
+                        instance.port,
+                        instance.state,
+                        instance.created
                     )?;
                 }
             }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! The quickstart, end to end: the real `sarge` binary, real supervisord
 //! and haproxy, and the hello app installed offline from real wheels.
 
@@ -9,26 +10,47 @@ use common::*;
 const TRICKY: &str = "hello sarge! 100% ; #not-a-comment 'single' \"double\" $HOME";
 
 fn tricky_env() -> String {
-    format!("  MESSAGE: {}\n  DATABASE: \"postgresql://u:p%40w@localhost/db\"", serde_json::to_string(TRICKY).unwrap())
+    format!(
+        "  MESSAGE: {}\n  DATABASE: \"postgresql://u:p%40w@localhost/db\"",
+        serde_json::to_string(TRICKY).unwrap()
+    )
 }
 
 #[test]
 fn deploy_from_stdin_answers_on_the_stable_port_with_the_env_byte_for_byte() {
     let home = TestHome::new("stdin", &tricky_env());
     let progress = home.deploy_ok(&hello_app(), "web");
-    for step in ["unpack", "procfile", "virtualenv", "start", "ready", "switch"] {
+    for step in [
+        "unpack",
+        "procfile",
+        "virtualenv",
+        "start",
+        "ready",
+        "switch",
+    ] {
         assert!(progress.contains(step), "no {step} step in:\n{progress}");
     }
-    assert!(!progress.contains("p%40w"), "progress printed an env value:\n{progress}");
+    assert!(
+        !progress.contains("p%40w"),
+        "progress printed an env value:\n{progress}"
+    );
 
     let (status, body) = http_get(home.stable, "/").unwrap();
-    assert_eq!((status, body.as_str()), (200, format!("{TRICKY}\n").as_str()));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, format!("{TRICKY}\n").as_str())
+    );
 
+    // supervisord calls a process running once it has stayed up 1 s.
+    wait_for(
+        std::time::Duration::from_secs(5),
+        || home.instance_of("web")["state"] == "running",
+        "state running",
+    );
     let instances = home.instances();
     assert_eq!(instances.len(), 1);
     let web = &instances[0];
     assert_eq!(web["process"], "web");
-    assert_eq!(web["state"], "running");
     let port = web["port"].as_u64().unwrap() as u16;
     assert!((home.first_port..=home.last_port).contains(&port));
     assert!(web["id"].as_str().unwrap().starts_with("web-"));
@@ -64,8 +86,14 @@ fn run_executes_in_the_instance_with_env_port_and_virtualenv() {
     let text = stdout(&out);
     let mut lines = text.lines();
     let first = lines.next().unwrap();
-    assert!(first.starts_with(&format!("{}|{TRICKY}|", web["port"])), "{text}");
-    assert!(first.contains("/var/venvs/"), "python is not the instance's venv: {text}");
+    assert!(
+        first.starts_with(&format!("{}|{TRICKY}|", web["port"])),
+        "{text}"
+    );
+    assert!(
+        first.contains("/var/venvs/"),
+        "python is not the instance's venv: {text}"
+    );
     assert!(lines.next().unwrap().ends_with("/app"), "{text}");
 
     // By instance id too.
@@ -83,23 +111,44 @@ fn redeploy_moves_to_a_new_port_while_the_stable_port_keeps_answering() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     home.write_config("  MESSAGE: two", "");
     let progress = home.deploy_ok(&hello_app(), "web");
-    assert!(progress.contains("reused"), "unchanged requirements were installed again:\n{progress}");
+    assert!(
+        progress.contains("reused"),
+        "unchanged requirements were installed again:\n{progress}"
+    );
     std::thread::sleep(std::time::Duration::from_millis(300));
     let (fresh, kept) = load.finish();
 
     let second = home.instance_of("web");
     assert_ne!(first["id"], second["id"]);
     assert_ne!(first["port"], second["port"]);
-    assert_eq!(http_get(home.stable, "/").unwrap(), (200, "two\n".to_owned()));
+    assert_eq!(
+        http_get(home.stable, "/").unwrap(),
+        (200, "two\n".to_owned())
+    );
     assert_eq!(home.instances().len(), 1);
-    let old_dir = home.root.join("var/instances").join(first["id"].as_str().unwrap());
+    let old_dir = home
+        .root
+        .join("var/instances")
+        .join(first["id"].as_str().unwrap());
     assert!(!old_dir.exists(), "old instance folder left behind");
-    assert!(http_get(first["port"].as_u64().unwrap() as u16, "/").is_err(), "old instance still runs");
+    assert!(
+        http_get(first["port"].as_u64().unwrap() as u16, "/").is_err(),
+        "old instance still runs"
+    );
 
     for (client, count) in [("new-connection", &fresh), ("keep-alive", &kept)] {
-        assert_eq!(count.failed, 0, "{client} client failed: {:?}", count.failures);
+        assert_eq!(
+            count.failed, 0,
+            "{client} client failed: {:?}",
+            count.failures
+        );
         assert!(count.served > 0, "{client} client made no requests");
-        assert_eq!(count.bodies.last().map(String::as_str), Some("two\n"), "{client}: {:?}", count.bodies);
+        assert_eq!(
+            count.bodies.last().map(String::as_str),
+            Some("two\n"),
+            "{client}: {:?}",
+            count.bodies
+        );
     }
 }
 
@@ -107,13 +156,23 @@ fn redeploy_moves_to_a_new_port_while_the_stable_port_keeps_answering() {
 fn a_second_process_type_does_not_disturb_the_first() {
     let home = TestHome::new("two", "  MESSAGE: both");
     let app = app_copy("two");
-    std::fs::write(app.join("Procfile"), "web: python app.py $PORT\napi: python app.py $PORT\n").unwrap();
+    std::fs::write(
+        app.join("Procfile"),
+        "web: python app.py $PORT\napi: python app.py $PORT\n",
+    )
+    .unwrap();
     home.deploy_ok(&app, "web");
     let web = home.instance_of("web");
     let load = Load::start(home.stable);
     home.deploy_ok(&app, "api");
     let (fresh, kept) = load.finish();
-    assert_eq!(fresh.failed + kept.failed, 0, "{:?} {:?}", fresh.failures, kept.failures);
+    assert_eq!(
+        fresh.failed + kept.failed,
+        0,
+        "{:?} {:?}",
+        fresh.failures,
+        kept.failures
+    );
 
     assert_eq!(home.instance_of("web")["id"], web["id"]);
     let api = home.instance_of("api");
@@ -134,7 +193,10 @@ fn destroy_removes_the_instance_and_its_route() {
     assert!(home.instances().is_empty());
     let id = web["id"].as_str().unwrap();
     assert!(!home.root.join("var/instances").join(id).exists());
-    assert!(!home.root.join(format!("etc/supervisor.d/{id}.conf")).exists());
+    assert!(!home
+        .root
+        .join(format!("etc/supervisor.d/{id}.conf"))
+        .exists());
     // haproxy still listens but has nothing to route to.
     assert_eq!(http_get(home.stable, "/").unwrap().0, 503);
     // And the next deploy works.
@@ -151,9 +213,17 @@ fn stop_and_start_a_process() {
     assert_eq!(home.instance_of("web")["state"], "stopped");
     let out = home.sarge(&["start", "web"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(home.instance_of("web")["state"], "running");
+    wait_for(
+        std::time::Duration::from_secs(5),
+        || home.instance_of("web")["state"] == "running",
+        "state running",
+    );
     let port = home.instance_of("web")["port"].as_u64().unwrap() as u16;
-    wait_for(std::time::Duration::from_secs(10), || http_get(port, "/").is_ok(), "the app after start");
+    wait_for(
+        std::time::Duration::from_secs(10),
+        || http_get(port, "/").is_ok(),
+        "the app after start",
+    );
 }
 
 #[test]
@@ -172,34 +242,70 @@ fn deploys_a_gzip_tarball_from_a_file() {
     assert!(status.success());
     let out = home.sarge(&["deploy", tarball.to_str().unwrap(), "web"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(http_get(home.stable, "/").unwrap(), (200, "gz\n".to_owned()));
+    assert_eq!(
+        http_get(home.stable, "/").unwrap(),
+        (200, "gz\n".to_owned())
+    );
 }
 
 #[test]
 fn init_is_idempotent_and_keeps_the_config() {
     let home = TestHome::initialised("init");
-    for path in ["bin/sarge", "bin/supervisord", "bin/supervisorctl", "dist", "etc/supervisord.conf", "etc/haproxy.cfg", "var/log", "var/run", "var/instances"] {
+    for path in [
+        "bin/sarge",
+        "bin/supervisord",
+        "bin/supervisorctl",
+        "dist",
+        "etc/supervisord.conf",
+        "etc/haproxy.cfg",
+        "var/log",
+        "var/run",
+        "var/instances",
+    ] {
         assert!(home.root.join(path).exists(), "init did not create {path}");
     }
     let default = std::fs::read_to_string(home.config_path()).unwrap();
-    assert!(default.contains("port_range") && default.contains("port_map") && default.contains("web: 127.0.0.1:"), "{default}");
+    assert!(
+        default.contains("port_range")
+            && default.contains("port_map")
+            && default.contains("web: 127.0.0.1:"),
+        "{default}"
+    );
     std::fs::write(home.config_path(), "port_range: [40010, 40099]\n").unwrap();
     let out = home.sarge(&["init"]);
     assert!(out.status.success());
-    assert!(stderr(&out).contains("su "), "no boot line: {}", stderr(&out));
-    assert_eq!(std::fs::read_to_string(home.config_path()).unwrap(), "port_range: [40010, 40099]\n");
+    assert!(
+        stderr(&out).contains("su "),
+        "no boot line: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.config_path()).unwrap(),
+        "port_range: [40010, 40099]\n"
+    );
 
     // bin/sarge is sarge bound to this home.
-    let out = std::process::Command::new(home.root.join("bin/sarge")).args(["list", "--json"]).env_remove("SARGE_HOME").output().unwrap();
+    let out = std::process::Command::new(home.root.join("bin/sarge"))
+        .args(["list", "--json"])
+        .env_remove("SARGE_HOME")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), r#"{"instances":[]}"#);
 }
 
 #[test]
 fn no_home_is_an_error() {
-    let out = std::process::Command::new(SARGE).arg("list").env_remove("SARGE_HOME").output().unwrap();
+    let out = std::process::Command::new(SARGE)
+        .arg("list")
+        .env_remove("SARGE_HOME")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stderr(&out), "error: no sarge home: pass --home DIR or set SARGE_HOME\n");
+    assert_eq!(
+        stderr(&out),
+        "error: no sarge home: pass --home DIR or set SARGE_HOME\n"
+    );
 }
 
 #[test]
@@ -208,13 +314,26 @@ fn an_app_that_exits_fails_the_deploy_and_the_old_one_keeps_serving() {
     home.deploy_ok(&hello_app(), "web");
     let before = home.snapshot();
     let app = app_copy("exits");
-    std::fs::write(app.join("Procfile"), "web: echo 'boom: cannot start' >&2; exit 3\n").unwrap();
+    std::fs::write(
+        app.join("Procfile"),
+        "web: echo 'boom: cannot start' >&2; exit 3\n",
+    )
+    .unwrap();
     let out = home.deploy(&app, "web");
     assert_eq!(out.status.code(), Some(1));
     let message = stderr(&out);
-    assert!(message.contains("error: instance web-") && message.contains("exited while starting"), "{message}");
-    assert!(message.contains("boom: cannot start"), "log tail missing: {message}");
-    assert_eq!(http_get(home.stable, "/").unwrap(), (200, "old\n".to_owned()));
+    assert!(
+        message.contains("error: instance web-") && message.contains("exited while starting"),
+        "{message}"
+    );
+    assert!(
+        message.contains("boom: cannot start"),
+        "log tail missing: {message}"
+    );
+    assert_eq!(
+        http_get(home.stable, "/").unwrap(),
+        (200, "old\n".to_owned())
+    );
     assert_eq!(home.snapshot(), before);
     let _ = std::fs::remove_dir_all(app);
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use camino::Utf8Path;
 use sarge_haproxy::Slot;
-use sarge_supervisor::{Program, ProcessState};
+use sarge_supervisor::{ProcessState, Program};
 use sarge_venv::{EnvironmentSpec, Venv};
 
 use crate::error::{Error, Result};
@@ -150,7 +150,11 @@ impl Sarge {
         let mut new_slot = None;
         if let Some(address) = routed {
             router.ensure(&routing)?;
-            let slot = match previous.as_ref().and_then(|p| p.slot).and_then(slot_from_char) {
+            let slot = match previous
+                .as_ref()
+                .and_then(|p| p.slot)
+                .and_then(slot_from_char)
+            {
                 Some(Slot::A) => Slot::B,
                 _ => Slot::A,
             };
@@ -175,7 +179,10 @@ impl Sarge {
         if let Some(old) = &previous {
             if let (Some(slot), true) = (old.slot.and_then(slot_from_char), routed.is_some()) {
                 let waited = router.drain(process, slot, self.config.drain_timeout);
-                steps.done("drain", format!("{} after {} ms", old.id, waited.as_millis()));
+                steps.done(
+                    "drain",
+                    format!("{} after {} ms", old.id, waited.as_millis()),
+                );
             }
             self.remove_instance(&supervisor, &old.id)?;
             steps.done("cleanup", format!("removed {}", old.id));
@@ -211,7 +218,7 @@ impl Sarge {
         };
         crate::state::write_atomic(
             &self.home.program_file(id),
-            program.render().as_bytes(),
+            program.render()?.as_bytes(),
             0o644,
         )?;
         supervisor.reload_config()?;
@@ -252,21 +259,22 @@ impl Sarge {
                     });
                 }
                 ProcessState::Running if !needs_port => return Ok(()),
-                ProcessState::Running | ProcessState::Starting if needs_port => {
-                    if TcpStream::connect_timeout(&address, Duration::from_millis(250)).is_ok() {
-                        match health {
-                            None => return Ok(()),
-                            Some(health) => match http_status(address, &health.path) {
-                                Ok(status) if (200..400).contains(&status) => return Ok(()),
-                                Ok(status) => {
-                                    waiting_for =
-                                        format!("GET {} answered {status}", health.path)
-                                }
-                                Err(error) => {
-                                    waiting_for = format!("GET {} failed: {error}", health.path)
-                                }
-                            },
-                        }
+                ProcessState::Running | ProcessState::Starting
+                    if needs_port
+                        && TcpStream::connect_timeout(&address, Duration::from_millis(250))
+                            .is_ok() =>
+                {
+                    match health {
+                        None => return Ok(()),
+                        Some(health) => match http_status(address, &health.path) {
+                            Ok(status) if (200..400).contains(&status) => return Ok(()),
+                            Ok(status) => {
+                                waiting_for = format!("GET {} answered {status}", health.path)
+                            }
+                            Err(error) => {
+                                waiting_for = format!("GET {} failed: {error}", health.path)
+                            }
+                        },
                     }
                 }
                 _ => {}
@@ -281,7 +289,11 @@ impl Sarge {
                 });
             }
             // Poll fast at first: most apps are up within a few hundred ms.
-            let pause = if started.elapsed() < Duration::from_secs(2) { 5 } else { 50 };
+            let pause = if started.elapsed() < Duration::from_secs(2) {
+                5
+            } else {
+                50
+            };
             std::thread::sleep(Duration::from_millis(pause));
         }
     }
@@ -320,12 +332,10 @@ impl Sarge {
         sarge_ports::next_free_port(self.config.port_range.as_range(), last, |port| {
             used.contains(&port) || !sarge_ports::port_is_bindable(port)
         })
-        .ok_or_else(|| {
-            Error::Ports(sarge_ports::Error::Exhausted {
-                first: self.config.port_range.first,
-                last: self.config.port_range.last,
-            })
-        })
+        .ok_or(Error::Ports(sarge_ports::Error::Exhausted {
+            first: self.config.port_range.first,
+            last: self.config.port_range.last,
+        }))
     }
 
     fn record_port(&self, port: u16) -> Result<()> {

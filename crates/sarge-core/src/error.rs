@@ -6,7 +6,9 @@ use camino::Utf8PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// The home folder has not been initialised.
-    #[error("{home} is not a sarge home (no etc/sarge.yaml): run `sarge --home {home} init` first")]
+    #[error(
+        "{home} is not a sarge home (no etc/sarge.yaml): run `sarge --home {home} init` first"
+    )]
     NotInitialised {
         /// The home folder.
         home: Utf8PathBuf,
@@ -107,7 +109,9 @@ pub enum Error {
         log_tail: String,
     },
     /// The new instance never became ready.
-    #[error("instance {id} was not ready within {seconds} s ({what}); last lines of {log}:\n{log_tail}")]
+    #[error(
+        "instance {id} was not ready within {seconds} s ({what}); last lines of {log}:\n{log_tail}"
+    )]
     InstanceNotReady {
         /// The instance id.
         id: String,

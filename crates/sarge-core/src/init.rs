@@ -57,7 +57,7 @@ pub fn init(home: &Home, options: &InitOptions) -> Result<Initialised> {
     };
     write_atomic(
         &home.supervisord_config(),
-        supervisord.render().as_bytes(),
+        supervisord.render()?.as_bytes(),
         0o644,
     )?;
     if !home.haproxy_config().exists() {

@@ -147,8 +147,11 @@ impl Sarge {
     /// so haproxy never points at an instance about to go.
     pub(crate) fn clean_leftovers(&self, supervisor: &Client, steps: &mut Steps<'_>) -> Result<()> {
         let current = CurrentInstances::load(&self.home)?;
-        let current_ids: BTreeSet<&str> =
-            current.processes.values().map(|instance| instance.id.as_str()).collect();
+        let current_ids: BTreeSet<&str> = current
+            .processes
+            .values()
+            .map(|instance| instance.id.as_str())
+            .collect();
         let mut leftovers: BTreeSet<String> = self
             .instance_ids()?
             .into_iter()
@@ -230,7 +233,9 @@ impl Sarge {
 fn ignore_missing(error: sarge_supervisor::Error) -> Result<(), sarge_supervisor::Error> {
     match error {
         sarge_supervisor::Error::NoSuchProgram { .. } => Ok(()),
-        sarge_supervisor::Error::Fault { ref message, .. } if message.contains("BAD_NAME") => Ok(()),
+        sarge_supervisor::Error::Fault { ref message, .. } if message.contains("BAD_NAME") => {
+            Ok(())
+        }
         other => Err(other),
     }
 }

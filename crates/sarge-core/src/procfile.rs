@@ -94,7 +94,10 @@ mod tests {
     #[test]
     fn keeps_colons_inside_the_command() {
         let procfile = parse("web: gunicorn app:app -b 127.0.0.1:$PORT").unwrap();
-        assert_eq!(procfile.command("web"), Some("gunicorn app:app -b 127.0.0.1:$PORT"));
+        assert_eq!(
+            procfile.command("web"),
+            Some("gunicorn app:app -b 127.0.0.1:$PORT")
+        );
     }
 
     #[test]

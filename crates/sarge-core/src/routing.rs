@@ -52,9 +52,12 @@ impl<'a> Router<'a> {
         Ok(routing)
     }
 
-    /// The haproxy config for `routing`.
-    pub(crate) fn render(&self, routing: &Routing) -> HaproxyConfig {
-        render_config(self.home, self.config, routing)
+    /// The haproxy config for `routing`, validated (paths haproxy cannot
+    /// take, such as a socket path over its length limit, fail here).
+    pub(crate) fn render(&self, routing: &Routing) -> Result<HaproxyConfig> {
+        let config = render_config(self.home, self.config, routing);
+        config.validate()?;
+        Ok(config)
     }
 
     /// Makes sure haproxy runs with a config matching `routing`, starting or
@@ -65,19 +68,19 @@ impl<'a> Router<'a> {
             return Ok(());
         }
         let bin = self.haproxy_bin()?;
-        let config_text = self.render(routing).render();
+        let config_text = self.render(routing)?.render();
         let config_path = self.home.haproxy_config();
-        let config_changed = fs_err::read_to_string(&config_path).ok().as_deref()
-            != Some(config_text.as_str());
+        let config_changed =
+            fs_err::read_to_string(&config_path).ok().as_deref() != Some(config_text.as_str());
         if config_changed {
             self.install_config(&bin, &config_text)?;
         }
 
         let program = haproxy_program(self.home, &bin);
         let program_file = self.home.program_file(HAPROXY_PROGRAM);
-        let program_text = program.render();
-        let program_changed = fs_err::read_to_string(&program_file).ok().as_deref()
-            != Some(program_text.as_str());
+        let program_text = program.render()?;
+        let program_changed =
+            fs_err::read_to_string(&program_file).ok().as_deref() != Some(program_text.as_str());
         let running = matches!(
             self.supervisor.process_info(HAPROXY_PROGRAM),
             Ok(info) if info.state.is_running()
@@ -103,7 +106,7 @@ impl<'a> Router<'a> {
             self.supervisor.signal_process(HAPROXY_PROGRAM, "USR2")?;
             self.wait_up(routing)?;
         }
-        for route in self.render(routing).routes {
+        for route in self.render(routing)?.routes {
             self.admin.apply(&route)?;
         }
         Ok(())
@@ -112,11 +115,17 @@ impl<'a> Router<'a> {
     /// Sends new connections for `process` to `port` on `slot`; the other
     /// slot (the old instance) goes into maintenance. The config file is
     /// checked before and rewritten after, so a reload lands in this state.
-    pub(crate) fn switch(&self, routing: &Routing, process: &str, slot: Slot, port: u16) -> Result<()> {
+    pub(crate) fn switch(
+        &self,
+        routing: &Routing,
+        process: &str,
+        slot: Slot,
+        port: u16,
+    ) -> Result<()> {
         let bin = self.haproxy_bin()?;
         let mut next = routing.clone();
         next.insert(process.to_owned(), (slot, port));
-        let text = self.render(&next).render();
+        let text = self.render(&next)?.render();
         let staged = staged_path(&self.home.haproxy_config());
         write_atomic(&staged, text.as_bytes(), 0o644)?;
         if let Err(error) = sarge_haproxy::check_config(&bin, &staged) {
@@ -126,8 +135,10 @@ impl<'a> Router<'a> {
         if let Err(error) = self.admin.switch(process, slot, port) {
             let _ = fs_err::remove_file(&staged);
             // Put back what was there, so the old instance keeps serving.
-            for route in self.render(routing).routes {
-                let _ = self.admin.apply(&route);
+            if let Ok(config) = self.render(routing) {
+                for route in config.routes {
+                    let _ = self.admin.apply(&route);
+                }
             }
             return Err(error.into());
         }
@@ -139,7 +150,7 @@ impl<'a> Router<'a> {
     pub(crate) fn unroute(&self, routing: &Routing, process: &str) -> Result<()> {
         let mut next = routing.clone();
         next.remove(process);
-        let config = self.render(&next);
+        let config = self.render(&next)?;
         let text = config.render();
         if let Some(route) = config.routes.iter().find(|route| route.name == process) {
             self.admin.apply(route)?;
@@ -173,7 +184,7 @@ impl<'a> Router<'a> {
 
     fn wait_up(&self, routing: &Routing) -> Result<()> {
         let started = Instant::now();
-        let expected = self.render(routing).routes;
+        let expected = self.render(routing)?.routes;
         while started.elapsed() < HAPROXY_START_TIMEOUT {
             // After a reload the new worker answers only once it has every
             // route; the old one may still hold the socket for a moment.

@@ -1,9 +1,9 @@
 //! What sarge remembers between commands, written atomically so that a
 //! crash never leaves a half-written file.
 
+use fs_err::os::unix::fs::OpenOptionsExt;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 
 use camino::Utf8Path;
 use serde::{Deserialize, Serialize};

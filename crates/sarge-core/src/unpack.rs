@@ -61,7 +61,9 @@ pub(crate) fn unpack_tarball(input: impl Read, dest: &Utf8Path) -> Result<usize>
     let dest_std = dest.as_std_path();
     let mut links = BTreeSet::new();
     let mut count = 0;
-    let entries = archive.entries().map_err(|source| not_an_archive(source, 0))?;
+    let entries = archive
+        .entries()
+        .map_err(|source| not_an_archive(source, 0))?;
     for entry in entries {
         let mut entry = entry.map_err(|source| not_an_archive(source, count))?;
         let path = entry
@@ -83,13 +85,16 @@ pub(crate) fn unpack_tarball(input: impl Read, dest: &Utf8Path) -> Result<usize>
             EntryType::Fifo => return Err(refuse("is a fifo")),
             other => return Err(refuse(&format!("has unsupported type {other:?}"))),
         }
-        let relative = normalized_relative(&path).map_err(|problem| refuse(problem))?;
+        let relative = normalized_relative(&path).map_err(&refuse)?;
         if relative.as_os_str().is_empty() {
             // `./` itself: the instance folder already exists.
             count += 1;
             continue;
         }
-        if let Some(link) = links.iter().find(|link: &&PathBuf| relative.starts_with(link)) {
+        if let Some(link) = links
+            .iter()
+            .find(|link: &&PathBuf| relative.starts_with(link))
+        {
             return Err(refuse(&format!(
                 "would be written through the link {}",
                 link.display()
@@ -137,18 +142,16 @@ pub(crate) fn unpack_tarball(input: impl Read, dest: &Utf8Path) -> Result<usize>
                 }
             }
         }
-        let unpacked = entry
-            .unpack_in(dest_std)
-            .map_err(|source| {
-                if source.kind() == std::io::ErrorKind::UnexpectedEof {
-                    not_an_archive(source, count)
-                } else {
-                    Error::TarEntry {
-                        entry: shown.clone(),
-                        problem: format!("cannot be unpacked: {source}"),
-                    }
+        let unpacked = entry.unpack_in(dest_std).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::UnexpectedEof {
+                not_an_archive(source, count)
+            } else {
+                Error::TarEntry {
+                    entry: shown.clone(),
+                    problem: format!("cannot be unpacked: {source}"),
                 }
-            })?;
+            }
+        })?;
         if !unpacked {
             return Err(refuse("points outside the app folder"));
         }
@@ -188,10 +191,8 @@ mod tests {
     struct TempDir(camino::Utf8PathBuf);
     impl TempDir {
         fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "sarge-unpack-{name}-{}",
-                std::process::id()
-            ));
+            let dir =
+                std::env::temp_dir().join(format!("sarge-unpack-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             Self(camino::Utf8PathBuf::from_path_buf(dir).unwrap())
@@ -238,13 +239,19 @@ mod tests {
         ]);
         let (dir, result) = unpack("plain", &bytes);
         assert_eq!(result.unwrap(), 4);
-        assert_eq!(std::fs::read_to_string(dir.0.join("app.py")).unwrap(), "print(1)\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.0.join("app.py")).unwrap(),
+            "print(1)\n"
+        );
 
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&bytes).unwrap();
         let (dir, result) = unpack("gzip", &gz.finish().unwrap());
         assert_eq!(result.unwrap(), 4);
-        assert_eq!(std::fs::read_to_string(dir.0.join("Procfile")).unwrap(), "web: x\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.0.join("Procfile")).unwrap(),
+            "web: x\n"
+        );
     }
 
     fn refused(name: &str, bytes: &[u8]) -> String {
@@ -255,19 +262,31 @@ mod tests {
     #[test]
     fn refuses_entries_that_escape() {
         assert_eq!(
-            refused("dotdot", &tarball(&[("a/../../evil", EntryType::Regular, b"x", "")])),
+            refused(
+                "dotdot",
+                &tarball(&[("a/../../evil", EntryType::Regular, b"x", "")])
+            ),
             "tarball entry a/../../evil climbs out of the app folder with `..`"
         );
         assert_eq!(
-            refused("abs", &tarball(&[("/tmp/evil", EntryType::Regular, b"x", "")])),
+            refused(
+                "abs",
+                &tarball(&[("/tmp/evil", EntryType::Regular, b"x", "")])
+            ),
             "tarball entry /tmp/evil has an absolute path"
         );
         assert_eq!(
-            refused("symlink", &tarball(&[("up", EntryType::Symlink, b"", "../..")])),
+            refused(
+                "symlink",
+                &tarball(&[("up", EntryType::Symlink, b"", "../..")])
+            ),
             "tarball entry up is a link to ../.. outside the app folder"
         );
         assert_eq!(
-            refused("abslink", &tarball(&[("etc", EntryType::Symlink, b"", "/etc")])),
+            refused(
+                "abslink",
+                &tarball(&[("etc", EntryType::Symlink, b"", "/etc")])
+            ),
             "tarball entry etc is a link to /etc outside the app folder"
         );
         assert_eq!(
@@ -301,10 +320,16 @@ mod tests {
     #[test]
     fn refuses_what_is_not_a_tarball() {
         assert_eq!(
-            refused("garbage", b"this is not a tarball at all, just some words........"),
+            refused(
+                "garbage",
+                b"this is not a tarball at all, just some words........"
+            ),
             "cannot unpack the tarball: it is not a tar or gzip archive (no valid tar header)"
         );
-        assert_eq!(refused("empty", b""), "cannot unpack the tarball: it is empty");
+        assert_eq!(
+            refused("empty", b""),
+            "cannot unpack the tarball: it is empty"
+        );
         let bytes = tarball(&[
             ("a", EntryType::Regular, &[b'a'; 2000], ""),
             ("b", EntryType::Regular, &[b'b'; 2000], ""),

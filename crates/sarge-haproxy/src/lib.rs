@@ -20,7 +20,7 @@
 //! runtime back in line with the config.
 //!
 //! ```no_run
-//! use sarge_haproxy::{check_config, AdminClient, HaproxyConfig, Route};
+//! use sarge_haproxy::{AdminClient, HaproxyConfig, Route};
 //! use camino::Utf8Path;
 //!
 //! # fn main() -> sarge_haproxy::Result<()> {
@@ -30,7 +30,8 @@
 //! };
 //! config.validate()?;
 //!
-//! // The new instance of `web` is listening on port 8001.
+//! // The new instance of `web` is listening on port 8001 and passed
+//! // sarge's readiness check.
 //! let admin = AdminClient::new(config.admin_socket.clone());
 //! let route = config.route_mut("web").expect("route was just added");
 //! let slot = route.idle_slot();
@@ -40,7 +41,6 @@
 //! let haproxy = Utf8Path::new("/usr/sbin/haproxy");
 //! let path = Utf8Path::new("/srv/sarge/haproxy.cfg");
 //! config.write_checked(path, haproxy)?;
-//! check_config(haproxy, path)?; // what write_checked already did
 //! # Ok(())
 //! # }
 //! ```

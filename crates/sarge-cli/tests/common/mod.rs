@@ -29,7 +29,11 @@ pub fn test_wheels() -> PathBuf {
     let has_flask = std::fs::read_dir(&dir)
         .map(|entries| {
             entries.flatten().any(|entry| {
-                entry.file_name().to_string_lossy().to_lowercase().starts_with("flask-")
+                entry
+                    .file_name()
+                    .to_string_lossy()
+                    .to_lowercase()
+                    .starts_with("flask-")
             })
         })
         .unwrap_or(false);
@@ -72,7 +76,7 @@ impl TestHome {
     /// An initialised home with `env` and a port map for web and api, and
     /// supervisord running.
     pub fn new(name: &str, env_yaml: &str) -> Self {
-        let home = Self::initialised(name);
+        let mut home = Self::initialised(name);
         home.write_config(env_yaml, "");
         home.start_supervisord();
         home
@@ -118,11 +122,21 @@ impl TestHome {
     }
 
     pub fn start_supervisord(&mut self) -> &mut Self {
-        let out = Command::new(self.root.join("bin/supervisord")).output().unwrap();
-        assert!(out.status.success(), "bin/supervisord failed: {}", stderr(&out));
+        let out = Command::new(self.root.join("bin/supervisord"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bin/supervisord failed: {}",
+            stderr(&out)
+        );
         self.supervisord_started = true;
         let socket = self.root.join("var/run/supervisor.sock");
-        wait_for(Duration::from_secs(10), || socket.exists(), "supervisord's socket");
+        wait_for(
+            Duration::from_secs(10),
+            || socket.exists(),
+            "supervisord's socket",
+        );
         self
     }
 
@@ -132,7 +146,11 @@ impl TestHome {
             let pid = pid.trim().to_owned();
             let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
             let proc = PathBuf::from(format!("/proc/{pid}"));
-            wait_for(Duration::from_secs(30), || !proc.exists(), "supervisord to exit");
+            wait_for(
+                Duration::from_secs(30),
+                || !proc.exists(),
+                "supervisord to exit",
+            );
         }
         self.supervisord_started = false;
     }
@@ -203,7 +221,11 @@ impl TestHome {
 fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, Vec<u8>)>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
-        let relative = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let relative = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         if relative.starts_with("var/log")
             || relative.starts_with("var/run")
             || relative.starts_with("var/cache")
@@ -368,7 +390,9 @@ impl Load {
                             }
                         }
                     }
-                    let Some(stream) = connection.as_mut() else { continue };
+                    let Some(stream) = connection.as_mut() else {
+                        continue;
+                    };
                     let result = keep_alive_get(stream);
                     if result.is_err() {
                         connection = None;
@@ -388,24 +412,29 @@ impl Load {
     /// the keep-alive client.
     pub fn finish(self) -> (LoadCount, LoadCount) {
         self.stop.store(true, Ordering::Relaxed);
-        let mut counts = self.workers.into_iter().map(|worker| worker.join().unwrap());
+        let mut counts = self
+            .workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap());
         (counts.next().unwrap(), counts.next().unwrap())
     }
 }
 
 /// One HTTP/1.1 request on a kept-alive connection; reads exactly one
 /// response (by Content-Length) so the connection can be reused.
-fn keep_alive_get(
-    stream: &mut std::io::BufReader<TcpStream>,
-) -> std::io::Result<(u16, String)> {
+fn keep_alive_get(stream: &mut std::io::BufReader<TcpStream>) -> std::io::Result<(u16, String)> {
     use std::io::BufRead;
-    stream.get_ref().set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))?;
     stream
         .get_mut()
         .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n")?;
     let mut status_line = String::new();
     if stream.read_line(&mut status_line)? == 0 {
-        return Err(std::io::Error::other("keep-alive connection closed before a response"));
+        return Err(std::io::Error::other(
+            "keep-alive connection closed before a response",
+        ));
     }
     let status = status_line
         .split_whitespace()
