@@ -70,9 +70,7 @@ pub fn init(home: &Home, options: &InitOptions) -> Result<Initialised> {
         }
     }
     let start_command = home.bin_dir().join("supervisord").to_string();
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "USERNAME".to_owned());
+    let user = current_user();
     let boot_line = format!("su {user} -c {}", shell_quote(&start_command));
     Ok(Initialised {
         home: home.clone(),
@@ -80,6 +78,21 @@ pub fn init(home: &Home, options: &InitOptions) -> Result<Initialised> {
         start_command,
         boot_line,
     })
+}
+
+/// The name of the user running sarge, for the boot line: `$USER`, else
+/// `$LOGNAME`, else what `id -un` says (cron and `su -c` may set neither).
+fn current_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|user| !user.is_empty())
+        .or_else(|| {
+            let output = std::process::Command::new("id").arg("-un").output().ok()?;
+            let name = String::from_utf8(output.stdout).ok()?.trim().to_owned();
+            (output.status.success() && !name.is_empty()).then_some(name)
+        })
+        .unwrap_or_else(|| "USERNAME".to_owned())
 }
 
 /// Copies the sarge binary into the home, so the home keeps working when
