@@ -80,7 +80,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {}", describe(&error));
+            // One `error:` line; what follows it (an app's log tail, an
+            // installer's output) is indented so it never reads as another.
+            let message = describe(&error).replace('\n', "\n    ");
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }

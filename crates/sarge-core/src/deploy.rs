@@ -60,6 +60,13 @@ impl Sarge {
         self.clean_leftovers(&supervisor, &mut steps)?;
         let mut current = CurrentInstances::load(&self.home)?;
         let previous = current.processes.get(process).cloned();
+        let routed = self.config.port_map.get(process);
+        // What can fail without the app is checked before any work.
+        let port = self.allocate_port()?;
+        let router = Router::new(&self.home, &self.config, &supervisor);
+        if routed.is_some() {
+            router.haproxy_bin()?;
+        }
 
         let id = self.new_instance_id(process);
         let instance_dir = self.home.instance_dir(&id);
@@ -93,7 +100,6 @@ impl Sarge {
             })?
             .to_owned();
 
-        let port = self.allocate_port()?;
         steps.done("procfile", format!("{process}: {command}; port {port}"));
 
         let requirements = app_dir.join("requirements.txt");
@@ -140,12 +146,10 @@ impl Sarge {
         self.add_program(&supervisor, &id, &app_dir)?;
         steps.done("start", format!("supervisord program {id}"));
 
-        let routed = self.config.port_map.get(process);
         let health = self.config.healthcheck.get(process);
         self.wait_ready(&supervisor, &record, routed.is_some() || health.is_some())?;
         steps.done("ready", format!("{id} answers on port {port}"));
 
-        let router = Router::new(&self.home, &self.config, &supervisor);
         let mut routing = Router::committed(&self.home, &current)?;
         let mut new_slot = None;
         if let Some(address) = routed {

@@ -1,9 +1,11 @@
 //! Unpacking an app tarball into a fresh instance folder, refusing every
 //! entry that could write outside it.
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use camino::Utf8Path;
 use flate2::read::GzDecoder;
@@ -28,6 +30,11 @@ pub(crate) fn unpack_tarball(input: impl Read, dest: &Utf8Path) -> Result<usize>
         });
     }
     let gzipped = head.starts_with(&[0x1f, 0x8b]);
+    let ended = Rc::new(Cell::new(false));
+    let input = NoticesEnd {
+        inner: input,
+        ended: ended.clone(),
+    };
     let stream: Box<dyn Read> = if gzipped {
         Box::new(GzDecoder::new(input))
     } else {
@@ -143,7 +150,9 @@ pub(crate) fn unpack_tarball(input: impl Read, dest: &Utf8Path) -> Result<usize>
             }
         }
         let unpacked = entry.unpack_in(dest_std).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::UnexpectedEof {
+            // The input ended inside this entry's data: the tarball is cut
+            // short, which is not the entry's fault.
+            if ended.get() || source.kind() == std::io::ErrorKind::UnexpectedEof {
                 not_an_archive(source, count)
             } else {
                 Error::TarEntry {
@@ -163,6 +172,23 @@ pub(crate) fn unpack_tarball(input: impl Read, dest: &Utf8Path) -> Result<usize>
         });
     }
     Ok(count)
+}
+
+/// Remembers whether the input ran out, so a short read inside an entry
+/// is reported as a truncated tarball.
+struct NoticesEnd<R> {
+    inner: R,
+    ended: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for NoticesEnd<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        if read == 0 && !buf.is_empty() {
+            self.ended.set(true);
+        }
+        Ok(read)
+    }
 }
 
 /// `path` without `.` components, if it stays inside its base folder.
@@ -336,7 +362,17 @@ mod tests {
         ]);
         let message = refused("truncated", &bytes[..2600]);
         assert!(
-            message.starts_with("cannot unpack the tarball:") && message.contains("entr"),
+            message.starts_with(
+                "cannot unpack the tarball: it is truncated or corrupt after 1 entries"
+            ),
+            "{message}"
+        );
+        // Cut inside a file's data.
+        let message = refused("truncated-data", &bytes[..3000]);
+        assert!(
+            message.starts_with(
+                "cannot unpack the tarball: it is truncated or corrupt after 1 entries"
+            ),
             "{message}"
         );
     }

@@ -53,6 +53,8 @@ pub(crate) struct Build<'a> {
     pub requirements: &'a Utf8Path,
     pub dist: &'a Utf8Path,
     pub cache_dir: &'a Utf8Path,
+    /// The held build lock of this environment, shared with the installer.
+    pub lock: &'a std::fs::File,
 }
 
 /// An address nothing listens on (the discard port on loopback), so any
@@ -67,7 +69,7 @@ pub(crate) fn create_venv(installer: &Installer, build: &Build<'_>) -> Result<St
     };
     match installer {
         Installer::Uv { bin } => {
-            let mut command = scrubbed_command(bin.as_str());
+            let mut command = scrubbed_command(bin.as_str(), build);
             command
                 .args(["venv", "--no-config", "--no-project", "--offline"])
                 .args(["--no-python-downloads", "--color", "never", "--python"])
@@ -90,7 +92,7 @@ pub(crate) fn create_venv(installer: &Installer, build: &Build<'_>) -> Result<St
             }
         }
         Installer::Pip => {
-            let mut command = scrubbed_command(build.python.as_str());
+            let mut command = scrubbed_command(build.python.as_str(), build);
             command.args(["-m", "venv"]).arg(build.venv);
             let output = command
                 .output()
@@ -118,7 +120,7 @@ pub(crate) fn install(installer: &Installer, build: &Build<'_>) -> Result<String
     let venv_python = build.venv.join("bin/python");
     let (program, mut command, label) = match installer {
         Installer::Uv { bin } => {
-            let mut command = scrubbed_command(bin.as_str());
+            let mut command = scrubbed_command(bin.as_str(), build);
             command
                 .args(["pip", "install", "--no-config", "--offline", "--no-index"])
                 .arg("--find-links")
@@ -139,7 +141,7 @@ pub(crate) fn install(installer: &Installer, build: &Build<'_>) -> Result<String
             (bin.clone(), command, "uv pip install")
         }
         Installer::Pip => {
-            let mut command = scrubbed_command(venv_python.as_str());
+            let mut command = scrubbed_command(venv_python.as_str(), build);
             command
                 .args(["-m", "pip", "install", "--no-index", "--find-links"])
                 .arg(build.dist)
@@ -183,7 +185,7 @@ fn is_inherited_setting_dropped(name: &str) -> bool {
         )
 }
 
-fn scrubbed_command(program: &str) -> Command {
+fn scrubbed_command(program: &str, build: &Build<'_>) -> Command {
     let mut command = Command::new(program);
     for (name, _) in std::env::vars_os() {
         if name.to_str().is_some_and(is_inherited_setting_dropped) {
@@ -194,7 +196,14 @@ fn scrubbed_command(program: &str) -> Command {
         command.env(proxy, REFUSING_PROXY);
         command.env(proxy.to_uppercase(), REFUSING_PROXY);
     }
-    command.stdin(Stdio::null());
+    // The build lock is the installer's stdin (it never reads it): the lock
+    // then lives as long as the installer does, so if sarge is killed
+    // mid-build, the orphaned installer still holds it and no cleanup
+    // deletes the folder under its feet.
+    match build.lock.try_clone() {
+        Ok(lock) => command.stdin(Stdio::from(lock)),
+        Err(_) => command.stdin(Stdio::null()),
+    };
     command
 }
 

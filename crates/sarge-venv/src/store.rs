@@ -17,9 +17,10 @@ use crate::key::{self, EnvKey};
 /// Written last, atomically: a folder without it is a crashed or failed
 /// build and is never handed out.
 const READY_MARKER: &str = ".sarge-ready";
-/// Per-key lock files live apart from the environments so that listing
-/// the store only ever sees key folders.
-const LOCKS_DIR: &str = ".locks";
+/// Per-key lock files live in the cache folder, apart from the
+/// environments: listing the store only ever sees key folders, and a failed
+/// build leaves no trace in the store.
+const LOCKS_DIR: &str = "venv-locks";
 
 /// What an environment is built from.
 #[derive(Debug, Clone, Copy)]
@@ -194,6 +195,7 @@ impl VenvStore {
             requirements: spec.requirements,
             dist: spec.dist,
             cache_dir: &self.cache_dir,
+            lock: &lock,
         };
         match self.build(&build, &key) {
             Ok(output) => {
@@ -274,11 +276,11 @@ impl VenvStore {
     }
 
     fn lock_path(&self, key: &EnvKey) -> Utf8PathBuf {
-        self.root.join(LOCKS_DIR).join(format!("{key}.lock"))
+        self.cache_dir.join(LOCKS_DIR).join(format!("{key}.lock"))
     }
 
     fn lock_file(&self, key: &EnvKey) -> Result<File> {
-        let dir = self.root.join(LOCKS_DIR);
+        let dir = self.cache_dir.join(LOCKS_DIR);
         std::fs::create_dir_all(&dir).map_err(Error::io("create lock folder", &dir))?;
         let path = self.lock_path(key);
         File::options()

@@ -119,7 +119,7 @@ impl Fixture {
         let mut names: Vec<String> = std::fs::read_dir(self.path("store"))
             .unwrap()
             .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .filter(|name| name != ".locks")
+            .filter(|name| name != "venv-locks")
             .collect();
         names.sort();
         names

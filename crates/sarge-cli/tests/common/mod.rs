@@ -110,8 +110,13 @@ impl TestHome {
     /// Writes sarge.yaml: this home's ports, the test wheels, `env_yaml`
     /// (the body of `env:`), and `extra` top-level lines.
     pub fn write_config(&self, env_yaml: &str, extra: &str) {
+        let ready = if extra.contains("ready_timeout") {
+            ""
+        } else {
+            "ready_timeout: 20\n"
+        };
         let text = format!(
-            "port_range: [{first}, {last}]\nport_map:\n  web: 127.0.0.1:{web}\n  api: 127.0.0.1:{api}\npython_dist: {dist}\nready_timeout: 20\ndrain_timeout: 5\nenv:\n{env_yaml}\n{extra}\n",
+            "port_range: [{first}, {last}]\nport_map:\n  web: 127.0.0.1:{web}\n  api: 127.0.0.1:{api}\npython_dist: {dist}\n{ready}drain_timeout: 5\nenv:\n{env_yaml}\n{extra}\n",
             first = self.first_port,
             last = self.last_port,
             web = self.stable,
@@ -142,7 +147,13 @@ impl TestHome {
 
     pub fn stop_supervisord(&mut self) {
         let pidfile = self.root.join("var/run/supervisord.pid");
-        if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+        let pid = std::fs::read_to_string(&pidfile);
+        if pid.is_err() && self.supervisord_started {
+            let _ = Command::new(self.root.join("bin/supervisorctl"))
+                .arg("shutdown")
+                .output();
+        }
+        if let Ok(pid) = pid {
             let pid = pid.trim().to_owned();
             let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
             let proc = PathBuf::from(format!("/proc/{pid}"));
