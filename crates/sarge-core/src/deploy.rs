@@ -146,23 +146,29 @@ impl Sarge {
         self.add_program(&supervisor, &id, &app_dir)?;
         steps.done("start", format!("supervisord program {id}"));
 
+        // haproxy checks the next config while the app starts.
+        let mut routing = Router::committed(&self.home, &current)?;
+        let slot = match previous
+            .as_ref()
+            .and_then(|p| p.slot)
+            .and_then(slot_from_char)
+        {
+            Some(Slot::A) => Slot::B,
+            _ => Slot::A,
+        };
+        let staged = match routed {
+            Some(_) => Some(router.stage_switch(&routing, process, slot, port)?),
+            None => None,
+        };
+
         let health = self.config.healthcheck.get(process);
         self.wait_ready(&supervisor, &record, routed.is_some() || health.is_some())?;
         steps.done("ready", format!("{id} answers on port {port}"));
 
-        let mut routing = Router::committed(&self.home, &current)?;
         let mut new_slot = None;
-        if let Some(address) = routed {
+        if let (Some(address), Some(staged)) = (routed, staged) {
             router.ensure(&routing)?;
-            let slot = match previous
-                .as_ref()
-                .and_then(|p| p.slot)
-                .and_then(slot_from_char)
-            {
-                Some(Slot::A) => Slot::B,
-                _ => Slot::A,
-            };
-            router.switch(&routing, process, slot, port)?;
+            router.switch(&routing, staged)?;
             routing.insert(process.to_owned(), (slot, port));
             new_slot = Some(slot);
             steps.done("switch", format!("{address} -> 127.0.0.1:{port}"));
@@ -394,10 +400,9 @@ pub(crate) fn log_tail(path: &Utf8Path) -> String {
 fn http_status(address: SocketAddr, path: &str) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: sarge\r\n\r\n"
-    )?;
+    // One write: several small ones would wait on Nagle and delayed ACKs.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: sarge\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
     let mut head = [0u8; 32];
     let mut filled = 0;
     while filled < 12 {

@@ -146,6 +146,13 @@ impl Sarge {
     /// and programs that never became current. Routes are re-applied first,
     /// so haproxy never points at an instance about to go.
     pub(crate) fn clean_leftovers(&self, supervisor: &Client, steps: &mut Steps<'_>) -> Result<()> {
+        // Configs a killed deploy staged but never switched to.
+        for staged in ["cfg.new", "cfg.next"] {
+            let path = self.home.haproxy_config().with_extension(staged);
+            if path.exists() {
+                fs_err::remove_file(&path)?;
+            }
+        }
         let current = CurrentInstances::load(&self.home)?;
         let current_ids: BTreeSet<&str> = current
             .processes

@@ -112,28 +112,48 @@ impl<'a> Router<'a> {
         Ok(())
     }
 
-    /// Sends new connections for `process` to `port` on `slot`; the other
-    /// slot (the old instance) goes into maintenance. The config file is
-    /// checked before and rewritten after, so a reload lands in this state.
-    pub(crate) fn switch(
+    /// Prepares a switch of `process` to `port` on `slot`: writes the
+    /// config haproxy will have afterwards beside the live one and starts
+    /// `haproxy -c` on it, which then runs while the new instance starts.
+    pub(crate) fn stage_switch(
         &self,
         routing: &Routing,
         process: &str,
         slot: Slot,
         port: u16,
-    ) -> Result<()> {
+    ) -> Result<StagedSwitch> {
         let bin = self.haproxy_bin()?;
         let mut next = routing.clone();
         next.insert(process.to_owned(), (slot, port));
         let text = self.render(&next)?.render();
-        let staged = staged_path(&self.home.haproxy_config());
+        // Not `staged_path`: `ensure` may stage and install a config of its
+        // own between this and the switch.
+        let staged = self.home.haproxy_config().with_extension("cfg.next");
         write_atomic(&staged, text.as_bytes(), 0o644)?;
-        if let Err(error) = sarge_haproxy::check_config(&bin, &staged) {
-            let _ = fs_err::remove_file(&staged);
-            return Err(error.into());
+        let check = match sarge_haproxy::spawn_check(&bin, &staged) {
+            Ok(check) => check,
+            Err(error) => {
+                let _ = fs_err::remove_file(&staged);
+                return Err(error.into());
+            }
+        };
+        Ok(StagedSwitch {
+            process: process.to_owned(),
+            slot,
+            port,
+            staged,
+            check: Some(check),
+        })
+    }
+
+    /// Sends new connections for the staged process to its new port; the
+    /// other slot (the old instance) goes into maintenance. The checked
+    /// config then replaces the live one, so a reload lands in this state.
+    pub(crate) fn switch(&self, routing: &Routing, mut staged: StagedSwitch) -> Result<()> {
+        if let Some(check) = staged.check.take() {
+            check.wait()?;
         }
-        if let Err(error) = self.admin.switch(process, slot, port) {
-            let _ = fs_err::remove_file(&staged);
+        if let Err(error) = self.admin.switch(&staged.process, staged.slot, staged.port) {
             // Put back what was there, so the old instance keeps serving.
             if let Ok(config) = self.render(routing) {
                 for route in config.routes {
@@ -142,7 +162,7 @@ impl<'a> Router<'a> {
             }
             return Err(error.into());
         }
-        fs_err::rename(&staged, self.home.haproxy_config())?;
+        fs_err::rename(&staged.staged, self.home.haproxy_config())?;
         Ok(())
     }
 
@@ -211,6 +231,24 @@ impl<'a> Router<'a> {
             bin: self.config.haproxy_bin.clone(),
             config: self.home.config_file(),
         })
+    }
+}
+
+/// A switch prepared by [`Router::stage_switch`]: its config is staged
+/// and being checked. Dropped without [`Router::switch`], it leaves the
+/// live config alone.
+pub(crate) struct StagedSwitch {
+    process: String,
+    slot: Slot,
+    port: u16,
+    staged: Utf8PathBuf,
+    check: Option<sarge_haproxy::PendingCheck>,
+}
+
+impl Drop for StagedSwitch {
+    fn drop(&mut self) {
+        // After a successful switch the file was renamed away: nothing to do.
+        let _ = std::fs::remove_file(&self.staged);
     }
 }
 

@@ -53,6 +53,6 @@ mod model;
 mod render;
 
 pub use admin::AdminClient;
-pub use check::check_config;
+pub use check::{check_config, spawn_check, PendingCheck};
 pub use error::{Error, Result};
 pub use model::{HaproxyConfig, Route, Slot};
