@@ -337,3 +337,76 @@ fn an_app_that_exits_fails_the_deploy_and_the_old_one_keeps_serving() {
     assert_eq!(home.snapshot(), before);
     let _ = std::fs::remove_dir_all(app);
 }
+
+#[test]
+fn a_process_without_a_stable_address_runs_unrouted() {
+    let home = TestHome::new("worker", "  MESSAGE: hi");
+    let app = app_copy("worker");
+    std::fs::write(
+        app.join("Procfile"),
+        "web: python app.py $PORT\nworker: python -c 'import time, flask; print(\"working\", flush=True); time.sleep(600)'\n",
+    )
+    .unwrap();
+    home.deploy_ok(&app, "web");
+    let web = home.instance_of("web");
+    let progress = home.deploy_ok(&app, "worker");
+    assert!(!progress.contains("-----> switch"), "{progress}");
+    let worker = home.instance_of("worker");
+    assert_eq!(worker["state"], "running");
+    assert_eq!(home.instance_of("web")["id"], web["id"]);
+    assert_eq!(http_get(home.stable, "/").unwrap().0, 200);
+    let id = worker["id"].as_str().unwrap();
+    let log = std::fs::read_to_string(home.root.join(format!("var/log/{id}.log"))).unwrap();
+    assert_eq!(log, "working\n");
+    // Redeploying it replaces it.
+    home.deploy_ok(&app, "worker");
+    assert_ne!(home.instance_of("worker")["id"], worker["id"]);
+    assert_eq!(home.instances().len(), 2);
+    let _ = std::fs::remove_dir_all(app);
+}
+
+#[test]
+fn a_new_stable_address_is_routed_after_a_reload_without_dropping_the_others() {
+    let home = TestHome::new("newaddress", "  MESSAGE: hi");
+    let app = app_copy("newaddress");
+    std::fs::write(
+        app.join("Procfile"),
+        "web: python app.py $PORT\nadmin: python app.py $PORT\n",
+    )
+    .unwrap();
+    home.deploy_ok(&app, "web");
+    // A third stable address appears in port_map: haproxy reloads to bind it.
+    home.write_config(
+        "  MESSAGE: hi",
+        &format!(
+            "port_map:\n  web: 127.0.0.1:{}\n  admin: 127.0.0.1:{}",
+            home.stable,
+            home.stable + 2
+        ),
+    );
+    let config = std::fs::read_to_string(home.config_path()).unwrap();
+    // write_config put a port_map first; keep only the extra one.
+    let config = config.replacen(
+        &format!(
+            "port_map:\n  web: 127.0.0.1:{}\n  api: 127.0.0.1:{}\n",
+            home.stable,
+            home.stable + 1
+        ),
+        "",
+        1,
+    );
+    std::fs::write(home.config_path(), config).unwrap();
+    let load = Load::start(home.stable);
+    home.deploy_ok(&app, "admin");
+    let (fresh, kept) = load.finish();
+    assert_eq!(
+        fresh.failed + kept.failed,
+        0,
+        "{:?} {:?}",
+        fresh.failures,
+        kept.failures
+    );
+    assert_eq!(http_get(home.stable + 2, "/").unwrap().0, 200);
+    assert_eq!(http_get(home.stable, "/").unwrap().0, 200);
+    let _ = std::fs::remove_dir_all(app);
+}

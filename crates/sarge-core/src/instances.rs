@@ -176,7 +176,7 @@ impl Sarge {
             return Ok(());
         }
         if !self.config.port_map.is_empty()
-            && matches!(supervisor.process_info(HAPROXY_PROGRAM), Ok(info) if info.state == ProcessState::Running)
+            && matches!(supervisor.process_info(HAPROXY_PROGRAM), Ok(info) if matches!(info.state, ProcessState::Running | ProcessState::Starting))
         {
             let router = Router::new(&self.home, &self.config, supervisor);
             router.ensure(&Router::committed(&self.home, &current)?)?;

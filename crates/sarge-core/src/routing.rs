@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use camino::{Utf8Path, Utf8PathBuf};
 use sarge_config::Config;
 use sarge_haproxy::{AdminClient, HaproxyConfig, Route, Slot};
-use sarge_supervisor::{Client, Program};
+use sarge_supervisor::{Client, ProcessState, Program};
 
 use crate::error::{Error, Result};
 use crate::home::Home;
@@ -81,9 +81,11 @@ impl<'a> Router<'a> {
         let program_text = program.render()?;
         let program_changed =
             fs_err::read_to_string(&program_file).ok().as_deref() != Some(program_text.as_str());
+        // STARTING counts: haproxy serves from its first second, before
+        // supervisord calls it RUNNING.
         let running = matches!(
             self.supervisor.process_info(HAPROXY_PROGRAM),
-            Ok(info) if info.state.is_running()
+            Ok(info) if matches!(info.state, ProcessState::Running | ProcessState::Starting)
         );
         if program_changed {
             write_atomic(&program_file, program_text.as_bytes(), 0o644)?;

@@ -146,22 +146,40 @@ impl TestHome {
     }
 
     pub fn stop_supervisord(&mut self) {
-        let pidfile = self.root.join("var/run/supervisord.pid");
-        let pid = std::fs::read_to_string(&pidfile);
-        if pid.is_err() && self.supervisord_started {
-            let _ = Command::new(self.root.join("bin/supervisorctl"))
-                .arg("shutdown")
-                .output();
+        if !self.supervisord_started {
+            return;
         }
-        if let Ok(pid) = pid {
-            let pid = pid.trim().to_owned();
-            let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
-            let proc = PathBuf::from(format!("/proc/{pid}"));
-            wait_for(
-                Duration::from_secs(30),
-                || !proc.exists(),
-                "supervisord to exit",
-            );
+        // supervisord rewrites its pid file while it starts: read until it
+        // holds a pid.
+        let pidfile = self.root.join("var/run/supervisord.pid");
+        let started = Instant::now();
+        let pid = loop {
+            let pid = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok());
+            if pid.is_some() || started.elapsed() > Duration::from_secs(5) {
+                break pid;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        match pid {
+            Some(pid) => {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
+                let proc = PathBuf::from(format!("/proc/{pid}"));
+                wait_for(
+                    Duration::from_secs(30),
+                    || !proc.exists(),
+                    "supervisord to exit",
+                );
+            }
+            None => {
+                let _ = Command::new(self.root.join("bin/supervisorctl"))
+                    .arg("shutdown")
+                    .output();
+            }
         }
         self.supervisord_started = false;
     }
@@ -407,10 +425,12 @@ impl Load {
                         continue;
                     };
                     let result = keep_alive_get(stream);
-                    if result.is_err() {
+                    // A well-behaved client reconnects after an error or a
+                    // `Connection: close` answer (haproxy's reload says so).
+                    if !matches!(result, Ok((_, _, true))) {
                         connection = None;
                     }
-                    count.record(result);
+                    count.record(result.map(|(status, body, _)| (status, body)));
                 }
                 count
             })
@@ -434,8 +454,11 @@ impl Load {
 }
 
 /// One HTTP/1.1 request on a kept-alive connection; reads exactly one
-/// response (by Content-Length) so the connection can be reused.
-fn keep_alive_get(stream: &mut std::io::BufReader<TcpStream>) -> std::io::Result<(u16, String)> {
+/// response (by Content-Length) so the connection can be reused. Returns
+/// the status, the body, and whether the connection may be reused.
+fn keep_alive_get(
+    stream: &mut std::io::BufReader<TcpStream>,
+) -> std::io::Result<(u16, String, bool)> {
     use std::io::BufRead;
     stream
         .get_ref()
@@ -455,6 +478,7 @@ fn keep_alive_get(stream: &mut std::io::BufReader<TcpStream>) -> std::io::Result
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
     let mut length = 0usize;
+    let mut reusable = true;
     loop {
         let mut line = String::new();
         stream.read_line(&mut line)?;
@@ -466,9 +490,17 @@ fn keep_alive_get(stream: &mut std::io::BufReader<TcpStream>) -> std::io::Result
             if name.eq_ignore_ascii_case("content-length") {
                 length = value.trim().parse().unwrap_or(0);
             }
+            if name.eq_ignore_ascii_case("connection") && value.trim().eq_ignore_ascii_case("close")
+            {
+                reusable = false;
+            }
         }
     }
     let mut body = vec![0; length];
     stream.read_exact(&mut body)?;
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok((
+        status,
+        String::from_utf8_lossy(&body).into_owned(),
+        reusable,
+    ))
 }
