@@ -169,6 +169,12 @@ impl Sarge {
         if let (Some(address), Some(staged)) = (routed, staged) {
             router.ensure(&routing)?;
             router.switch(&routing, staged)?;
+            // The last moment the old instance can take its traffic back:
+            // if the new process died meanwhile, route to the old again.
+            if let Err(error) = self.confirm_alive(&supervisor, &record) {
+                router.restore(&routing);
+                return Err(error);
+            }
             routing.insert(process.to_owned(), (slot, port));
             new_slot = Some(slot);
             steps.done("switch", format!("{address} -> 127.0.0.1:{port}"));
@@ -270,9 +276,7 @@ impl Sarge {
                 }
                 ProcessState::Running if !needs_port => return Ok(()),
                 ProcessState::Running | ProcessState::Starting
-                    if needs_port
-                        && TcpStream::connect_timeout(&address, Duration::from_millis(250))
-                            .is_ok() =>
+                    if needs_port && accepts_connections(address) =>
                 {
                     match health {
                         None => return Ok(()),
@@ -306,6 +310,25 @@ impl Sarge {
             };
             std::thread::sleep(Duration::from_millis(pause));
         }
+    }
+
+    /// Fails if the instance's process is no longer starting or running.
+    fn confirm_alive(
+        &self,
+        supervisor: &sarge_supervisor::Client,
+        record: &InstanceRecord,
+    ) -> Result<()> {
+        let info = supervisor.process_info(&record.id)?;
+        if matches!(info.state, ProcessState::Running | ProcessState::Starting) {
+            return Ok(());
+        }
+        let log = self.home.program_log(&record.id);
+        Err(Error::InstanceExited {
+            id: record.id.clone(),
+            state: format!("{:?}: {}", info.state, info.description).to_lowercase(),
+            log_tail: log_tail(&log),
+            log,
+        })
     }
 
     fn new_instance_id(&self, process: &str) -> String {
@@ -371,6 +394,17 @@ impl Drop for PendingInstance<'_> {
         if self.armed {
             let _ = self.sarge.remove_instance(self.supervisor, &self.id);
         }
+    }
+}
+
+/// Whether something listens on `address`. A connect to a loopback port
+/// nobody listens on can succeed by connecting to itself, when the kernel
+/// picks that very port as the ephemeral source port (TCP simultaneous
+/// open); that would pass a dead instance as ready, so it does not count.
+fn accepts_connections(address: SocketAddr) -> bool {
+    match TcpStream::connect_timeout(&address, Duration::from_millis(250)) {
+        Ok(stream) => stream.local_addr().ok() != stream.peer_addr().ok(),
+        Err(_) => false,
     }
 }
 

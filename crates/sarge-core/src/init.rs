@@ -146,11 +146,12 @@ fn write_scripts(home: &Home) -> Result<()> {
 }
 
 /// A random base for a fresh home's ports, as the original installer did:
-/// a multiple of 100 between 10000 and 59900, so `base+99` stays below the
-/// ephemeral range most kernels use.
+/// a multiple of 100 from 10000 to 32500, so the whole range stays below
+/// Linux's ephemeral ports (32768-60999), which outgoing connections take
+/// and an instance could then not bind.
 fn random_port_base() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
-    10_000 + (hasher.finish() % 500) as u16 * 100
+    10_000 + (hasher.finish() % 226) as u16 * 100
 }

@@ -156,16 +156,28 @@ impl<'a> Router<'a> {
             check.wait()?;
         }
         if let Err(error) = self.admin.switch(&staged.process, staged.slot, staged.port) {
-            // Put back what was there, so the old instance keeps serving.
-            if let Ok(config) = self.render(routing) {
-                for route in config.routes {
-                    let _ = self.admin.apply(&route);
-                }
-            }
+            self.restore(routing);
             return Err(error.into());
         }
         fs_err::rename(&staged.staged, self.home.haproxy_config())?;
         Ok(())
+    }
+
+    /// Puts back the routes of `routing` (the committed state), in the
+    /// running haproxy and its config file, so the old instances keep
+    /// serving after a failed switch. Best effort: it runs on a path that
+    /// already reports an error.
+    pub(crate) fn restore(&self, routing: &Routing) {
+        if let Ok(config) = self.render(routing) {
+            for route in &config.routes {
+                let _ = self.admin.apply(route);
+            }
+            let _ = write_atomic(
+                &self.home.haproxy_config(),
+                config.render().as_bytes(),
+                0o644,
+            );
+        }
     }
 
     /// Takes `process` out of routing (its instance is being destroyed).

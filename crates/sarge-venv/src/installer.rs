@@ -132,9 +132,9 @@ pub(crate) fn install(installer: &Installer, build: &Build<'_>) -> Result<String
                 // Hardlinks from a cache on the same filesystem make a new
                 // environment nearly free on disk; uv copies when it can't.
                 .args(["--link-mode", "hardlink"])
-                // pip compiles by default; doing it here too keeps shared
-                // environments from being written to by the apps using them.
-                .arg("--compile-bytecode")
+                // No --compile-bytecode: it compiles every module of every
+                // package (~300 ms for Flask's); Python compiles the ones an
+                // app imports on first use and caches them in the venv.
                 .args(["--no-progress", "--color", "never"])
                 .env("UV_CACHE_DIR", build.cache_dir)
                 .env("UV_PYTHON_DOWNLOADS", "never");
