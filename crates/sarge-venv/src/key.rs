@@ -162,10 +162,45 @@ pub(crate) fn resolve_python(python: &Utf8Path) -> Result<Utf8PathBuf> {
         find_on_path(python.as_str()).ok_or_else(not_found)?
     };
     let canonical = std::fs::canonicalize(&candidate).map_err(|_| not_found())?;
+    // A wrapper that cannot answer stays as it is: building with it then
+    // reports what is wrong (no venv support, say) in its own words.
+    let canonical = if is_script(&canonical) {
+        interpreter_behind(&canonical).unwrap_or(canonical)
+    } else {
+        canonical
+    };
     Utf8PathBuf::from_path_buf(canonical).map_err(|path| Error::Python {
         python: python.to_owned(),
         detail: format!("resolves to a path that is not UTF-8: {}", path.display()),
     })
+}
+
+/// Whether `path` is a `#!` script rather than an interpreter binary.
+fn is_script(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 2];
+    std::fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut head))
+        .is_ok()
+        && head == *b"#!"
+}
+
+/// The interpreter a wrapper script (a pyenv or asdf shim) runs, asked of
+/// the script itself. Hashing the shim instead would keep serving an
+/// environment built for another Python after the shim is repointed. Costs
+/// one run of the wrapper, only for wrappers.
+fn interpreter_behind(script: &std::path::Path) -> Option<std::path::PathBuf> {
+    let output = std::process::Command::new(script)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let printed = String::from_utf8(output.stdout).ok()?;
+    let executable = printed.trim();
+    if !output.status.success() || executable.is_empty() {
+        return None;
+    }
+    std::fs::canonicalize(executable).ok()
 }
 
 /// The first executable file named `program` in `PATH`.
@@ -220,9 +255,10 @@ mod tests {
             std::fs::write(root.join("dist/a-1.0-py3-none-any.whl"), "wheel a").unwrap();
             std::fs::write(root.join("dist/b-2.0-py3-none-any.whl"), "wheel b").unwrap();
             std::fs::write(root.join("requirements.txt"), "a\nb\n").unwrap();
-            // The key never runs the interpreter, so any file stands in.
-            std::fs::write(root.join("python-x"), "#!/bin/sh\n").unwrap();
-            std::fs::write(root.join("python-y"), "#!/bin/sh\n").unwrap();
+            // The key never runs a binary interpreter (only `#!` wrappers),
+            // so any file that is not a script stands in.
+            std::fs::write(root.join("python-x"), "\x7fELF x").unwrap();
+            std::fs::write(root.join("python-y"), "\x7fELF y").unwrap();
             Fixture { dir }
         }
 
@@ -308,8 +344,23 @@ mod tests {
     fn key_changes_when_interpreter_is_upgraded_in_place() {
         let fixture = Fixture::new();
         let before = fixture.key();
-        std::fs::write(fixture.path("python-x"), "#!/bin/sh\n# 3.12\n").unwrap();
+        std::fs::write(fixture.path("python-x"), "\x7fELF x, version 3.12").unwrap();
         assert_ne!(before, fixture.key());
+    }
+
+    #[test]
+    fn a_wrapper_script_resolves_to_the_interpreter_it_runs() {
+        let fixture = Fixture::new();
+        let real = resolve_python(Utf8Path::new("python3"))
+            .expect("python3 is needed by these tests: run scripts/test, which installs it");
+        let wrapper = fixture.path("shim-python");
+        std::fs::write(&wrapper, format!("#!/bin/sh\nexec '{real}' \"$@\"\n")).unwrap();
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        assert_eq!(resolve_python(&wrapper).unwrap(), real);
     }
 
     #[test]
