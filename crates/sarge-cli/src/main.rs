@@ -96,23 +96,22 @@ fn run(cli: Cli) -> Result<ExitCode, sarge_core::Error> {
         )));
     };
     let home = Home::new(root);
-    if let Command::Init = cli.command {
-        let done = sarge_core::init(&home, &InitOptions::default())?;
-        let config = done.home.config_file();
-        if done.wrote_config {
-            eprintln!("wrote {config}: set port_range, port_map, env and haproxy_bin there");
-        } else {
-            eprintln!("kept the existing {config}");
-        }
-        eprintln!("sarge home ready at {}", done.home.root());
-        eprintln!("start supervisord now:  {}", done.start_command);
-        eprintln!("and at boot (e.g. in /etc/rc.local):  {}", done.boot_line);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let sarge = Sarge::open(home)?;
+    let open = || Sarge::open(home.clone());
     match cli.command {
-        Command::Init => unreachable!("handled above"),
+        Command::Init => {
+            let done = sarge_core::init(&home, &InitOptions::default())?;
+            let config = done.home.config_file();
+            if done.wrote_config {
+                eprintln!("wrote {config}: set port_range, port_map, env and haproxy_bin there");
+            } else {
+                eprintln!("kept the existing {config}");
+            }
+            eprintln!("sarge home ready at {}", done.home.root());
+            eprintln!("start supervisord now:  {}", done.start_command);
+            eprintln!("and at boot (e.g. in /etc/rc.local):  {}", done.boot_line);
+        }
         Command::Deploy { tarball, process } => {
+            let sarge = open()?;
             let mut progress = StderrProgress;
             let deployed = if tarball == "-" {
                 sarge.deploy(std::io::stdin().lock(), &process, &mut progress)?
@@ -140,7 +139,7 @@ fn run(cli: Cli) -> Result<ExitCode, sarge_core::Error> {
             }
         }
         Command::List { json } => {
-            let instances = sarge.list()?;
+            let instances = open()?.list()?;
             let mut out = std::io::stdout().lock();
             if json {
                 let value = serde_json::json!({ "instances": instances });
@@ -167,7 +166,7 @@ fn run(cli: Cli) -> Result<ExitCode, sarge_core::Error> {
             }
         }
         Command::Run { target, command } => {
-            let mut shell = sarge.shell(&target, command.as_deref())?;
+            let mut shell = open()?.shell(&target, command.as_deref())?;
             // exec: the shell's exit status becomes sarge's, signals and the
             // terminal go straight to it.
             let error = shell.exec();
@@ -177,18 +176,19 @@ fn run(cli: Cli) -> Result<ExitCode, sarge_core::Error> {
             });
         }
         Command::Start { target } => {
-            let record = sarge.start(&target)?;
+            let record = open()?.start(&target)?;
             eprintln!("started {}", record.id);
         }
         Command::Stop { target } => {
-            let record = sarge.stop(&target)?;
+            let record = open()?.stop(&target)?;
             eprintln!("stopped {}", record.id);
         }
         Command::Destroy { target } => {
-            let record = sarge.destroy(&target, &mut StderrProgress)?;
+            let record = open()?.destroy(&target, &mut StderrProgress)?;
             eprintln!("destroyed {}", record.id);
         }
         Command::Supervisord { args } => {
+            let sarge = open()?;
             let error = sarge.supervisord_command(&args).exec();
             return Err(sarge_core::Error::Spawn {
                 program: sarge.config().supervisord_bin.to_string(),
@@ -196,6 +196,7 @@ fn run(cli: Cli) -> Result<ExitCode, sarge_core::Error> {
             });
         }
         Command::Supervisorctl { args } => {
+            let sarge = open()?;
             let error = sarge.supervisorctl_command(&args).exec();
             return Err(sarge_core::Error::Spawn {
                 program: sarge.config().supervisorctl_bin.to_string(),

@@ -132,9 +132,12 @@ pub(crate) fn install(installer: &Installer, build: &Build<'_>) -> Result<String
                 // Hardlinks from a cache on the same filesystem make a new
                 // environment nearly free on disk; uv copies when it can't.
                 .args(["--link-mode", "hardlink"])
-                // No --compile-bytecode: it compiles every module of every
-                // package (~300 ms for Flask's); Python compiles the ones an
-                // app imports on first use and caches them in the venv.
+                // Compile once here (~300 ms for Flask's packages) rather than
+                // at every start of every instance: with
+                // PYTHONDONTWRITEBYTECODE set, or a read-only venv, Python
+                // never caches what it compiles, and a warm redeploy's app
+                // start went from ~130 ms to ~450 ms without this.
+                .arg("--compile-bytecode")
                 .args(["--no-progress", "--color", "never"])
                 .env("UV_CACHE_DIR", build.cache_dir)
                 .env("UV_PYTHON_DOWNLOADS", "never");
