@@ -81,25 +81,7 @@ impl Sarge {
         let entries = unpack_tarball(tarball, &app_dir)?;
         steps.done("unpack", format!("{entries} entries into {instance_dir}"));
 
-        let procfile_path = app_dir.join("Procfile");
-        let procfile_text = match fs_err::read_to_string(&procfile_path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::ProcfileMissing {
-                    path: "Procfile".into(),
-                })
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let procfile = Procfile::parse(&procfile_text, Utf8Path::new("Procfile"))?;
-        let command = procfile
-            .command(process)
-            .ok_or_else(|| Error::ProcessNotInProcfile {
-                process: process.to_owned(),
-                available: procfile.names().collect::<Vec<_>>().join(", "),
-            })?
-            .to_owned();
-
+        let command = read_command(&app_dir, process)?;
         steps.done("procfile", format!("{process}: {command}; port {port}"));
 
         let requirements = app_dir.join("requirements.txt");
@@ -200,10 +182,19 @@ impl Sarge {
                     format!("{} after {} ms", old.id, waited.as_millis()),
                 );
             }
-            self.remove_instance(&supervisor, &old.id)?;
-            steps.done("cleanup", format!("removed {}", old.id));
+            // The deploy has succeeded: a failed cleanup is reported, and
+            // the next command removes what is left as a leftover.
+            match self.remove_instance(&supervisor, &old.id) {
+                Ok(()) => steps.done("cleanup", format!("removed {}", old.id)),
+                Err(error) => steps.note(format!(
+                    "could not remove the old instance {} ({error}); the next sarge command will",
+                    old.id
+                )),
+            }
         }
-        self.collect_venvs(&current)?;
+        if let Err(error) = self.collect_venvs(&current) {
+            steps.note(format!("could not remove unused virtualenvs ({error})"));
+        }
 
         Ok(Deployed {
             instance: record,
@@ -379,6 +370,27 @@ impl Sarge {
         allocator.record(port)?;
         Ok(())
     }
+}
+
+/// The Procfile command of `process` in the app unpacked at `app_dir`.
+fn read_command(app_dir: &Utf8Path, process: &str) -> Result<String> {
+    let text = match fs_err::read_to_string(app_dir.join("Procfile")) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::ProcfileMissing {
+                path: "Procfile".into(),
+            })
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let procfile = Procfile::parse(&text, Utf8Path::new("Procfile"))?;
+    let command = procfile
+        .command(process)
+        .ok_or_else(|| Error::ProcessNotInProcfile {
+            process: process.to_owned(),
+            available: procfile.names().collect::<Vec<_>>().join(", "),
+        })?;
+    Ok(command.to_owned())
 }
 
 /// Removes an instance that never became current, unless disarmed.
