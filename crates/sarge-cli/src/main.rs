@@ -77,7 +77,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let Some(root) = cli.home.clone() else {
+        eprintln!("error: no sarge home: pass --home DIR or set SARGE_HOME");
+        return ExitCode::FAILURE;
+    };
+    match run(Home::new(root), cli.command) {
         Ok(code) => code,
         Err(error) => {
             // One `error:` line; what follows it (an app's log tail, an
@@ -89,15 +93,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode, sarge_core::Error> {
-    let Some(root) = cli.home else {
-        return Err(sarge_core::Error::Io(std::io::Error::other(
-            "no sarge home: pass --home DIR or set SARGE_HOME",
-        )));
-    };
-    let home = Home::new(root);
+fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
     let open = || Sarge::open(home.clone());
-    match cli.command {
+    match command {
         Command::Init => {
             let done = sarge_core::init(&home, &InitOptions::default())?;
             let config = done.home.config_file();

@@ -258,12 +258,7 @@ impl Sarge {
             let info = supervisor.process_info(&record.id)?;
             match info.state {
                 ProcessState::Exited | ProcessState::Fatal | ProcessState::Backoff => {
-                    return Err(Error::InstanceExited {
-                        id: record.id.clone(),
-                        state: format!("{:?}: {}", info.state, info.description).to_lowercase(),
-                        log_tail: log_tail(&log),
-                        log,
-                    });
+                    return Err(self.exited(record, &info));
                 }
                 ProcessState::Running if !needs_port => return Ok(()),
                 ProcessState::Running | ProcessState::Starting
@@ -313,13 +308,22 @@ impl Sarge {
         if matches!(info.state, ProcessState::Running | ProcessState::Starting) {
             return Ok(());
         }
+        Err(self.exited(record, &info))
+    }
+
+    /// The error for an instance whose process is no longer up.
+    fn exited(&self, record: &InstanceRecord, info: &sarge_supervisor::ProcessInfo) -> Error {
         let log = self.home.program_log(&record.id);
-        Err(Error::InstanceExited {
+        Error::InstanceExited {
             id: record.id.clone(),
-            state: format!("{:?}: {}", info.state, info.description).to_lowercase(),
+            state: format!(
+                "{}: {}",
+                info.state.name().to_ascii_lowercase(),
+                info.description
+            ),
             log_tail: log_tail(&log),
             log,
-        })
+        }
     }
 
     fn new_instance_id(&self, process: &str) -> String {

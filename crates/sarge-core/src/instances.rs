@@ -51,9 +51,8 @@ impl Sarge {
                 Some(states) => states
                     .iter()
                     .find(|info| info.name == record.id)
-                    .map(|info| state_name(info.state))
-                    .unwrap_or("missing")
-                    .to_owned(),
+                    .map(|info| info.state.name().to_ascii_lowercase())
+                    .unwrap_or_else(|| "missing".to_owned()),
             };
             statuses.push(InstanceStatus {
                 id: record.id,
@@ -146,11 +145,22 @@ impl Sarge {
     /// and programs that never became current. Routes are re-applied first,
     /// so haproxy never points at an instance about to go.
     pub(crate) fn clean_leftovers(&self, supervisor: &Client, steps: &mut Steps<'_>) -> Result<()> {
-        // Configs a killed deploy staged but never switched to.
-        for staged in ["cfg.new", "cfg.next"] {
-            let path = self.home.haproxy_config().with_extension(staged);
-            if path.exists() {
-                fs_err::remove_file(&path)?;
+        // What a killed command was writing: a config staged for a switch,
+        // and the temp files of atomic writes (`.NAME.PID.tmp`).
+        let staged = crate::routing::staged_path(&self.home.haproxy_config());
+        if staged.exists() {
+            fs_err::remove_file(&staged)?;
+        }
+        for dir in [
+            self.home.etc_dir(),
+            self.home.programs_dir(),
+            self.home.state_dir(),
+        ] {
+            for entry in fs_err::read_dir(&dir)? {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    fs_err::remove_file(dir.join(&name))?;
+                }
             }
         }
         let current = CurrentInstances::load(&self.home)?;
@@ -197,7 +207,10 @@ impl Sarge {
 
     /// Stops and forgets an instance's program, then deletes its folder.
     pub(crate) fn remove_instance(&self, supervisor: &Client, id: &str) -> Result<()> {
-        supervisor.stop_process(id, true).or_else(ignore_missing)?;
+        match supervisor.stop_process(id, true) {
+            Ok(()) | Err(sarge_supervisor::Error::NoSuchProgram { .. }) => {}
+            Err(other) => return Err(other.into()),
+        }
         supervisor.remove_process_group(id)?;
         let program_file = self.home.program_file(id);
         if program_file.exists() {
@@ -234,28 +247,5 @@ impl Sarge {
         }
         self.venv_store().remove_unused(&keep)?;
         Ok(())
-    }
-}
-
-fn ignore_missing(error: sarge_supervisor::Error) -> Result<(), sarge_supervisor::Error> {
-    match error {
-        sarge_supervisor::Error::NoSuchProgram { .. } => Ok(()),
-        sarge_supervisor::Error::Fault { ref message, .. } if message.contains("BAD_NAME") => {
-            Ok(())
-        }
-        other => Err(other),
-    }
-}
-
-fn state_name(state: ProcessState) -> &'static str {
-    match state {
-        ProcessState::Stopped => "stopped",
-        ProcessState::Starting => "starting",
-        ProcessState::Running => "running",
-        ProcessState::Backoff => "backoff",
-        ProcessState::Stopping => "stopping",
-        ProcessState::Exited => "exited",
-        ProcessState::Fatal => "fatal",
-        _ => "unknown",
     }
 }

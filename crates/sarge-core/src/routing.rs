@@ -28,6 +28,8 @@ pub(crate) struct Router<'a> {
     config: &'a Config,
     supervisor: &'a Client,
     admin: AdminClient,
+    /// `haproxy_bin` resolved once; `None` if it cannot be found.
+    bin: Option<Utf8PathBuf>,
 }
 
 impl<'a> Router<'a> {
@@ -37,6 +39,7 @@ impl<'a> Router<'a> {
             config,
             supervisor,
             admin: AdminClient::new(home.haproxy_socket()),
+            bin: resolve_binary(&config.haproxy_bin),
         }
     }
 
@@ -68,15 +71,37 @@ impl<'a> Router<'a> {
             return Ok(());
         }
         let bin = self.haproxy_bin()?;
-        let config_text = self.render(routing)?.render();
+        let config = self.render(routing)?;
         let config_path = self.home.haproxy_config();
-        let config_changed =
-            fs_err::read_to_string(&config_path).ok().as_deref() != Some(config_text.as_str());
+        let previous_text = fs_err::read_to_string(&config_path).ok();
+        let config_changed = previous_text.as_deref() != Some(config.render().as_str());
         if config_changed {
-            self.install_config(&bin, &config_text)?;
+            config.write_checked(&config_path, &bin)?;
         }
+        let started = self.start_or_reload(&bin, &config, config_changed);
+        if started.is_err() {
+            // Put the old file back, so the next attempt sees the change
+            // again and retries the start or reload.
+            if let Some(text) = previous_text.filter(|_| config_changed) {
+                let _ = write_atomic(&config_path, text.as_bytes(), 0o644);
+            }
+        }
+        started?;
+        for route in &config.routes {
+            self.admin.apply(route)?;
+        }
+        Ok(())
+    }
 
-        let program = haproxy_program(self.home, &bin);
+    /// Starts haproxy under supervisord if it is not running (restarting it
+    /// only if its command changed), or reloads it if its config changed.
+    fn start_or_reload(
+        &self,
+        bin: &Utf8Path,
+        config: &HaproxyConfig,
+        config_changed: bool,
+    ) -> Result<()> {
+        let program = haproxy_program(self.home, bin);
         let program_file = self.home.program_file(HAPROXY_PROGRAM);
         let program_text = program.render()?;
         let program_changed =
@@ -96,22 +121,20 @@ impl<'a> Router<'a> {
             self.supervisor.remove_process_group(HAPROXY_PROGRAM)?;
             self.supervisor.add_process_group(HAPROXY_PROGRAM)?;
             self.supervisor.start_process(HAPROXY_PROGRAM, false)?;
-            self.wait_up(routing)?;
+            self.wait_up(config)
         } else if !running {
             self.supervisor.reload_config()?;
             self.supervisor.add_process_group(HAPROXY_PROGRAM)?;
             self.supervisor.start_process(HAPROXY_PROGRAM, false)?;
-            self.wait_up(routing)?;
+            self.wait_up(config)
         } else if config_changed {
             // A new or removed stable address: a structural change, so the
             // master reloads; its old worker finishes the open connections.
             self.supervisor.signal_process(HAPROXY_PROGRAM, "USR2")?;
-            self.wait_up(routing)?;
+            self.wait_up(config)
+        } else {
+            Ok(())
         }
-        for route in self.render(routing)?.routes {
-            self.admin.apply(&route)?;
-        }
-        Ok(())
     }
 
     /// Prepares a switch of `process` to `port` on `slot`: writes the
@@ -127,11 +150,8 @@ impl<'a> Router<'a> {
         let bin = self.haproxy_bin()?;
         let mut next = routing.clone();
         next.insert(process.to_owned(), (slot, port));
-        let text = self.render(&next)?.render();
-        // Not `staged_path`: `ensure` may stage and install a config of its
-        // own between this and the switch.
-        let staged = self.home.haproxy_config().with_extension("cfg.next");
-        write_atomic(&staged, text.as_bytes(), 0o644)?;
+        let staged = staged_path(&self.home.haproxy_config());
+        self.render(&next)?.write(&staged)?;
         let check = match sarge_haproxy::spawn_check(&bin, &staged) {
             Ok(check) => check,
             Err(error) => {
@@ -172,11 +192,7 @@ impl<'a> Router<'a> {
             for route in &config.routes {
                 let _ = self.admin.apply(route);
             }
-            let _ = write_atomic(
-                &self.home.haproxy_config(),
-                config.render().as_bytes(),
-                0o644,
-            );
+            let _ = config.write(&self.home.haproxy_config());
         }
     }
 
@@ -185,11 +201,10 @@ impl<'a> Router<'a> {
         let mut next = routing.clone();
         next.remove(process);
         let config = self.render(&next)?;
-        let text = config.render();
         if let Some(route) = config.routes.iter().find(|route| route.name == process) {
             self.admin.apply(route)?;
         }
-        write_atomic(&self.home.haproxy_config(), text.as_bytes(), 0o644)
+        Ok(config.write(&self.home.haproxy_config())?)
     }
 
     /// Waits until `slot` of `process` has no open sessions, at most `limit`.
@@ -204,26 +219,14 @@ impl<'a> Router<'a> {
         started.elapsed()
     }
 
-    fn install_config(&self, bin: &Utf8Path, text: &str) -> Result<()> {
-        let path = self.home.haproxy_config();
-        let staged = staged_path(&path);
-        write_atomic(&staged, text.as_bytes(), 0o644)?;
-        if let Err(error) = sarge_haproxy::check_config(bin, &staged) {
-            let _ = fs_err::remove_file(&staged);
-            return Err(error.into());
-        }
-        fs_err::rename(&staged, &path)?;
-        Ok(())
-    }
-
-    fn wait_up(&self, routing: &Routing) -> Result<()> {
+    fn wait_up(&self, config: &HaproxyConfig) -> Result<()> {
         let started = Instant::now();
-        let expected = self.render(routing)?.routes;
         while started.elapsed() < HAPROXY_START_TIMEOUT {
             // After a reload the new worker answers only once it has every
             // route; the old one may still hold the socket for a moment.
             if self.admin.is_up()
-                && expected
+                && config
+                    .routes
                     .iter()
                     .all(|route| self.admin.sessions(&route.name, Slot::A).is_ok())
             {
@@ -241,7 +244,7 @@ impl<'a> Router<'a> {
     /// `haproxy_bin` made absolute through `PATH`, since supervisord's own
     /// `PATH` may differ from the user's.
     pub(crate) fn haproxy_bin(&self) -> Result<Utf8PathBuf> {
-        resolve_binary(&self.config.haproxy_bin).ok_or_else(|| Error::HaproxyNotFound {
+        self.bin.clone().ok_or_else(|| Error::HaproxyNotFound {
             bin: self.config.haproxy_bin.clone(),
             config: self.home.config_file(),
         })
@@ -312,8 +315,9 @@ fn haproxy_program(home: &Home, bin: &Utf8Path) -> Program {
     }
 }
 
-fn staged_path(path: &Utf8Path) -> Utf8PathBuf {
-    path.with_extension("cfg.new")
+/// Where a switch stages the config it has haproxy check.
+pub(crate) fn staged_path(path: &Utf8Path) -> Utf8PathBuf {
+    path.with_extension("cfg.next")
 }
 
 /// `bin` itself if it contains a `/`, else the first match on `PATH`.
