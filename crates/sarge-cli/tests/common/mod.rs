@@ -63,6 +63,56 @@ pub fn require_tools() {
 
 static NEXT_BLOCK: AtomicU16 = AtomicU16::new(0);
 
+/// A block of 100 ports reserved for one test home across all test
+/// processes (nextest runs each test in its own): a marker file created
+/// with O_EXCL claims it. Two homes must never share a stable port, since
+/// haproxy binds with SO_REUSEPORT and the kernel would split connections
+/// between them. The blocks lie below Linux's ephemeral ports
+/// (32768-60999), so no outgoing connection takes an instance's port
+/// between the check that it is free and the app binding it.
+struct PortBlock {
+    base: u16,
+    marker: PathBuf,
+}
+
+impl PortBlock {
+    const COUNT: u16 = 220;
+
+    fn claim() -> Self {
+        let dir = std::env::temp_dir().join("sarge-e2e-ports");
+        std::fs::create_dir_all(&dir).unwrap();
+        let start =
+            std::process::id() as u16 % Self::COUNT + NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        for offset in 0..Self::COUNT {
+            let base = 10_000 + (start + offset) % Self::COUNT * 100;
+            let marker = dir.join(base.to_string());
+            if let Ok(owner) = std::fs::read_to_string(&marker) {
+                // A block whose owner died is free again.
+                if Path::new(&format!("/proc/{}", owner.trim())).exists() {
+                    continue;
+                }
+                let _ = std::fs::remove_file(&marker);
+            }
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&marker);
+            if let Ok(mut file) = created {
+                file.write_all(std::process::id().to_string().as_bytes())
+                    .unwrap();
+                return Self { base, marker };
+            }
+        }
+        panic!("no free block of test ports in 10000-31999");
+    }
+}
+
+impl Drop for PortBlock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.marker);
+    }
+}
+
 pub struct TestHome {
     pub root: PathBuf,
     /// The stable port of `web`; `api` is `stable + 1`.
@@ -70,6 +120,7 @@ pub struct TestHome {
     pub first_port: u16,
     pub last_port: u16,
     supervisord_started: bool,
+    _ports: PortBlock,
 }
 
 impl TestHome {
@@ -85,9 +136,8 @@ impl TestHome {
     /// An initialised home with nothing started.
     pub fn initialised(name: &str) -> Self {
         require_tools();
-        let block = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
-        // Spread test homes over ports by process and test, 100 ports each.
-        let base = 20_000 + ((std::process::id() as u16 % 300) * 100 + block * 100) % 30_000;
+        let ports = PortBlock::claim();
+        let base = ports.base;
         let root = std::env::temp_dir().join(format!("sarge-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
@@ -97,6 +147,7 @@ impl TestHome {
             first_port: base + 10,
             last_port: base + 49,
             supervisord_started: false,
+            _ports: ports,
         };
         let out = home.sarge(&["init"]);
         assert!(out.status.success(), "init failed: {}", stderr(&out));
