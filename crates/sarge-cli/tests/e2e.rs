@@ -334,7 +334,7 @@ fn an_app_that_exits_fails_the_deploy_and_the_old_one_keeps_serving() {
         http_get(home.stable, "/").unwrap(),
         (200, "old\n".to_owned())
     );
-    assert_eq!(home.snapshot(), before);
+    assert_unchanged(&home, &before, "after the refused deploy");
     let _ = std::fs::remove_dir_all(app);
 }
 

@@ -82,25 +82,7 @@ fn assert_refused(home: &TestHome, before: &[(String, Vec<u8>)], refusal: Refusa
         Some(200),
         "{case}: the old version stopped serving"
     );
-    let after = home.snapshot();
-    if after != before {
-        let names = |files: &[(String, Vec<u8>)]| {
-            files
-                .iter()
-                .map(|(name, _)| name.clone())
-                .collect::<Vec<_>>()
-        };
-        let changed: Vec<_> = after
-            .iter()
-            .filter(|file| !before.contains(file))
-            .map(|(name, _)| name)
-            .collect();
-        panic!(
-            "{case}: the home changed: {changed:?}\nbefore: {:?}\nafter: {:?}",
-            names(before),
-            names(&after)
-        );
-    }
+    assert_unchanged(home, before, case);
 }
 
 #[test]
@@ -451,7 +433,7 @@ fn supervisord_not_running_fails_before_changing_anything() {
             home.root.display()
         )
     );
-    assert_eq!(home.snapshot(), before);
+    assert_unchanged(&home, &before, "after the refused deploy");
 }
 
 #[test]
@@ -776,4 +758,57 @@ fn secrets_stay_private() {
     let output = home.deploy(&app, "web");
     assert!(!output.status.success());
     assert!(!stderr(&output).contains("s3cr3t-value"));
+}
+
+#[test]
+fn a_stable_address_taken_by_another_program_fails_the_deploy_naming_it() {
+    let home = TestHome::new("taken", "  MESSAGE: hi");
+    // Something else already listens on web's stable address.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", home.stable)).unwrap();
+    let before = home.snapshot();
+    let started = std::time::Instant::now();
+    let output = home.deploy(&hello_app(), "web");
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("error: haproxy did not come up"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("127.0.0.1:{}", home.stable)),
+        "the error does not name the address: {message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "failed only after the full wait"
+    );
+    // The virtualenv this first deploy built is complete: it stays for the
+    // retry, and the next successful deploy removes it if unused.
+    let without_venvs = |files: Vec<(String, Vec<u8>)>| -> Vec<(String, Vec<u8>)> {
+        files
+            .into_iter()
+            .filter(|(path, _)| !path.starts_with("var/venvs/"))
+            .collect()
+    };
+    let (after, before) = (without_venvs(home.snapshot()), without_venvs(before));
+    let changed: Vec<&String> = after
+        .iter()
+        .filter(|f| !before.contains(f))
+        .map(|f| &f.0)
+        .collect();
+    let gone: Vec<&String> = before
+        .iter()
+        .filter(|f| !after.contains(f))
+        .map(|f| &f.0)
+        .collect();
+    assert!(
+        changed.is_empty() && gone.is_empty(),
+        "the home changed: {changed:?} {gone:?}"
+    );
+    assert!(home.instances().is_empty());
+
+    // Once the address is free, the next deploy works.
+    drop(squatter);
+    home.deploy_ok(&hello_app(), "web");
+    assert_eq!(http_get(home.stable, "/").unwrap().0, 200);
 }

@@ -119,7 +119,7 @@ fn a_health_check_gates_the_switch() {
         http_get(home.stable, "/").unwrap(),
         (200, "hi\n".to_owned())
     );
-    assert_eq!(home.snapshot(), before);
+    assert_unchanged(&home, &before, "after the refused deploy");
 }
 
 #[test]

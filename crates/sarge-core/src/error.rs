@@ -42,15 +42,18 @@ pub enum Error {
         /// The sarge.yaml to fix.
         config: Utf8PathBuf,
     },
-    /// haproxy did not come up after it was started or reloaded.
-    #[error("haproxy did not answer on its admin socket {socket} within {seconds} s; see {log}")]
+    /// haproxy did not come up with every route after it was started or
+    /// reloaded (it exited, or never answered on its admin socket).
+    #[error(
+        "haproxy did not come up with the new config ({problem}); last lines of {log}:\n{log_tail}"
+    )]
     HaproxyNotUp {
-        /// The admin socket.
-        socket: Utf8PathBuf,
-        /// How long sarge waited.
-        seconds: u64,
+        /// What sarge saw.
+        problem: String,
         /// haproxy's log file.
         log: Utf8PathBuf,
+        /// Its last lines.
+        log_tail: String,
     },
     /// The tarball as a whole could not be read.
     #[error("cannot unpack the tarball: {problem}")]

@@ -78,12 +78,19 @@ impl<'a> Router<'a> {
         if config_changed {
             config.write_checked(&config_path, &bin)?;
         }
+        let program_file = self.home.program_file(HAPROXY_PROGRAM);
+        let previous_program = fs_err::read_to_string(&program_file).ok();
         let started = self.start_or_reload(&bin, &config, config_changed);
         if started.is_err() {
-            // Put the old file back, so the next attempt sees the change
-            // again and retries the start or reload.
-            if let Some(text) = previous_text.filter(|_| config_changed) {
-                let _ = write_atomic(&config_path, text.as_bytes(), 0o644);
+            // Put back the files as they were, so nothing of a failed
+            // deploy stays and the next attempt sees the change again.
+            if previous_program.is_none() {
+                let _ = self.supervisor.stop_process(HAPROXY_PROGRAM, true);
+                let _ = self.supervisor.remove_process_group(HAPROXY_PROGRAM);
+            }
+            restore_file(&program_file, previous_program.as_deref());
+            if config_changed {
+                restore_file(&config_path, previous_text.as_deref());
             }
         }
         started?;
@@ -221,6 +228,14 @@ impl<'a> Router<'a> {
 
     fn wait_up(&self, config: &HaproxyConfig) -> Result<()> {
         let started = Instant::now();
+        let failed = |problem: String| {
+            let log = self.home.program_log(HAPROXY_PROGRAM);
+            Error::HaproxyNotUp {
+                problem,
+                log_tail: crate::deploy::log_tail(&log),
+                log,
+            }
+        };
         while started.elapsed() < HAPROXY_START_TIMEOUT {
             // After a reload the new worker answers only once it has every
             // route; the old one may still hold the socket for a moment.
@@ -232,13 +247,26 @@ impl<'a> Router<'a> {
             {
                 return Ok(());
             }
+            // A haproxy that cannot start (a stable address already taken)
+            // fails now, not after the whole wait.
+            if let Ok(info) = self.supervisor.process_info(HAPROXY_PROGRAM) {
+                if matches!(
+                    info.state,
+                    ProcessState::Backoff | ProcessState::Fatal | ProcessState::Exited
+                ) {
+                    return Err(failed(format!(
+                        "it exited: {}",
+                        info.state.name().to_ascii_lowercase()
+                    )));
+                }
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Err(Error::HaproxyNotUp {
-            socket: self.home.haproxy_socket(),
-            seconds: HAPROXY_START_TIMEOUT.as_secs(),
-            log: self.home.program_log(HAPROXY_PROGRAM),
-        })
+        Err(failed(format!(
+            "no answer with every route on {} within {} s",
+            self.home.haproxy_socket(),
+            HAPROXY_START_TIMEOUT.as_secs()
+        )))
     }
 
     /// `haproxy_bin` made absolute through `PATH`, since supervisord's own
@@ -313,6 +341,15 @@ fn haproxy_program(home: &Home, bin: &Utf8Path) -> Program {
         stop_wait_secs: 10,
         stop_as_group: false,
     }
+}
+
+/// Puts `path` back to `previous` content, or removes it if it did not
+/// exist. Best effort: it runs on a path that already reports an error.
+fn restore_file(path: &Utf8Path, previous: Option<&str>) {
+    let _ = match previous {
+        Some(text) => write_atomic(path, text.as_bytes(), 0o644),
+        None => fs_err::remove_file(path).map_err(Into::into),
+    };
 }
 
 /// Where a switch stages the config it has haproxy check.

@@ -19,6 +19,10 @@ use crate::model::{backend_name, frontend_name, HaproxyConfig, Route, Slot};
 //   `response-timeout` is left out on purpose: it would replay a request
 //   that is merely slow (>60s), running non-idempotent handlers again.
 // - no `check` on servers: sarge decides readiness before switching.
+// - `noreuseport`: a stable address another process already listens on
+//   (another sarge home, say) is an error at start, instead of the kernel
+//   silently splitting its connections between the two; reloads do not
+//   need SO_REUSEPORT, since the new worker takes the listeners over.
 // - `expose-fd listeners`: on SIGUSR2 the master starts the new worker with
 //   `-x SOCKET`, so it takes over the bound sockets instead of binding anew.
 const PREAMBLE: &str = "\
@@ -26,6 +30,7 @@ const PREAMBLE: &str = "\
 global
     stats socket {SOCKET} mode 600 level admin expose-fd listeners
     hard-stop-after 60s
+    noreuseport
 
 defaults
     mode http
@@ -144,6 +149,7 @@ mod tests {
 global
     stats socket /run/sarge/haproxy.sock mode 600 level admin expose-fd listeners
     hard-stop-after 60s
+    noreuseport
 
 defaults
     mode http

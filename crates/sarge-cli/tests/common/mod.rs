@@ -298,6 +298,24 @@ impl TestHome {
     }
 }
 
+/// Fails, naming the files that differ, if the home is not as `before`.
+pub fn assert_unchanged(home: &TestHome, before: &[(String, Vec<u8>)], case: &str) {
+    let after = home.snapshot();
+    if after != before {
+        let added: Vec<&String> = after
+            .iter()
+            .filter(|f| !before.contains(f))
+            .map(|f| &f.0)
+            .collect();
+        let removed: Vec<&String> = before
+            .iter()
+            .filter(|f| !after.contains(f))
+            .map(|f| &f.0)
+            .collect();
+        panic!("{case}: the home changed: new or changed {added:?}, gone or changed {removed:?}");
+    }
+}
+
 fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, Vec<u8>)>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
