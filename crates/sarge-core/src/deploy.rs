@@ -142,6 +142,12 @@ impl Sarge {
             Some(_) => Some(router.stage_switch(&routing, process, slot, port)?),
             None => None,
         };
+        // Starting haproxy (first deploy) or reloading it (a new stable
+        // address) overlaps the app's start-up too. Either way it serves the
+        // committed routes, so the old instance is unaffected.
+        if routed.is_some() {
+            router.ensure(&routing)?;
+        }
 
         let health = self.config.healthcheck.get(process);
         self.wait_ready(&supervisor, &record, routed.is_some() || health.is_some())?;
@@ -149,7 +155,6 @@ impl Sarge {
 
         let mut new_slot = None;
         if let (Some(address), Some(staged)) = (routed, staged) {
-            router.ensure(&routing)?;
             router.switch(&routing, staged)?;
             // The last moment the old instance can take its traffic back:
             // if the new process died meanwhile, route to the old again.
