@@ -16,7 +16,7 @@ use crate::launcher::{launcher_path, write_launcher};
 use crate::lock::HomeLock;
 use crate::procfile::{is_valid_process_name, Procfile};
 use crate::progress::{Progress, Steps};
-use crate::routing::{slot_char, slot_from_char, Router};
+use crate::routing::{slot_char, slot_from_char, Probe, Router};
 use crate::state::{CurrentInstance, CurrentInstances, InstanceRecord};
 use crate::timestamp::rfc3339;
 use crate::unpack::unpack_tarball;
@@ -129,7 +129,7 @@ impl Sarge {
         steps.done("start", format!("supervisord program {id}"));
 
         // haproxy checks the next config while the app starts.
-        let mut routing = Router::committed(&self.home, &current)?;
+        let routing = Router::committed(&self.home, &current);
         let slot = match previous
             .as_ref()
             .and_then(|p| p.slot)
@@ -145,27 +145,43 @@ impl Sarge {
         // Starting haproxy (first deploy) or reloading it (a new stable
         // address) overlaps the app's start-up too. Either way it serves the
         // committed routes, so the old instance is unaffected.
-        if routed.is_some() {
-            router.ensure(&routing)?;
-        }
+        let live = match routed {
+            Some(_) => Some(router.ensure(&routing)?),
+            None => None,
+        };
 
         let health = self.config.healthcheck.get(process);
         self.wait_ready(&supervisor, &record, routed.is_some() || health.is_some())?;
-        steps.done("ready", format!("{id} answers on port {port}"));
+        steps.done(
+            "ready",
+            if routed.is_some() || health.is_some() {
+                format!("{id} answers on port {port}")
+            } else {
+                format!("{id} is running under supervisord")
+            },
+        );
 
         let mut new_slot = None;
-        if let (Some(address), Some(staged)) = (routed, staged) {
-            router.switch(&routing, staged)?;
+        if let (Some(address), Some(staged), Some(live)) = (routed, staged, &live) {
+            router.switch(live, &routing, staged)?;
             // The last moment the old instance can take its traffic back:
-            // if the new process died meanwhile, route to the old again.
-            if let Err(error) = self.confirm_alive(&supervisor, &record) {
-                router.restore(&routing);
+            // if the new process died meanwhile, or the stable address does
+            // not reach it through the live worker, route to the old again.
+            let probe = Probe {
+                path: health.map_or("/", |health| health.path.as_str()),
+                host: "localhost",
+            };
+            let confirmed = self
+                .confirm_alive(&supervisor, &record)
+                .and_then(|_| router.verify(live, process, slot, &probe));
+            if let Err(error) = confirmed {
+                router.restore(live, &routing);
                 return Err(error);
             }
-            routing.insert(process.to_owned(), (slot, port));
             new_slot = Some(slot);
             steps.done("switch", format!("{address} -> 127.0.0.1:{port}"));
         }
+        let pid = self.confirm_alive(&supervisor, &record)?;
 
         // The commit point: from here on the new instance is the current one.
         current.processes.insert(
@@ -173,15 +189,28 @@ impl Sarge {
             CurrentInstance {
                 id: id.clone(),
                 slot: new_slot.map(slot_char),
+                ready_pid: Some(pid),
             },
         );
-        current.save(&self.home)?;
-        self.record_port(port)?;
+        if let Err(error) = current.save(&self.home) {
+            // The state still names the old instance: it gets its traffic
+            // back before the new one is removed.
+            if let Some(live) = &live {
+                router.restore(live, &routing);
+            }
+            return Err(error);
+        }
         pending.armed = false;
+        // Only a hint for where the next allocation starts.
+        if let Err(error) = self.record_port(port) {
+            steps.note(format!(
+                "could not record port {port} as the last one used ({error})"
+            ));
+        }
 
         if let Some(old) = &previous {
-            if let (Some(slot), true) = (old.slot.and_then(slot_from_char), routed.is_some()) {
-                let waited = router.drain(process, slot, self.config.drain_timeout);
+            if let (Some(slot), Some(live)) = (old.slot.and_then(slot_from_char), &live) {
+                let waited = router.drain(live, process, slot, self.config.drain_timeout);
                 steps.done(
                     "drain",
                     format!("{} after {} ms", old.id, waited.as_millis()),
@@ -271,7 +300,7 @@ impl Sarge {
                 {
                     match health {
                         None => return Ok(()),
-                        Some(health) => match http_status(address, &health.path) {
+                        Some(health) => match http_status(address, &health.path, "localhost") {
                             Ok(status) if (200..400).contains(&status) => return Ok(()),
                             Ok(status) => {
                                 waiting_for = format!("GET {} answered {status}", health.path)
@@ -303,15 +332,16 @@ impl Sarge {
         }
     }
 
-    /// Fails if the instance's process is no longer starting or running.
+    /// Fails if the instance's process is no longer starting or running;
+    /// its pid if it is.
     fn confirm_alive(
         &self,
         supervisor: &sarge_supervisor::Client,
         record: &InstanceRecord,
-    ) -> Result<()> {
+    ) -> Result<u32> {
         let info = supervisor.process_info(&record.id)?;
         if matches!(info.state, ProcessState::Running | ProcessState::Starting) {
-            return Ok(());
+            return Ok(info.pid);
         }
         Err(self.exited(record, &info))
     }
@@ -451,12 +481,12 @@ pub(crate) fn log_tail(path: &Utf8Path) -> String {
     }
 }
 
-/// The status code of `GET path` on `address`.
-fn http_status(address: SocketAddr, path: &str) -> std::io::Result<u16> {
+/// The status code of `GET path` on `address`, sent with `Host: host`.
+pub(crate) fn http_status(address: SocketAddr, path: &str, host: &str) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     // One write: several small ones would wait on Nagle and delayed ACKs.
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: sarge\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: sarge\r\n\r\n");
     stream.write_all(request.as_bytes())?;
     let mut head = [0u8; 32];
     let mut filled = 0;

@@ -55,6 +55,26 @@ pub enum Error {
         /// Its last lines.
         log_tail: String,
     },
+    /// A new `haproxy_bin` is not a haproxy that can run the current
+    /// config; the running haproxy was left alone.
+    #[error("haproxy_bin {bin} (set in {config}) cannot replace the running haproxy: {problem}")]
+    HaproxyBinaryRefused {
+        /// The binary.
+        bin: Utf8PathBuf,
+        /// The sarge.yaml that names it.
+        config: Utf8PathBuf,
+        /// What it did instead.
+        problem: String,
+    },
+    /// After a switch, the end state could not be confirmed; the old
+    /// routes were put back.
+    #[error("the switch of {process} could not be confirmed, so the old instance keeps serving: {problem}")]
+    SwitchNotVerified {
+        /// The process being switched.
+        process: String,
+        /// What the check saw.
+        problem: String,
+    },
     /// The tarball as a whole could not be read.
     #[error("cannot unpack the tarball: {problem}")]
     Tarball {

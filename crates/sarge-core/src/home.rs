@@ -100,6 +100,10 @@ impl Home {
     pub fn haproxy_socket(&self) -> Utf8PathBuf {
         self.root.join("var/run/haproxy.sock")
     }
+    /// haproxy's master CLI socket (which worker is live, reloads).
+    pub fn haproxy_master_socket(&self) -> Utf8PathBuf {
+        self.root.join("var/run/haproxy-master.sock")
+    }
     /// `var/instances/`
     pub fn instances_dir(&self) -> Utf8PathBuf {
         self.root.join("var/instances")

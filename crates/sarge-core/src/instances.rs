@@ -91,7 +91,7 @@ impl Sarge {
         let mut current = CurrentInstances::load(&self.home)?;
         if self.config.port_map.contains_key(&record.process) {
             let router = Router::new(&self.home, &self.config, &supervisor);
-            let routing = Router::committed(&self.home, &current)?;
+            let routing = Router::committed(&self.home, &current);
             router.unroute(&routing, &record.process)?;
             steps.done("unroute", format!("{} no longer routed", record.process));
         }
@@ -189,7 +189,7 @@ impl Sarge {
             && matches!(supervisor.process_info(HAPROXY_PROGRAM), Ok(info) if matches!(info.state, ProcessState::Running | ProcessState::Starting))
         {
             let router = Router::new(&self.home, &self.config, supervisor);
-            router.ensure(&Router::committed(&self.home, &current)?)?;
+            router.ensure(&Router::committed(&self.home, &current))?;
         }
         for id in &leftovers {
             self.remove_instance(supervisor, id)?;

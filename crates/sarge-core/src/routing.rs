@@ -2,11 +2,12 @@
 //! file for restarts, the admin socket for switches that drop nothing.
 
 use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
-use sarge_config::Config;
-use sarge_haproxy::{AdminClient, HaproxyConfig, Route, Slot};
+use sarge_config::{Config, StableAddress};
+use sarge_haproxy::{AdminClient, HaproxyConfig, MasterClient, Route, Slot};
 use sarge_supervisor::{Client, ProcessState, Program};
 
 use crate::error::{Error, Result};
@@ -27,9 +28,21 @@ pub(crate) struct Router<'a> {
     home: &'a Home,
     config: &'a Config,
     supervisor: &'a Client,
-    admin: AdminClient,
+    master: MasterClient,
     /// `haproxy_bin` resolved once; `None` if it cannot be found.
     bin: Option<Utf8PathBuf>,
+}
+
+/// The haproxy worker the master names as the live one: every admin
+/// command of a rollout goes to it, never to a worker on its way out.
+pub(crate) struct LiveWorker {
+    admin: AdminClient,
+}
+
+impl LiveWorker {
+    fn pid(&self) -> u32 {
+        self.admin.worker().unwrap_or_default()
+    }
 }
 
 impl<'a> Router<'a> {
@@ -38,21 +51,24 @@ impl<'a> Router<'a> {
             home,
             config,
             supervisor,
-            admin: AdminClient::new(home.haproxy_socket()),
+            master: MasterClient::new(home.haproxy_master_socket()),
             bin: resolve_binary(&config.haproxy_bin),
         }
     }
 
-    /// The routing the committed state describes.
-    pub(crate) fn committed(home: &Home, current: &CurrentInstances) -> Result<Routing> {
+    /// The routing the committed state describes. A current instance whose
+    /// record is gone is left out: it cannot be routed to, and recovery
+    /// drops it from the state.
+    pub(crate) fn committed(home: &Home, current: &CurrentInstances) -> Routing {
         let mut routing = Routing::new();
         for (process, instance) in &current.processes {
             if let Some(slot) = instance.slot.and_then(slot_from_char) {
-                let record = InstanceRecord::load(home, &instance.id)?;
-                routing.insert(process.clone(), (slot, record.port));
+                if let Ok(record) = InstanceRecord::load(home, &instance.id) {
+                    routing.insert(process.clone(), (slot, record.port));
+                }
             }
         }
-        Ok(routing)
+        routing
     }
 
     /// The haproxy config for `routing`, validated (paths haproxy cannot
@@ -60,16 +76,16 @@ impl<'a> Router<'a> {
     pub(crate) fn render(&self, routing: &Routing) -> Result<HaproxyConfig> {
         let config = render_config(self.home, self.config, routing);
         config.validate()?;
+        self.master.validate()?;
         Ok(config)
     }
 
-    /// Makes sure haproxy runs with a config matching `routing`, starting or
-    /// reloading it only when needed, and that its runtime state matches
-    /// (which repairs a switch that a killed deploy left half-done).
-    pub(crate) fn ensure(&self, routing: &Routing) -> Result<()> {
-        if self.config.port_map.is_empty() {
-            return Ok(());
-        }
+    /// Makes sure haproxy runs with a config matching `routing`, starting,
+    /// restarting or reloading it only when needed, and that the live
+    /// worker's runtime state matches (which repairs a switch that a killed
+    /// deploy left half-done). On failure the files are put back and the
+    /// haproxy that ran before keeps running.
+    pub(crate) fn ensure(&self, routing: &Routing) -> Result<LiveWorker> {
         let bin = self.haproxy_bin()?;
         let config = self.render(routing)?;
         let config_path = self.home.haproxy_config();
@@ -84,30 +100,43 @@ impl<'a> Router<'a> {
         if started.is_err() {
             // Put back the files as they were, so nothing of a failed
             // deploy stays and the next attempt sees the change again.
-            if previous_program.is_none() {
-                let _ = self.supervisor.stop_process(HAPROXY_PROGRAM, true);
-                let _ = self.supervisor.remove_process_group(HAPROXY_PROGRAM);
-            }
-            restore_file(&program_file, previous_program.as_deref());
             if config_changed {
                 restore_file(&config_path, previous_text.as_deref());
             }
+            let program_changed = fs_err::read_to_string(&program_file).ok() != previous_program;
+            if program_changed {
+                restore_file(&program_file, previous_program.as_deref());
+                let _ = self.supervisor.reload_config();
+                let _ = self.supervisor.stop_process(HAPROXY_PROGRAM, true);
+                let _ = self.supervisor.remove_process_group(HAPROXY_PROGRAM);
+                // The haproxy that ran before comes back.
+                if previous_program.is_some() {
+                    let _ = self.supervisor.add_process_group(HAPROXY_PROGRAM);
+                    let _ = self.supervisor.start_process(HAPROXY_PROGRAM, false);
+                }
+            } else if previous_program.is_none() {
+                let _ = self.supervisor.stop_process(HAPROXY_PROGRAM, true);
+                let _ = self.supervisor.remove_process_group(HAPROXY_PROGRAM);
+                restore_file(&program_file, None);
+            }
         }
-        started?;
+        let live = started?;
         for route in &config.routes {
-            self.admin.apply(route)?;
+            live.admin.resume_if_paused(&route.name)?;
+            live.admin.apply(route)?;
         }
-        Ok(())
+        Ok(live)
     }
 
     /// Starts haproxy under supervisord if it is not running (restarting it
-    /// only if its command changed), or reloads it if its config changed.
+    /// only if its command changed), or reloads it if its config changed;
+    /// returns the worker that serves the config on disk, once it answers.
     fn start_or_reload(
         &self,
         bin: &Utf8Path,
         config: &HaproxyConfig,
         config_changed: bool,
-    ) -> Result<()> {
+    ) -> Result<LiveWorker> {
         let program = haproxy_program(self.home, bin);
         let program_file = self.home.program_file(HAPROXY_PROGRAM);
         let program_text = program.render()?;
@@ -120,28 +149,65 @@ impl<'a> Router<'a> {
             Ok(info) if matches!(info.state, ProcessState::Running | ProcessState::Starting)
         );
         if program_changed {
+            // Another binary (or an older sarge's command line): the one
+            // case where haproxy is restarted. The new binary must prove it
+            // is a haproxy that takes the config before the running one stops.
+            self.check_binary(bin)?;
             write_atomic(&program_file, program_text.as_bytes(), 0o644)?;
             self.supervisor.reload_config()?;
-            // The command changed (another haproxy binary): this is the one
-            // case where haproxy is restarted.
             self.supervisor.stop_process(HAPROXY_PROGRAM, true).ok();
             self.supervisor.remove_process_group(HAPROXY_PROGRAM)?;
             self.supervisor.add_process_group(HAPROXY_PROGRAM)?;
             self.supervisor.start_process(HAPROXY_PROGRAM, false)?;
-            self.wait_up(config)
+            self.wait_live(config, None)
         } else if !running {
             self.supervisor.reload_config()?;
             self.supervisor.add_process_group(HAPROXY_PROGRAM)?;
             self.supervisor.start_process(HAPROXY_PROGRAM, false)?;
-            self.wait_up(config)
+            self.wait_live(config, None)
         } else if config_changed {
             // A new or removed stable address: a structural change, so the
             // master reloads; its old worker finishes the open connections.
-            self.supervisor.signal_process(HAPROXY_PROGRAM, "USR2")?;
-            self.wait_up(config)
+            // The file is final by now, so the new worker reads this config.
+            let pid = self
+                .master
+                .reload(HAPROXY_START_TIMEOUT)
+                .map_err(|error| self.not_up(error.to_string()))?;
+            self.wait_live(config, Some(pid))
         } else {
-            Ok(())
+            self.wait_live(config, None)
         }
+    }
+
+    /// Runs `bin -v` and `bin -c` on the live config: a `haproxy_bin` that
+    /// is not haproxy, or cannot read the config, never replaces one that runs.
+    fn check_binary(&self, bin: &Utf8Path) -> Result<()> {
+        let output = std::process::Command::new(bin.as_std_path())
+            .arg("-v")
+            .output()
+            .map_err(|source| Error::Spawn {
+                program: bin.to_string(),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() || !text.contains("HAProxy version") {
+            return Err(Error::HaproxyBinaryRefused {
+                bin: bin.to_owned(),
+                config: self.home.config_file(),
+                problem: format!(
+                    "`{bin} -v` {} without printing a HAProxy version{}",
+                    describe_status(output.status),
+                    excerpt(&text, &output.stderr)
+                ),
+            });
+        }
+        sarge_haproxy::check_config(bin, &self.home.haproxy_config()).map_err(|error| {
+            Error::HaproxyBinaryRefused {
+                bin: bin.to_owned(),
+                config: self.home.config_file(),
+                problem: error.to_string(),
+            }
+        })
     }
 
     /// Prepares a switch of `process` to `port` on `slot`: writes the
@@ -178,29 +244,93 @@ impl<'a> Router<'a> {
     /// Sends new connections for the staged process to its new port; the
     /// other slot (the old instance) goes into maintenance. The checked
     /// config then replaces the live one, so a reload lands in this state.
-    pub(crate) fn switch(&self, routing: &Routing, mut staged: StagedSwitch) -> Result<()> {
+    /// On failure the committed routes are back.
+    pub(crate) fn switch(
+        &self,
+        live: &LiveWorker,
+        routing: &Routing,
+        mut staged: StagedSwitch,
+    ) -> Result<()> {
         if let Some(check) = staged.check.take() {
             check.wait()?;
         }
-        if let Err(error) = self.admin.switch(&staged.process, staged.slot, staged.port) {
-            self.restore(routing);
-            return Err(error.into());
+        let switched = live
+            .admin
+            .switch(&staged.process, staged.slot, staged.port)
+            .map_err(Error::from)
+            .and_then(|()| Ok(fs_err::rename(&staged.staged, self.home.haproxy_config())?));
+        if switched.is_err() {
+            self.restore(live, routing);
         }
-        fs_err::rename(&staged.staged, self.home.haproxy_config())?;
-        Ok(())
+        switched
+    }
+
+    /// Checks the end state a user relies on after a switch: the worker
+    /// that was switched is still the live one, every stable address
+    /// accepts connections, and a request on `process`'s stable address
+    /// reaches its `slot` (the slot's request count rises).
+    pub(crate) fn verify(
+        &self,
+        live: &LiveWorker,
+        process: &str,
+        slot: Slot,
+        probe: &Probe<'_>,
+    ) -> Result<()> {
+        let failed = |problem: String| Error::SwitchNotVerified {
+            process: process.to_owned(),
+            problem,
+        };
+        let processes = self
+            .master
+            .processes()
+            .map_err(|error| failed(format!("haproxy's master did not answer: {error}")))?;
+        if processes.current_worker() != Some(live.pid()) {
+            return Err(failed(format!(
+                "haproxy's live worker is now {:?}, not {} which was switched",
+                processes.workers,
+                live.pid()
+            )));
+        }
+        for (name, address) in &self.config.port_map {
+            let target = connect_address(address);
+            if let Err(error) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) {
+                return Err(failed(format!(
+                    "the stable address {address} of {name} refuses connections ({error})"
+                )));
+            }
+        }
+        let Some(address) = self.config.port_map.get(process) else {
+            return Ok(());
+        };
+        let before = live.admin.sessions_total(process, slot)?;
+        let answer = probe.send(connect_address(address));
+        let after = live.admin.sessions_total(process, slot)?;
+        match answer {
+            Ok(_) if after > before => Ok(()),
+            Ok(status) => Err(failed(format!(
+                "a request on {address} was answered ({status}) but not by the new instance"
+            ))),
+            Err(error) => Err(failed(format!("a request on {address} failed: {error}"))),
+        }
     }
 
     /// Puts back the routes of `routing` (the committed state), in the
-    /// running haproxy and its config file, so the old instances keep
-    /// serving after a failed switch. Best effort: it runs on a path that
-    /// already reports an error.
-    pub(crate) fn restore(&self, routing: &Routing) {
+    /// live worker and its config file, so the old instances keep serving
+    /// after a failed switch. Best effort: it runs on a path that already
+    /// reports an error.
+    pub(crate) fn restore(&self, live: &LiveWorker, routing: &Routing) {
         if let Ok(config) = self.render(routing) {
             for route in &config.routes {
-                let _ = self.admin.apply(route);
+                let _ = live.admin.apply(route);
             }
             let _ = config.write(&self.home.haproxy_config());
         }
+    }
+
+    /// The live worker, for commands that change routes without a reload.
+    pub(crate) fn live(&self) -> Result<LiveWorker> {
+        let config = self.render(&Routing::new())?;
+        self.wait_live(&config, None)
     }
 
     /// Takes `process` out of routing (its instance is being destroyed).
@@ -209,16 +339,22 @@ impl<'a> Router<'a> {
         next.remove(process);
         let config = self.render(&next)?;
         if let Some(route) = config.routes.iter().find(|route| route.name == process) {
-            self.admin.apply(route)?;
+            self.live()?.admin.apply(route)?;
         }
         Ok(config.write(&self.home.haproxy_config())?)
     }
 
     /// Waits until `slot` of `process` has no open sessions, at most `limit`.
-    pub(crate) fn drain(&self, process: &str, slot: Slot, limit: Duration) -> Duration {
+    pub(crate) fn drain(
+        &self,
+        live: &LiveWorker,
+        process: &str,
+        slot: Slot,
+        limit: Duration,
+    ) -> Duration {
         let started = Instant::now();
         while started.elapsed() < limit {
-            match self.admin.sessions(process, slot) {
+            match live.admin.sessions(process, slot) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => std::thread::sleep(Duration::from_millis(20)),
             }
@@ -226,26 +362,30 @@ impl<'a> Router<'a> {
         started.elapsed()
     }
 
-    fn wait_up(&self, config: &HaproxyConfig) -> Result<()> {
+    /// Waits until haproxy's master names one live worker (`expected`, if
+    /// given) and that worker answers for every route of `config`.
+    fn wait_live(&self, config: &HaproxyConfig, expected: Option<u32>) -> Result<LiveWorker> {
         let started = Instant::now();
-        let failed = |problem: String| {
-            let log = self.home.program_log(HAPROXY_PROGRAM);
-            Error::HaproxyNotUp {
-                problem,
-                log_tail: crate::deploy::log_tail(&log),
-                log,
-            }
-        };
+        let mut last_problem = "its master CLI never answered".to_owned();
         while started.elapsed() < HAPROXY_START_TIMEOUT {
-            // After a reload the new worker answers only once it has every
-            // route; the old one may still hold the socket for a moment.
-            if self.admin.is_up()
-                && config
-                    .routes
-                    .iter()
-                    .all(|route| self.admin.sessions(&route.name, Slot::A).is_ok())
-            {
-                return Ok(());
+            match self.master.processes() {
+                Ok(processes) => {
+                    match processes.current_worker() {
+                        Some(pid) if expected.is_none_or(|expected| expected == pid) => {
+                            let admin = self.master.worker(pid);
+                            match config.routes.iter().try_for_each(|route| {
+                                admin.sessions(&route.name, Slot::A).map(drop)
+                            }) {
+                                Ok(()) => return Ok(LiveWorker { admin }),
+                                Err(error) => last_problem = format!("worker {pid}: {error}"),
+                            }
+                        }
+                        _ => {
+                            last_problem = format!("its workers are {:?}", processes.workers);
+                        }
+                    }
+                }
+                Err(error) => last_problem = error.to_string(),
             }
             // A haproxy that cannot start (a stable address already taken)
             // fails now, not after the whole wait.
@@ -254,19 +394,27 @@ impl<'a> Router<'a> {
                     info.state,
                     ProcessState::Backoff | ProcessState::Fatal | ProcessState::Exited
                 ) {
-                    return Err(failed(format!(
+                    return Err(self.not_up(format!(
                         "it exited: {}",
                         info.state.name().to_ascii_lowercase()
                     )));
                 }
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
-        Err(failed(format!(
-            "no answer with every route on {} within {} s",
-            self.home.haproxy_socket(),
+        Err(self.not_up(format!(
+            "no live worker answering for every route within {} s ({last_problem})",
             HAPROXY_START_TIMEOUT.as_secs()
         )))
+    }
+
+    fn not_up(&self, problem: String) -> Error {
+        let log = self.home.program_log(HAPROXY_PROGRAM);
+        Error::HaproxyNotUp {
+            problem,
+            log_tail: crate::deploy::log_tail(&log),
+            log,
+        }
     }
 
     /// `haproxy_bin` made absolute through `PATH`, since supervisord's own
@@ -277,6 +425,56 @@ impl<'a> Router<'a> {
             config: self.home.config_file(),
         })
     }
+}
+
+/// The request [`Router::verify`] sends through a stable address.
+pub(crate) struct Probe<'a> {
+    /// The path to request: the health check's, else `/`.
+    pub(crate) path: &'a str,
+    /// The `Host` header.
+    pub(crate) host: &'a str,
+}
+
+impl Probe<'_> {
+    /// Sends the request and returns the status of the answer, whatever it is.
+    fn send(&self, address: SocketAddr) -> std::io::Result<u16> {
+        crate::deploy::http_status(address, self.path, self.host)
+    }
+}
+
+/// Where to connect to reach a stable address from this machine: its own
+/// host, or loopback for one bound on every interface.
+fn connect_address(address: &StableAddress) -> SocketAddr {
+    use std::net::ToSocketAddrs;
+    let port = address.port;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], port));
+    match address.host.as_deref() {
+        None | Some("0.0.0.0") => loopback,
+        Some("::") => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        Some(host) => (host, port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addresses| addresses.next())
+            .unwrap_or(loopback),
+    }
+}
+
+fn describe_status(status: std::process::ExitStatus) -> String {
+    match status.code() {
+        Some(code) => format!("exited {code}"),
+        None => "was killed".to_owned(),
+    }
+}
+
+/// A short excerpt of what a program printed, for an error message.
+fn excerpt(stdout: &str, stderr: &[u8]) -> String {
+    let text = format!("{stdout}{}", String::from_utf8_lossy(stderr));
+    let text = text.trim();
+    if text.is_empty() {
+        return String::new();
+    }
+    let short: String = text.chars().take(200).collect();
+    format!(": {short}")
 }
 
 /// A switch prepared by [`Router::stage_switch`]: its config is staged
@@ -329,6 +527,9 @@ fn haproxy_program(home: &Home, bin: &Utf8Path) -> Program {
             bin.to_string(),
             "-W".into(),
             "-db".into(),
+            // The master CLI: which worker is live, reloads with an outcome.
+            "-S".into(),
+            format!("{},mode,600", home.haproxy_master_socket()),
             "-f".into(),
             home.haproxy_config().to_string(),
         ],

@@ -61,6 +61,11 @@ pub struct CurrentInstance {
     /// The haproxy server slot (`a` or `b`) it is routed through, if the
     /// process has a stable address.
     pub slot: Option<char>,
+    /// The pid sarge saw answer when it made this instance current: while
+    /// that process runs, it is running, whatever supervisord's start-up
+    /// grace period still calls it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_pid: Option<u32>,
 }
 
 impl CurrentInstances {

@@ -1,14 +1,12 @@
 //! A small client for haproxy's admin (stats) socket: switching which slot of
 //! a route serves, without reloading haproxy.
 
-use std::io::{Read as _, Write as _};
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::error::{Error, Result};
-use crate::model::{backend_name, Route, Slot};
+use crate::model::{backend_name, frontend_name, Route, Slot};
 
 /// Answers haproxy gives instead of doing what was asked. The CLI has no
 /// status code, and `set severity-output` does not help: 2.6 tags
@@ -32,10 +30,14 @@ const ERROR_PREFIXES: &[&str] = &[
 /// said `disabled` and stays set after `state ready`.
 const ADMIN_MAINT_MASK: u32 = 0x23;
 
-/// Talks to haproxy over its admin socket, one command per connection.
+/// Talks to haproxy over its admin socket, one command per connection:
+/// the stats socket, or one chosen worker through the master CLI (see
+/// [`MasterClient::worker`](crate::MasterClient::worker)).
 #[derive(Debug, Clone)]
 pub struct AdminClient {
     socket: Utf8PathBuf,
+    /// `Some(pid)`: `socket` is the master CLI and commands go to worker `pid`.
+    worker: Option<u32>,
     timeout: Duration,
 }
 
@@ -44,8 +46,24 @@ impl AdminClient {
     pub fn new(socket: impl Into<Utf8PathBuf>) -> Self {
         AdminClient {
             socket: socket.into(),
+            worker: None,
             timeout: Duration::from_secs(10),
         }
+    }
+
+    /// A client whose commands reach worker `pid` through the master CLI
+    /// at `master_socket`.
+    pub(crate) fn through_master(master_socket: Utf8PathBuf, pid: u32) -> Self {
+        AdminClient {
+            socket: master_socket,
+            worker: Some(pid),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The worker pid commands are sent to, if sent through the master.
+    pub fn worker(&self) -> Option<u32> {
+        self.worker
     }
 
     /// How long to wait for haproxy on each read or write (default 10s).
@@ -72,27 +90,11 @@ impl AdminClient {
                 reason: "must be a single line",
             });
         }
-        let mut stream = UnixStream::connect(&self.socket).map_err(|source| Error::Connect {
-            socket: self.socket.clone(),
-            source,
-        })?;
-        let io_err = |source| Error::Io {
-            socket: self.socket.clone(),
-            command: line.to_owned(),
-            source,
+        let sent = match self.worker {
+            Some(pid) => format!("@!{pid} {line}"),
+            None => line.to_owned(),
         };
-        stream
-            .set_read_timeout(Some(self.timeout))
-            .map_err(io_err)?;
-        stream
-            .set_write_timeout(Some(self.timeout))
-            .map_err(io_err)?;
-        stream
-            .write_all(format!("{line}\n").as_bytes())
-            .map_err(io_err)?;
-        // Without `prompt`, haproxy closes the connection after answering.
-        let mut response = String::new();
-        stream.read_to_string(&mut response).map_err(io_err)?;
+        let response = crate::master::send(&self.socket, &sent, self.timeout)?;
         let response = response.trim_end().to_owned();
         let first_line = response.trim_start().lines().next().unwrap_or("");
         if ERROR_PREFIXES.iter().any(|p| first_line.starts_with(p)) {
@@ -145,9 +147,59 @@ impl AdminClient {
         Ok(())
     }
 
+    /// Makes sure `route`'s frontend accepts connections, resuming it if it
+    /// is paused; true if it had to. A reload that rebinds an address
+    /// overlapping another (`*:80` to `127.0.0.1:80`) makes the old worker
+    /// pause all its listeners, and the new worker inherits the other
+    /// routes' sockets paused (haproxy 2.6): they would refuse every
+    /// connection until resumed.
+    pub fn resume_if_paused(&self, route: &str) -> Result<bool> {
+        let frontend = frontend_name(route);
+        let status = self.frontend_status(&frontend)?;
+        if status == "OPEN" {
+            return Ok(false);
+        }
+        self.command(&format!("enable frontend {frontend}"))?;
+        let status = self.frontend_status(&frontend)?;
+        if status != "OPEN" {
+            return Err(Error::Unexpected {
+                command: format!("enable frontend {frontend}"),
+                problem: format!("frontend {frontend} is still {status}"),
+            });
+        }
+        Ok(true)
+    }
+
+    /// The `status` column of a frontend in `show stat` (`OPEN`, `PAUSED`, `STOP`).
+    fn frontend_status(&self, frontend: &str) -> Result<String> {
+        // 1 = frontends only, -1 = every server.
+        let command = format!("show stat {frontend} 1 -1");
+        let response = self.command(&command)?;
+        let table = StatTable::parse(&response).map_err(|problem| Error::Unexpected {
+            command: command.clone(),
+            problem,
+        })?;
+        table
+            .field(frontend, "FRONTEND", "status")
+            .map(str::to_owned)
+            .map_err(|problem| Error::Unexpected { command, problem })
+    }
+
     /// Requests currently being served by `slot` of `route` (`scur` in
     /// `show stat`); idle keep-alive connections do not count.
     pub fn sessions(&self, route: &str, slot: Slot) -> Result<u32> {
+        self.server_stat(route, slot, "scur")
+    }
+
+    /// Requests `slot` of `route` has been given since haproxy started
+    /// (`stot` in `show stat`): a request through the stable address that
+    /// raises it has reached that slot's instance.
+    pub fn sessions_total(&self, route: &str, slot: Slot) -> Result<u32> {
+        self.server_stat(route, slot, "stot")
+    }
+
+    /// One numeric column of `show stat` for one server.
+    fn server_stat(&self, route: &str, slot: Slot, name: &str) -> Result<u32> {
         let backend = backend_name(route);
         // 4 = servers only, -1 = all of them.
         let command = format!("show stat {backend} 4 -1");
@@ -156,32 +208,13 @@ impl AdminClient {
             command: command.clone(),
             problem,
         };
-        let mut lines = response.lines();
-        let header: Vec<&str> = lines
-            .next()
-            .and_then(|h| h.strip_prefix("# "))
-            .ok_or_else(|| unexpected("no CSV header".to_owned()))?
-            .split(',')
-            .collect();
-        let column = |name: &str| {
-            header
-                .iter()
-                .position(|h| *h == name)
-                .ok_or_else(|| unexpected(format!("no `{name}` column")))
-        };
-        let (px, sv, scur) = (column("pxname")?, column("svname")?, column("scur")?);
-        for line in lines {
-            let fields: Vec<&str> = line.split(',').collect();
-            if fields.get(px) == Some(&backend.as_str())
-                && fields.get(sv) == Some(&slot.server_name())
-            {
-                let value = fields.get(scur).copied().unwrap_or("");
-                return value
-                    .parse()
-                    .map_err(|_| unexpected(format!("scur {value:?} is not a number")));
-            }
-        }
-        Err(unexpected(format!("no server {backend}/{slot}")))
+        let table = StatTable::parse(&response).map_err(unexpected)?;
+        let value = table
+            .field(&backend, slot.server_name(), name)
+            .map_err(unexpected)?;
+        value
+            .parse()
+            .map_err(|_| unexpected(format!("{name} {value:?} is not a number")))
     }
 
     /// Whether haproxy answers on the admin socket.
@@ -238,6 +271,43 @@ impl AdminClient {
             )));
         }
         Ok(())
+    }
+}
+
+/// The CSV of `show stat`, columns found by the header's names so that
+/// later haproxy versions' extra columns shift nothing.
+struct StatTable<'a> {
+    header: Vec<&'a str>,
+    rows: Vec<Vec<&'a str>>,
+}
+
+impl<'a> StatTable<'a> {
+    fn parse(response: &'a str) -> Result<Self, String> {
+        let mut lines = response.lines();
+        let header = lines
+            .next()
+            .and_then(|h| h.strip_prefix("# "))
+            .ok_or_else(|| "no CSV header".to_owned())?
+            .split(',')
+            .collect();
+        let rows = lines.map(|line| line.split(',').collect()).collect();
+        Ok(Self { header, rows })
+    }
+
+    /// Column `name` of the row of proxy `proxy`, server `server`.
+    fn field(&self, proxy: &str, server: &str, name: &str) -> Result<&'a str, String> {
+        let column = |wanted: &str| {
+            self.header
+                .iter()
+                .position(|h| *h == wanted)
+                .ok_or_else(|| format!("no `{wanted}` column"))
+        };
+        let (px, sv, wanted) = (column("pxname")?, column("svname")?, column(name)?);
+        self.rows
+            .iter()
+            .find(|row| row.get(px) == Some(&proxy) && row.get(sv) == Some(&server))
+            .map(|row| row.get(wanted).copied().unwrap_or(""))
+            .ok_or_else(|| format!("no row for {proxy}/{server}"))
     }
 }
 

@@ -80,6 +80,15 @@ pub enum Error {
         response: String,
     },
 
+    /// haproxy refused to reload: its new config could not be loaded (a
+    /// syntax error, an address that cannot be bound). The old worker keeps
+    /// serving the old config; haproxy's log says why.
+    #[error("haproxy refused to reload (the master at {socket} counted a failed reload)")]
+    ReloadFailed {
+        /// The master CLI socket.
+        socket: Utf8PathBuf,
+    },
+
     /// haproxy accepted the command but its answer is not what this crate
     /// expected (a missing server row, a state that did not take effect).
     #[error("haproxy admin command `{command}`: {problem}")]

@@ -49,10 +49,12 @@
 mod admin;
 mod check;
 mod error;
+mod master;
 mod model;
 mod render;
 
 pub use admin::AdminClient;
 pub use check::{check_config, spawn_check, PendingCheck};
 pub use error::{Error, Result};
+pub use master::{MasterClient, Processes};
 pub use model::{HaproxyConfig, Route, Slot};

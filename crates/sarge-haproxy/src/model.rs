@@ -129,7 +129,7 @@ impl HaproxyConfig {
     /// expands `$NAME` inside addresses even when quoted, so a `$` in the
     /// socket path or a bind would silently point somewhere else.
     pub fn validate(&self) -> Result<()> {
-        validate_socket_path(&self.admin_socket)?;
+        validate_socket_path("admin socket path", &self.admin_socket)?;
         let mut seen = HashSet::new();
         for route in &self.routes {
             validate_route(route)?;
@@ -159,29 +159,28 @@ fn invalid(field: &'static str, value: &str, reason: &'static str) -> Error {
     }
 }
 
-fn validate_socket_path(path: &Utf8Path) -> Result<()> {
-    const FIELD: &str = "admin socket path";
+pub(crate) fn validate_socket_path(field: &'static str, path: &Utf8Path) -> Result<()> {
     if !path.is_absolute() {
         // haproxy runs with supervisord's working directory, not ours.
-        return Err(invalid(FIELD, path.as_str(), "must be absolute"));
+        return Err(invalid(field, path.as_str(), "must be absolute"));
     }
     if path.as_str().len() > MAX_SOCKET_PATH_LEN {
         return Err(invalid(
-            FIELD,
+            field,
             path.as_str(),
             "longer than 97 bytes, haproxy's limit for unix socket paths",
         ));
     }
     if path.as_str().contains('$') {
         return Err(invalid(
-            FIELD,
+            field,
             path.as_str(),
             "contains '$', which haproxy expands as an environment variable",
         ));
     }
     if path.as_str().chars().any(char::is_control) {
         return Err(invalid(
-            FIELD,
+            field,
             path.as_str(),
             "contains a control character",
         ));
