@@ -45,10 +45,10 @@ pub struct Config {
     /// How long an old instance's open requests may take after traffic has
     /// switched (`drain_timeout`, seconds, default 10).
     pub drain_timeout: Duration,
-    /// The most bytes of file content one app tarball may unpack to
-    /// (`max_unpacked_bytes`, default 2 GiB): a small gzip can expand
-    /// a thousandfold, and the instances share the disk with the rest of
-    /// the server.
+    /// The most bytes one app tarball may unpack to, counting each entry's
+    /// content plus 512 bytes per entry (`max_unpacked_bytes`, default
+    /// 2 GiB): a small gzip can expand a thousandfold, and the instances
+    /// share the disk with the rest of the server.
     pub max_unpacked_bytes: u64,
 }
 

@@ -52,7 +52,7 @@ impl Sarge {
         let mut steps = Steps::new(progress);
         if !is_valid_process_name(process) {
             return Err(Error::InvalidProcessName {
-                name: process.to_owned(),
+                name: excerpt(process),
             });
         }
         let _lock = HomeLock::acquire(&self.home, &mut steps)?;

@@ -34,6 +34,8 @@ pub(crate) struct Limits {
     pub config: Utf8PathBuf,
     /// Bytes free for sarge on the file system of the instances folder.
     pub free_bytes: u64,
+    /// Inodes free there; `u64::MAX` where the file system has no count.
+    pub free_inodes: u64,
     /// That folder, named when the disk would fill up.
     pub free_on: Utf8PathBuf,
 }
@@ -55,6 +57,13 @@ impl Limits {
             max_unpacked_bytes,
             config,
             free_bytes: stat.f_bavail.saturating_mul(stat.f_frsize),
+            // Some file systems (btrfs) have no fixed number of inodes
+            // and report none at all.
+            free_inodes: if stat.f_files == 0 {
+                u64::MAX
+            } else {
+                stat.f_favail
+            },
             free_on: folder.to_owned(),
         })
     }
@@ -67,6 +76,10 @@ const MAX_NAME: u64 = 4096;
 const MAX_PAX: u64 = 64 * 1024;
 /// Linux's bound on links followed while resolving one path.
 const MAX_LINK_HOPS: u32 = 40;
+/// What each entry costs against `max_unpacked_bytes` besides its data: a
+/// header's worth. Without it, millions of empty files would cost nothing
+/// but still fill the inode table and sarge's memory.
+const ENTRY_COST: u64 = BLOCK as u64;
 /// Zero bytes after a gzip stream that tape-blocking tools may add.
 const MAX_ZERO_PADDING: u64 = 1024 * 1024;
 
@@ -243,8 +256,10 @@ struct Entry {
 struct Unpacker<'a> {
     dest: &'a Path,
     limits: &'a Limits,
-    /// Bytes of entry data so far.
+    /// Bytes of entry data so far, plus [`ENTRY_COST`] per entry.
     unpacked: u64,
+    /// Entries that may each have taken an inode so far.
+    inodes: u64,
     /// Entries so far, extension headers not counted.
     count: usize,
     /// Every symbolic link written, by its path, with its target.
@@ -266,6 +281,7 @@ impl<'a> Unpacker<'a> {
             dest,
             limits,
             unpacked: 0,
+            inodes: 0,
             count: 0,
             links: HashMap::new(),
             link_order: Vec::new(),
@@ -476,7 +492,10 @@ impl<'a> Unpacker<'a> {
         let path = Path::new(OsStr::from_bytes(&entry.name));
         let relative = normalized_relative(path).map_err(|problem| refuse(problem.into()))?;
 
-        let total = self.unpacked.saturating_add(entry.size);
+        let total = self
+            .unpacked
+            .saturating_add(entry.size)
+            .saturating_add(ENTRY_COST);
         if total > self.limits.max_unpacked_bytes {
             return Err(refuse(format!(
                 "would bring the app to more than {} bytes (max_unpacked_bytes in {})",
@@ -490,6 +509,16 @@ impl<'a> Unpacker<'a> {
             )));
         }
         self.unpacked = total;
+        // Hard links share their file's inode.
+        if entry.kind != EntryType::Link {
+            self.inodes += 1;
+            if self.inodes > self.limits.free_inodes {
+                return Err(refuse(format!(
+                    "would need more than the {} inodes free on {}",
+                    self.limits.free_inodes, self.limits.free_on
+                )));
+            }
+        }
 
         if relative.as_os_str().is_empty() {
             // `./` itself: the instance folder already exists.

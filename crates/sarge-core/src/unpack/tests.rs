@@ -40,6 +40,7 @@ fn limits(max_unpacked_bytes: u64, free_bytes: u64) -> Limits {
         max_unpacked_bytes,
         config: "/h/etc/sarge.yaml".into(),
         free_bytes,
+        free_inodes: 1000,
         free_on: "/h/var/instances".into(),
     }
 }
@@ -245,14 +246,32 @@ fn unpacked_size_is_bounded_by_the_config_and_the_free_space() {
         result.unwrap_err().to_string(),
         "tarball entry big would bring the app to more than the 10000 bytes free on /h/var/instances"
     );
-    let (_dir, result) = unpack_with("fits", &bytes, &limits(20_007, 20_007));
+    // The data and a header's worth (512 bytes) per entry.
+    let (_dir, result) = unpack_with("fits", &bytes, &limits(21_031, 21_031));
     assert_eq!(result.unwrap(), 2);
+    let (_dir, result) = unpack_with("header", &bytes, &limits(21_030, 1 << 40));
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "tarball entry big would bring the app to more than 21030 bytes (max_unpacked_bytes in /h/etc/sarge.yaml)"
+    );
+    let (_dir, result) = unpack_with(
+        "inodes",
+        &bytes,
+        &Limits {
+            free_inodes: 1,
+            ..limits(1 << 30, 1 << 40)
+        },
+    );
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "tarball entry big would need more than the 1 inodes free on /h/var/instances"
+    );
     // Zeros after the tar's end count too: they cost the time to inflate.
     let padded = gzip(&[app_tarball(), vec![0; 100_000]].concat());
     let (_dir, result) = unpack_with("padding", &padded, &limits(50_000, 1 << 40));
     assert_eq!(
         result.unwrap_err().to_string(),
-        "cannot unpack the tarball: it has more than 29993 bytes after the end of its tar archive (max_unpacked_bytes in /h/etc/sarge.yaml)"
+        "cannot unpack the tarball: it has more than 28969 bytes after the end of its tar archive (max_unpacked_bytes in /h/etc/sarge.yaml)"
     );
 }
 
