@@ -45,6 +45,11 @@ pub struct Config {
     /// How long an old instance's open requests may take after traffic has
     /// switched (`drain_timeout`, seconds, default 10).
     pub drain_timeout: Duration,
+    /// The most bytes one app tarball may unpack to, counting each entry's
+    /// content plus 512 bytes per entry (`max_unpacked_bytes`, default
+    /// 2 GiB): a small gzip can expand a thousandfold, and the instances
+    /// share the disk with the rest of the server.
+    pub max_unpacked_bytes: u64,
 }
 
 /// An HTTP check that a new instance must pass before it gets traffic.
@@ -58,6 +63,8 @@ pub struct HealthCheck {
 
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// 2 GiB: far above any Python web app, far below a disk.
+const DEFAULT_MAX_UNPACKED_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 const TOP_LEVEL_KEYS: &[&str] = &[
     "port_range",
@@ -72,6 +79,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "healthcheck",
     "ready_timeout",
     "drain_timeout",
+    "max_unpacked_bytes",
 ];
 
 const HEALTHCHECK_KEYS: &[&str] = &["path", "timeout"];
@@ -92,6 +100,7 @@ impl Config {
             healthcheck: BTreeMap::new(),
             ready_timeout: DEFAULT_READY_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES,
         }
     }
 
@@ -175,6 +184,20 @@ impl Parser<'_> {
         }
         if let Some(value) = top.get("drain_timeout") {
             config.drain_timeout = self.seconds("drain_timeout", value)?;
+        }
+        if let Some(value) = top.get("max_unpacked_bytes") {
+            config.max_unpacked_bytes = match value.as_u64() {
+                Some(bytes) if bytes > 0 => bytes,
+                _ => {
+                    return Err(self.invalid(
+                        "max_unpacked_bytes",
+                        format!(
+                            "expected a number of bytes above 0, found {}",
+                            describe(value)
+                        ),
+                    ))
+                }
+            };
         }
         Ok(config)
     }

@@ -11,7 +11,7 @@ use sarge_haproxy::Slot;
 use sarge_supervisor::{ProcessState, Program};
 use sarge_venv::{EnvironmentSpec, Venv};
 
-use crate::error::{Error, Result};
+use crate::error::{excerpt, Error, Result};
 use crate::launcher::{launcher_path, write_launcher};
 use crate::lock::HomeLock;
 use crate::procfile::{is_valid_process_name, Procfile};
@@ -19,7 +19,7 @@ use crate::progress::{Progress, Steps};
 use crate::routing::{slot_char, slot_from_char, Probe, Router};
 use crate::state::{CurrentInstance, CurrentInstances, InstanceRecord};
 use crate::timestamp::rfc3339;
-use crate::unpack::unpack_tarball;
+use crate::unpack::{unpack_tarball, Limits};
 use crate::Sarge;
 
 /// What a deploy did.
@@ -52,7 +52,7 @@ impl Sarge {
         let mut steps = Steps::new(progress);
         if !is_valid_process_name(process) {
             return Err(Error::InvalidProcessName {
-                name: process.to_owned(),
+                name: excerpt(process),
             });
         }
         let _lock = HomeLock::acquire(&self.home, &mut steps)?;
@@ -78,14 +78,19 @@ impl Sarge {
             armed: true,
         };
         fs_err::create_dir_all(&app_dir)?;
-        let entries = unpack_tarball(tarball, &app_dir)?;
+        let limits = Limits::for_folder(
+            self.config.max_unpacked_bytes,
+            self.home.config_file(),
+            &app_dir,
+        )?;
+        let entries = unpack_tarball(tarball, &app_dir, &limits)?;
         steps.done("unpack", format!("{entries} entries into {instance_dir}"));
 
         let command = read_command(&app_dir, process)?;
         steps.done("procfile", format!("{process}: {command}; port {port}"));
 
         let requirements = app_dir.join("requirements.txt");
-        let venv: Option<Venv> = if requirements.is_file() {
+        let venv: Option<Venv> = if check_requirements(&app_dir)? {
             let dist = self.python_dist();
             let spec = EnvironmentSpec {
                 python: &self.config.python_bin,
@@ -411,25 +416,88 @@ impl Sarge {
     }
 }
 
+/// Most bytes of a Procfile sarge reads: a few lines in practice.
+const PROCFILE_LIMIT: u64 = 64 * 1024;
+/// Most bytes of a requirements.txt: hundreds of pinned, hashed lines fit.
+const REQUIREMENTS_LIMIT: u64 = 1024 * 1024;
+
 /// The Procfile command of `process` in the app unpacked at `app_dir`.
 fn read_command(app_dir: &Utf8Path, process: &str) -> Result<String> {
-    let text = match fs_err::read_to_string(app_dir.join("Procfile")) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::ProcfileMissing {
-                path: "Procfile".into(),
-            })
-        }
-        Err(error) => return Err(error.into()),
+    let name = Utf8Path::new("Procfile");
+    let Some((mut file, size)) = open_app_file(app_dir, name, PROCFILE_LIMIT)? else {
+        return Err(Error::ProcfileMissing { path: name.into() });
     };
-    let procfile = Procfile::parse(&text, Utf8Path::new("Procfile"))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    // The bound holds even if the file grows after the size was read.
+    Read::by_ref(&mut file)
+        .take(PROCFILE_LIMIT)
+        .read_to_end(&mut bytes)
+        .map_err(|source| failed_at("read", &app_dir.join(name), source))?;
+    let text = String::from_utf8(bytes).map_err(|error| {
+        let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
+        Error::Procfile {
+            path: name.into(),
+            line: valid.iter().filter(|byte| **byte == b'\n').count() + 1,
+            problem: "is not UTF-8 text".into(),
+        }
+    })?;
+    let procfile = Procfile::parse(&text, name)?;
     let command = procfile
         .command(process)
         .ok_or_else(|| Error::ProcessNotInProcfile {
-            process: process.to_owned(),
-            available: procfile.names().collect::<Vec<_>>().join(", "),
+            process: excerpt(process),
+            available: excerpt(&procfile.names().collect::<Vec<_>>().join(", ")),
         })?;
     Ok(command.to_owned())
+}
+
+/// Whether the app has a requirements.txt to install; an error if it is
+/// there but not a file sarge would read whole.
+fn check_requirements(app_dir: &Utf8Path) -> Result<bool> {
+    let name = Utf8Path::new("requirements.txt");
+    Ok(open_app_file(app_dir, name, REQUIREMENTS_LIMIT)?.is_some())
+}
+
+/// Opens `name` in the app folder if it exists, with its size; an error
+/// naming it if it is not a regular file or larger than `limit`. A link is
+/// followed: unpacking has made sure every link resolves inside the app.
+fn open_app_file(
+    app_dir: &Utf8Path,
+    name: &Utf8Path,
+    limit: u64,
+) -> Result<Option<(std::fs::File, u64)>> {
+    let path = app_dir.join(name);
+    let not_a_file = |kind: &str| Error::AppFileKind {
+        path: name.to_owned(),
+        kind: kind.to_owned(),
+    };
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return match std::fs::symlink_metadata(&path) {
+                Ok(_) => Err(not_a_file("a link to nothing")),
+                Err(_) => Ok(None),
+            };
+        }
+        Err(error) => return Err(failed_at("open", &path, error)),
+    };
+    let metadata = file
+        .metadata()
+        .map_err(|source| failed_at("read the metadata of", &path, source))?;
+    if metadata.is_dir() {
+        return Err(not_a_file("a folder"));
+    }
+    if !metadata.is_file() {
+        return Err(not_a_file("neither a file nor a folder"));
+    }
+    if metadata.len() > limit {
+        return Err(Error::AppFileTooLarge {
+            path: name.to_owned(),
+            limit,
+            size: metadata.len(),
+        });
+    }
+    Ok(Some((file, metadata.len())))
 }
 
 /// Removes an instance that never became current, unless disarmed.
@@ -502,4 +570,13 @@ pub(crate) fn http_status(address: SocketAddr, path: &str, host: &str) -> std::i
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))
+}
+
+/// An I/O error that names what was done to which file, keeping the
+/// system's reason.
+fn failed_at(action: &str, path: &Utf8Path, source: std::io::Error) -> Error {
+    Error::Io(std::io::Error::new(
+        source.kind(),
+        format!("cannot {action} {path}: {source}"),
+    ))
 }

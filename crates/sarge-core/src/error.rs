@@ -89,6 +89,25 @@ pub enum Error {
         /// Why it was refused.
         problem: String,
     },
+    /// A file sarge reads from the app (`Procfile`, `requirements.txt`)
+    /// is a folder, a link to nothing, or anything else but a file.
+    #[error("{path} is not a regular file (it is {kind})")]
+    AppFileKind {
+        /// The file, relative to the app folder.
+        path: Utf8PathBuf,
+        /// What it is instead.
+        kind: String,
+    },
+    /// A file sarge reads from the app is larger than sarge reads.
+    #[error("{path} is larger than {limit} bytes ({size} bytes)")]
+    AppFileTooLarge {
+        /// The file, relative to the app folder.
+        path: Utf8PathBuf,
+        /// The most sarge reads.
+        limit: u64,
+        /// Its size.
+        size: u64,
+    },
     /// The app has no Procfile.
     #[error("the app has no Procfile at its root (looked for {path})")]
     ProcfileMissing {
@@ -179,3 +198,43 @@ pub enum Error {
 
 /// `Result` with sarge-core's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Most characters of a name or line echoed in an error message.
+const EXCERPT_CHARS: usize = 200;
+
+/// `text` fit for one line of an error message: control characters
+/// escaped (a name with a line break must not forge a second `error:`
+/// line) and, past 200 characters, cut with its full length in bytes, so
+/// that a hostile 256 MB name gives a short message.
+pub(crate) fn excerpt(text: &str) -> String {
+    let mut shown = String::new();
+    for (index, c) in text.chars().enumerate() {
+        if index == EXCERPT_CHARS {
+            shown.push_str(&format!("... ({} bytes)", text.len()));
+            break;
+        }
+        if c.is_control() {
+            shown.extend(c.escape_debug());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_are_short_and_one_line() {
+        assert_eq!(excerpt("app.py"), "app.py");
+        assert_eq!(excerpt("a\nerror: b\u{1b}[2J"), "a\\nerror: b\\u{1b}[2J");
+        let long = "é".repeat(300);
+        assert_eq!(
+            excerpt(&long),
+            format!("{}... (600 bytes)", "é".repeat(200))
+        );
+        assert_eq!(excerpt(&"x".repeat(200)), "x".repeat(200));
+    }
+}

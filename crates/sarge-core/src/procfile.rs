@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use camino::Utf8Path;
 
-use crate::error::{Error, Result};
+use crate::error::{excerpt, Error, Result};
 
 /// The process types an app declares, in file order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -14,9 +14,11 @@ pub struct Procfile {
 
 impl Procfile {
     /// Parses Procfile text. Blank lines and lines starting with `#` are
-    /// ignored; every other line must be `name: command`. `path` only names
-    /// the file in errors.
+    /// ignored; every other line must be `name: command`. A UTF-8 byte
+    /// order mark, which some Windows editors write, is skipped. `path`
+    /// only names the file in errors.
     pub fn parse(text: &str, path: &Utf8Path) -> Result<Self> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut commands = BTreeMap::new();
         for (index, raw) in text.lines().enumerate() {
             let line_number = index + 1;
@@ -24,6 +26,7 @@ impl Procfile {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
+            // Lines and names are echoed cut short: a Procfile may be long.
             let malformed = |problem: String| Error::Procfile {
                 path: path.to_owned(),
                 line: line_number,
@@ -31,14 +34,16 @@ impl Procfile {
             };
             let Some((name, command)) = line.split_once(':') else {
                 return Err(malformed(format!(
-                    "expected `name: command`, found {line:?}"
+                    "expected `name: command`, found {:?}",
+                    excerpt(line)
                 )));
             };
             let name = name.trim();
             let command = command.trim();
             if !is_valid_process_name(name) {
                 return Err(malformed(format!(
-                    "{name:?} is not a valid process name (letters, digits, `_`, `.`, `-`)"
+                    "{:?} is not a valid process name (letters, digits, `_`, `.`, `-`)",
+                    excerpt(name)
                 )));
             }
             if command.is_empty() {
@@ -89,6 +94,24 @@ mod tests {
         assert_eq!(procfile.command("web"), Some("python app.py $PORT"));
         assert_eq!(procfile.command("worker"), Some("python work.py"));
         assert_eq!(procfile.names().collect::<Vec<_>>(), ["web", "worker"]);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let procfile = parse("\u{feff}web: python app.py\n").unwrap();
+        assert_eq!(procfile.names().collect::<Vec<_>>(), ["web"]);
+    }
+
+    #[test]
+    fn long_lines_are_echoed_cut_short() {
+        let line = "x".repeat(10_000);
+        assert_eq!(
+            parse(&line).unwrap_err().to_string(),
+            format!(
+                "app/Procfile line 1: expected `name: command`, found \"{}... (10000 bytes)\"",
+                "x".repeat(200)
+            )
+        );
     }
 
     #[test]

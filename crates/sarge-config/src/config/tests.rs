@@ -50,6 +50,7 @@ fn minimal_file_gets_defaults() {
             healthcheck: BTreeMap::new(),
             ready_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
+            max_unpacked_bytes: 2147483648,
         }
     );
 }
@@ -294,7 +295,7 @@ fn top_level_must_be_a_mapping() {
 
 #[test]
 fn unknown_keys_are_named() {
-    let known = "port_range, port_map, env, haproxy_bin, supervisord_bin, supervisorctl_bin, python_bin, virtualenv_python_bin, python_dist, healthcheck, ready_timeout, drain_timeout";
+    let known = "port_range, port_map, env, haproxy_bin, supervisord_bin, supervisorctl_bin, python_bin, virtualenv_python_bin, python_dist, healthcheck, ready_timeout, drain_timeout, max_unpacked_bytes";
     assert_eq!(
         error_with_range("haproxy_binn: /usr/sbin/haproxy\n"),
         format!("/h/etc/sarge.yaml: unknown key \"haproxy_binn\" (known keys here: {known})")
@@ -598,6 +599,28 @@ fn timeout_errors() {
         assert_eq!(
             error_with_range(text),
             format!("{ORIGIN}: {problem}"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn max_unpacked_bytes_is_a_positive_number_of_bytes() {
+    assert_eq!(parse(RANGE).max_unpacked_bytes, 2 * 1024 * 1024 * 1024);
+    assert_eq!(
+        parse(&format!("{RANGE}max_unpacked_bytes: 1000000\n")).max_unpacked_bytes,
+        1_000_000
+    );
+    for (text, found) in [
+        ("max_unpacked_bytes: 0\n", "0"),
+        ("max_unpacked_bytes: -1\n", "-1"),
+        ("max_unpacked_bytes: 1.5\n", "1.5"),
+        ("max_unpacked_bytes: 2GB\n", "\"2GB\""),
+        ("max_unpacked_bytes:\n", "nothing"),
+    ] {
+        assert_eq!(
+            error_with_range(text),
+            format!("/h/etc/sarge.yaml: max_unpacked_bytes: expected a number of bytes above 0, found {found}"),
             "{text}"
         );
     }
