@@ -31,6 +31,7 @@ mod config;
 mod error;
 mod port_range;
 mod template;
+mod yaml;
 
 pub use address::StableAddress;
 pub use config::{Config, HealthCheck};
