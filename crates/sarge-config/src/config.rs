@@ -51,11 +51,17 @@ pub struct Config {
     pub drain_timeout: Duration,
 }
 
-/// An HTTP check that a new instance must pass before it gets traffic.
+/// An HTTP check that a new instance must pass before it gets traffic: a
+/// 2xx answer to `GET path` (a redirect, say to a login page, is not one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     /// Request path, always starting with `/`.
     pub path: String,
+    /// The `Host` header the check sends (`host`, default `localhost`), so
+    /// an app that checks its host name (Django's `ALLOWED_HOSTS`) answers
+    /// the check as it answers its users. Sent as written: add `:port` to
+    /// the value if the app wants one.
+    pub host: String,
     /// How long to keep trying; `None` leaves the choice to the caller.
     pub timeout: Option<Duration>,
 }
@@ -78,7 +84,10 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "drain_timeout",
 ];
 
-const HEALTHCHECK_KEYS: &[&str] = &["path", "timeout"];
+const HEALTHCHECK_KEYS: &[&str] = &["path", "host", "timeout"];
+
+/// The `Host` a health check sends unless `healthcheck.PROCESS.host` says.
+pub const DEFAULT_HEALTHCHECK_HOST: &str = "localhost";
 
 impl Config {
     /// A config with the given port range and every other setting at its
@@ -358,11 +367,31 @@ impl Parser<'_> {
                 },
                 None => return Err(self.missing(&path_key)),
             };
+            let host = match entries.get("host") {
+                Some(value) => match key_text(value) {
+                    Some(host) if is_host_header(&host) => host,
+                    _ => return Err(self.invalid(
+                        &format!("{key}.host"),
+                        format!(
+                            "{} is not a host name (e.g. localhost or app.example.com; no spaces)",
+                            describe(value)
+                        ),
+                    )),
+                },
+                None => DEFAULT_HEALTHCHECK_HOST.to_owned(),
+            };
             let timeout = match entries.get("timeout") {
                 Some(value) => Some(self.seconds(&format!("{key}.timeout"), value)?),
                 None => None,
             };
-            checks.insert(name, HealthCheck { path, timeout });
+            checks.insert(
+                name,
+                HealthCheck {
+                    path,
+                    host,
+                    timeout,
+                },
+            );
         }
         Ok(checks)
     }
@@ -504,6 +533,12 @@ fn string(node: &Node) -> Option<&str> {
         Some(Resolved::Str(text)) => Some(text),
         _ => None,
     }
+}
+
+/// The host goes into the request's `Host:` line, where whitespace or
+/// control characters would break the request.
+fn is_host_header(host: &str) -> bool {
+    !host.is_empty() && !host.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Text of a scalar used as a name: as written, so a key `7` is "7". `None`

@@ -271,8 +271,10 @@ impl Sarge {
                 {
                     match health {
                         None => return Ok(()),
-                        Some(health) => match http_status(address, &health.path) {
-                            Ok(status) if (200..400).contains(&status) => return Ok(()),
+                        Some(health) => match http_status(address, &health.host, &health.path) {
+                            // Only 2xx: a redirect is often to a login page
+                            // of an app that is not working.
+                            Ok(status) if (200..300).contains(&status) => return Ok(()),
                             Ok(status) => {
                                 waiting_for = format!("GET {} answered {status}", health.path)
                             }
@@ -451,12 +453,13 @@ pub(crate) fn log_tail(path: &Utf8Path) -> String {
     }
 }
 
-/// The status code of `GET path` on `address`.
-fn http_status(address: SocketAddr, path: &str) -> std::io::Result<u16> {
+/// The status code of `GET path` on `address`, asking for `host` (the
+/// app may check it, as Django's `ALLOWED_HOSTS` does).
+fn http_status(address: SocketAddr, host: &str, path: &str) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     // One write: several small ones would wait on Nagle and delayed ACKs.
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: sarge\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: sarge\r\n\r\n");
     stream.write_all(request.as_bytes())?;
     let mut head = [0u8; 32];
     let mut filled = 0;

@@ -75,6 +75,7 @@ healthcheck:
   web: {path: /up, timeout: 5}
   api:
     path: /health?full=1
+    host: app.example.com:8000
 ready_timeout: 2.5
 drain_timeout: 0
 "#,
@@ -119,6 +120,7 @@ drain_timeout: 0
                 "web".to_owned(),
                 HealthCheck {
                     path: "/up".to_owned(),
+                    host: "localhost".to_owned(),
                     timeout: Some(Duration::from_secs(5))
                 }
             ),
@@ -126,6 +128,7 @@ drain_timeout: 0
                 "api".to_owned(),
                 HealthCheck {
                     path: "/health?full=1".to_owned(),
+                    host: "app.example.com:8000".to_owned(),
                     timeout: None
                 }
             ),
@@ -405,7 +408,7 @@ fn unknown_keys_are_named() {
     );
     assert_eq!(
         error_with_range("healthcheck:\n  web: {pth: /up}\n"),
-        "/h/etc/sarge.yaml: unknown key \"healthcheck.web.pth\" (known keys here: path, timeout)"
+        "/h/etc/sarge.yaml: unknown key \"healthcheck.web.pth\" (known keys here: path, host, timeout)"
     );
 }
 
@@ -651,6 +654,18 @@ fn healthcheck_errors() {
         (
             "healthcheck: [web]\n",
             "healthcheck: expected a mapping of names, found a list",
+        ),
+        (
+            "healthcheck:\n  web: {path: /up, host: a b}\n",
+            r#"healthcheck.web.host: "a b" is not a host name (e.g. localhost or app.example.com; no spaces)"#,
+        ),
+        (
+            "healthcheck:\n  web: {path: /up, host: }\n",
+            "healthcheck.web.host: nothing is not a host name (e.g. localhost or app.example.com; no spaces)",
+        ),
+        (
+            "healthcheck:\n  web: {path: /up, host: [a]}\n",
+            "healthcheck.web.host: a list is not a host name (e.g. localhost or app.example.com; no spaces)",
         ),
     ];
     for (text, problem) in cases {
