@@ -83,6 +83,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Everything sarge and the programs it starts (uv, python, haproxy,
+    // supervisord through bin/supervisord) create in the home is the
+    // owner's alone: the env holds passwords and the logs what apps print.
+    // The library writes its own files with explicit modes; this covers the
+    // rest.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     let Some(root) = cli.home.clone() else {
         eprintln!("error: no sarge home: pass --home DIR or set SARGE_HOME");
@@ -110,6 +116,12 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
                 eprintln!("wrote {config}: set port_range, port_map, env and haproxy_bin there");
             } else {
                 eprintln!("kept the existing {config}");
+            }
+            if !done.made_private.is_empty() {
+                eprintln!(
+                    "made private (group and others can no longer read them): {} files and folders under etc/ and var/",
+                    done.made_private.len()
+                );
             }
             eprintln!("sarge home ready at {}", done.home.root());
             eprintln!("start supervisord now:  {}", done.start_command);

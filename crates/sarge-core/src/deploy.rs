@@ -77,7 +77,7 @@ impl Sarge {
             id: id.clone(),
             armed: true,
         };
-        fs_err::create_dir_all(&app_dir)?;
+        crate::privacy::create_private_dir(&app_dir)?;
         let entries = unpack_tarball(tarball, &app_dir)?;
         steps.done("unpack", format!("{entries} entries into {instance_dir}"));
 
@@ -93,6 +93,10 @@ impl Sarge {
                 dist: &dist,
             };
             let venv = self.venv_store().ensure(&spec)?;
+            if !venv.reused {
+                crate::privacy::make_tree_private(&venv.path)?;
+                crate::privacy::make_tree_private(&self.home.cache_dir())?;
+            }
             steps.done(
                 "virtualenv",
                 if venv.reused {
@@ -231,7 +235,7 @@ impl Sarge {
         crate::state::write_atomic(
             &self.home.program_file(id),
             program.render()?.as_bytes(),
-            0o644,
+            crate::privacy::PRIVATE_FILE,
         )?;
         supervisor.reload_config()?;
         supervisor.add_process_group(id)?;

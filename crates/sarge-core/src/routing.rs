@@ -120,7 +120,11 @@ impl<'a> Router<'a> {
             Ok(info) if matches!(info.state, ProcessState::Running | ProcessState::Starting)
         );
         if program_changed {
-            write_atomic(&program_file, program_text.as_bytes(), 0o644)?;
+            write_atomic(
+                &program_file,
+                program_text.as_bytes(),
+                crate::privacy::PRIVATE_FILE,
+            )?;
             self.supervisor.reload_config()?;
             // The command changed (another haproxy binary): this is the one
             // case where haproxy is restarted.
@@ -347,7 +351,7 @@ fn haproxy_program(home: &Home, bin: &Utf8Path) -> Program {
 /// exist. Best effort: it runs on a path that already reports an error.
 fn restore_file(path: &Utf8Path, previous: Option<&str>) {
     let _ = match previous {
-        Some(text) => write_atomic(path, text.as_bytes(), 0o644),
+        Some(text) => write_atomic(path, text.as_bytes(), crate::privacy::PRIVATE_FILE),
         None => fs_err::remove_file(path).map_err(Into::into),
     };
 }

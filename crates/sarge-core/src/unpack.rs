@@ -42,6 +42,9 @@ pub(crate) fn unpack_tarball(input: impl Read, dest: &Utf8Path) -> Result<usize>
     };
     let mut archive = tar::Archive::new(stream);
     archive.set_preserve_permissions(true);
+    // The app's files keep their owner bits (scripts stay executable) but
+    // are the owner's alone, like the rest of var/.
+    archive.set_mask(0o077);
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
