@@ -370,13 +370,15 @@ impl Parser<'_> {
             let host = match entries.get("host") {
                 Some(value) => match key_text(value) {
                     Some(host) if is_host_header(&host) => host,
-                    _ => return Err(self.invalid(
-                        &format!("{key}.host"),
-                        format!(
+                    _ => {
+                        return Err(self.invalid(
+                            &format!("{key}.host"),
+                            format!(
                             "{} is not a host name (e.g. localhost or app.example.com; no spaces)",
                             describe(value)
                         ),
-                    )),
+                        ))
+                    }
                 },
                 None => DEFAULT_HEALTHCHECK_HOST.to_owned(),
             };
