@@ -256,6 +256,11 @@ impl<'input> Builder<'input> {
                         text: text.into_owned(),
                         plain: false,
                     }),
+                    // `!!int 5` and the like: the text decides, as untagged.
+                    Some(tag) if tag.is_yaml_core_schema() => Kind::Scalar(Scalar {
+                        text: text.into_owned(),
+                        plain: style == ScalarStyle::Plain,
+                    }),
                     Some(tag) => Kind::Tagged(tag.to_string()),
                 };
                 (at(kind), anchor)

@@ -250,7 +250,8 @@ fn only_one_document_is_read() {
 
 #[test]
 fn numbers_for_settings_follow_the_yaml_core_schema() {
-    let config = parse("port_range: [0x1400, 0o12000]\nready_timeout: 1e1\ndrain_timeout: .5\n");
+    let config =
+        parse("port_range: [0x1400, !!int 0o12000]\nready_timeout: 1e1\ndrain_timeout: .5\n");
     assert_eq!(config.port_range.first, 5120);
     assert_eq!(config.port_range.last, 5120);
     assert_eq!(config.ready_timeout, Duration::from_secs(10));
