@@ -1,6 +1,7 @@
 //! The `sarge` command: parses arguments, calls one `sarge-core` operation
 //! per command, and prints. All deploy logic lives in `sarge-core`.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
@@ -39,12 +40,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run bash in an instance's folder with its env, PORT and virtualenv.
+    /// Run a command (default: an interactive bash) in an instance's folder
+    /// with its env, PORT and virtualenv.
+    ///
+    /// Each word after TARGET is one argument, as written:
+    /// `sarge run web python -c 'print(1)'`; for shell syntax, run a shell:
+    /// `sarge run web sh -c 'echo $PORT'`.
     Run {
         /// An instance id, or a process name for its current instance.
         target: String,
-        /// Run `bash -c COMMAND` instead of an interactive shell.
-        command: Option<String>,
+        /// The program and its arguments; flags here belong to the program.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
     },
     /// Start an instance's process.
     Start {
@@ -76,6 +83,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Everything sarge and the programs it starts (uv, python, haproxy,
+    // supervisord through bin/supervisord) create in the home is the
+    // owner's alone: the env holds passwords and the logs what apps print.
+    // The library writes its own files with explicit modes; this covers the
+    // rest.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     let Some(root) = cli.home.clone() else {
         eprintln!("error: no sarge home: pass --home DIR or set SARGE_HOME");
@@ -103,6 +116,12 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
                 eprintln!("wrote {config}: set port_range, port_map, env and haproxy_bin there");
             } else {
                 eprintln!("kept the existing {config}");
+            }
+            if !done.made_private.is_empty() {
+                eprintln!(
+                    "made private (group and others can no longer read them): {} files and folders under etc/ and var/",
+                    done.made_private.len()
+                );
             }
             eprintln!("sarge home ready at {}", done.home.root());
             eprintln!("start supervisord now:  {}", done.start_command);
@@ -164,12 +183,12 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
             }
         }
         Command::Run { target, command } => {
-            let mut shell = open()?.shell(&target, command.as_deref())?;
-            // exec: the shell's exit status becomes sarge's, signals and the
-            // terminal go straight to it.
-            let error = shell.exec();
+            let mut launcher = open()?.run_command(&target, &command)?;
+            // exec: the command's exit status becomes sarge's, signals and
+            // the terminal go straight to it.
+            let error = launcher.exec();
             return Err(sarge_core::Error::Spawn {
-                program: format!("the shell of {target}"),
+                program: format!("the launcher of {target}"),
                 source: error,
             });
         }

@@ -80,6 +80,8 @@ fn run_executes_in_the_instance_with_env_port_and_virtualenv() {
     let out = home.sarge(&[
         "run",
         "web",
+        "bash",
+        "-c",
         "printf '%s|%s|' \"$PORT\" \"$MESSAGE\"; python -c 'import flask, sys; print(sys.prefix)'; pwd; exit 7",
     ]);
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
@@ -97,7 +99,7 @@ fn run_executes_in_the_instance_with_env_port_and_virtualenv() {
     assert!(lines.next().unwrap().ends_with("/app"), "{text}");
 
     // By instance id too.
-    let out = home.sarge(&["run", web["id"].as_str().unwrap(), "exit 0"]);
+    let out = home.sarge(&["run", web["id"].as_str().unwrap(), "true"]);
     assert!(out.status.success());
 }
 

@@ -405,13 +405,14 @@ fn modes_are_tamed_and_a_procfile_may_have_a_bom_or_be_an_inner_link() {
             .mode()
             & 0o7777
     };
-    // No setuid, setgid or sticky bit and nothing world-writable; folders
-    // stay writable by sarge so that it can remove the instance later.
-    assert_eq!(mode("config"), 0o775, "config/");
-    assert_eq!(mode("config/Procfile"), 0o664, "config/Procfile");
+    // The owner's bits only: no setuid, setgid or sticky bit, nothing
+    // others can read or write; folders stay writable by sarge so that it
+    // can remove the instance later.
+    assert_eq!(mode("config"), 0o700, "config/");
+    assert_eq!(mode("config/Procfile"), 0o600, "config/Procfile");
     assert_eq!(mode("bin"), 0o700, "bin/");
-    assert_eq!(mode("bin/suid"), 0o755, "bin/suid");
-    assert_eq!(mode("bin/sticky"), 0o705, "bin/sticky");
-    assert_eq!(mode("app.py"), 0o644, "app.py");
+    assert_eq!(mode("bin/suid"), 0o700, "bin/suid");
+    assert_eq!(mode("bin/sticky"), 0o700, "bin/sticky");
+    assert_eq!(mode("app.py"), 0o600, "app.py");
     assert_eq!(http_get(home.stable, "/").unwrap().0, 200);
 }

@@ -1,18 +1,20 @@
 //! The parsed contents of `sarge.yaml` and the rules that check them.
 //!
-//! The YAML is read into a generic tree and walked by hand rather than
-//! derived with serde: that way every message can name the file and the
-//! exact dotted key, and unknown keys are caught at every level.
+//! The YAML is read into a tree that keeps each scalar as written
+//! ([`crate::yaml`]) and walked by hand rather than derived with serde: that
+//! way every message can name the file and the exact dotted key, unknown keys
+//! are caught at every level, and `env` values reach the application exactly
+//! as typed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use camino::{Utf8Path, Utf8PathBuf};
-use serde_yaml::{Mapping, Value};
 
 use crate::address::StableAddress;
 use crate::error::{Error, Result};
 use crate::port_range::PortRange;
+use crate::yaml::{self, Kind, Node, Resolved};
 
 /// Settings from `$SARGE_HOME/etc/sarge.yaml`.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,8 +24,10 @@ pub struct Config {
     /// Stable address per process name that haproxy keeps pointing at the
     /// live deployment (`port_map`).
     pub port_map: BTreeMap<String, StableAddress>,
-    /// Environment variables for every application process (`env`). YAML
-    /// numbers and booleans arrive as their text (`5432` -> `"5432"`).
+    /// Environment variables for every application process (`env`). Every
+    /// value arrives exactly as written: unquoted `1.10`, `0x1F`, `007` or
+    /// `yes` stay those characters; YAML's null (`~`, `null`, nothing) is an
+    /// error rather than a guess between "" and unset.
     pub env: BTreeMap<String, String>,
     /// The haproxy program (`haproxy_bin`, default `haproxy`).
     pub haproxy_bin: Utf8PathBuf,
@@ -52,11 +56,17 @@ pub struct Config {
     pub max_unpacked_bytes: u64,
 }
 
-/// An HTTP check that a new instance must pass before it gets traffic.
+/// An HTTP check that a new instance must pass before it gets traffic: a
+/// 2xx answer to `GET path` (a redirect, say to a login page, is not one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     /// Request path, always starting with `/`.
     pub path: String,
+    /// The `Host` header the check sends (`host`, default `localhost`), so
+    /// an app that checks its host name (Django's `ALLOWED_HOSTS`) answers
+    /// the check as it answers its users. Sent as written: add `:port` to
+    /// the value if the app wants one.
+    pub host: String,
     /// How long to keep trying; `None` leaves the choice to the caller.
     pub timeout: Option<Duration>,
 }
@@ -82,7 +92,10 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "max_unpacked_bytes",
 ];
 
-const HEALTHCHECK_KEYS: &[&str] = &["path", "timeout"];
+const HEALTHCHECK_KEYS: &[&str] = &["path", "host", "timeout"];
+
+/// The `Host` a health check sends unless `healthcheck.PROCESS.host` says.
+pub const DEFAULT_HEALTHCHECK_HOST: &str = "localhost";
 
 impl Config {
     /// A config with the given port range and every other setting at its
@@ -126,19 +139,23 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn parse(&self, text: &str) -> Result<Config> {
-        let document: Value = serde_yaml::from_str(text).map_err(|e| self.syntax(&e))?;
-        let top = match document {
+        let document = yaml::parse(text).map_err(|e| self.syntax(e))?;
+        let no_settings = Vec::new();
+        let top = match &document {
             // An empty file or one holding only comments.
-            Value::Null => Mapping::new(),
-            Value::Mapping(mapping) => mapping,
-            other => {
-                return Err(self.invalid(
-                    "top level",
-                    format!("expected a mapping of settings, found {}", describe(&other)),
-                ))
-            }
+            None => &no_settings,
+            Some(node) => match &node.kind {
+                Kind::Mapping(entries) => entries,
+                _ if is_null(node) => &no_settings,
+                _ => {
+                    return Err(self.invalid(
+                        "top level",
+                        format!("expected a mapping of settings, found {}", describe(node)),
+                    ))
+                }
+            },
         };
-        let top = self.entries(&top, "", TOP_LEVEL_KEYS)?;
+        let top = self.entries(top, "", TOP_LEVEL_KEYS)?;
 
         let port_range = match top.get("port_range") {
             Some(value) => self.port_range(value)?,
@@ -186,8 +203,8 @@ impl Parser<'_> {
             config.drain_timeout = self.seconds("drain_timeout", value)?;
         }
         if let Some(value) = top.get("max_unpacked_bytes") {
-            config.max_unpacked_bytes = match value.as_u64() {
-                Some(bytes) if bytes > 0 => bytes,
+            config.max_unpacked_bytes = match resolve(value) {
+                Some(Resolved::Int(bytes)) if bytes > 0 => bytes as u64,
                 _ => {
                     return Err(self.invalid(
                         "max_unpacked_bytes",
@@ -206,13 +223,13 @@ impl Parser<'_> {
     /// `known` so that a typo never silently falls back to a default.
     fn entries<'v>(
         &self,
-        mapping: &'v Mapping,
+        mapping: &'v [(Node, Node)],
         prefix: &str,
         known: &[&str],
-    ) -> Result<BTreeMap<&'v str, &'v Value>> {
+    ) -> Result<BTreeMap<&'v str, &'v Node>> {
         let mut entries = BTreeMap::new();
         for (key, value) in mapping {
-            let name = key.as_str().filter(|name| known.contains(name));
+            let name = string(key).filter(|name| known.contains(name));
             let Some(name) = name else {
                 return Err(Error::UnknownKey {
                     path: self.origin.to_owned(),
@@ -225,9 +242,9 @@ impl Parser<'_> {
         Ok(entries)
     }
 
-    fn port_range(&self, value: &Value) -> Result<PortRange> {
+    fn port_range(&self, value: &Node) -> Result<PortRange> {
         const KEY: &str = "port_range";
-        let Value::Sequence(items) = value else {
+        let Kind::Sequence(items) = &value.kind else {
             return Err(self.invalid(
                 KEY,
                 format!("expected [first, last], found {}", describe(value)),
@@ -253,13 +270,13 @@ impl Parser<'_> {
         Ok(PortRange { first, last })
     }
 
-    fn unprivileged_port(&self, value: &Value) -> Result<u16> {
-        let number = value.as_i64().ok_or_else(|| {
-            self.invalid(
+    fn unprivileged_port(&self, value: &Node) -> Result<u16> {
+        let Some(Resolved::Int(number)) = resolve(value) else {
+            return Err(self.invalid(
                 "port_range",
                 format!("{} is not a port number", describe(value)),
-            )
-        })?;
+            ));
+        };
         u16::try_from(number)
             .ok()
             .filter(|port| *port >= 1024)
@@ -268,20 +285,20 @@ impl Parser<'_> {
 
     fn port_map(
         &self,
-        value: &Value,
+        value: &Node,
         port_range: PortRange,
     ) -> Result<BTreeMap<String, StableAddress>> {
         let mut port_map: BTreeMap<String, StableAddress> = BTreeMap::new();
         for (name, value) in self.named_entries("port_map", value, process_name_problem)? {
             let key = format!("port_map.{name}");
-            let address: StableAddress = match value {
-                Value::String(text) => text
+            let address: StableAddress = match string(value) {
+                Some(text) => text
                     .parse()
                     .map_err(|e: Error| self.invalid(&key, e.to_string()))?,
-                other => {
+                None => {
                     return Err(self.invalid(
                         &key,
-                        format!("{} is not host:port, e.g. 127.0.0.1:5000", describe(other)),
+                        format!("{} is not host:port, e.g. 127.0.0.1:5000", describe(value)),
                     ))
                 }
             };
@@ -304,22 +321,33 @@ impl Parser<'_> {
         Ok(port_map)
     }
 
-    fn env(&self, value: &Value) -> Result<BTreeMap<String, String>> {
+    fn env(&self, value: &Node) -> Result<BTreeMap<String, String>> {
         let mut env = BTreeMap::new();
         for (name, value) in self.named_entries("env", value, env_name_problem)? {
             let key = format!("env.{name}");
-            let text = match value {
-                Value::String(text) => text.clone(),
-                Value::Bool(_) | Value::Number(_) => key_text(value).unwrap_or_default(),
-                Value::Null => {
-                    return Err(self.invalid(&key, "has no value; write \"\" for an empty string"))
+            // The text as written, whatever YAML would make of it: the app
+            // reads strings, and `1.10` or `0x1F` must not come out as `1.1`
+            // or `31`. Null is refused because "" and "unset" are both
+            // plausible readings and a wrong guess is silent.
+            let text = match &value.kind {
+                Kind::Scalar(scalar) if scalar.resolve() == Resolved::Null => {
+                    let problem = if scalar.text.is_empty() {
+                        "has no value; write \"\" for an empty string".to_owned()
+                    } else {
+                        format!(
+                            "{} means no value in YAML; write \"\" for an empty string or {:?} for that text",
+                            scalar.text, scalar.text
+                        )
+                    };
+                    return Err(self.invalid(&key, problem));
                 }
-                other => {
+                Kind::Scalar(scalar) => scalar.text.clone(),
+                _ => {
                     return Err(self.invalid(
                         &key,
                         format!(
                             "expected a string, number or boolean, found {}",
-                            describe(other)
+                            describe(value)
                         ),
                     ))
                 }
@@ -332,11 +360,11 @@ impl Parser<'_> {
         Ok(env)
     }
 
-    fn healthchecks(&self, value: &Value) -> Result<BTreeMap<String, HealthCheck>> {
+    fn healthchecks(&self, value: &Node) -> Result<BTreeMap<String, HealthCheck>> {
         let mut checks = BTreeMap::new();
         for (name, value) in self.named_entries("healthcheck", value, process_name_problem)? {
             let key = format!("healthcheck.{name}");
-            let Value::Mapping(mapping) = value else {
+            let Kind::Mapping(mapping) = &value.kind else {
                 return Err(self.invalid(
                     &key,
                     format!(
@@ -348,23 +376,47 @@ impl Parser<'_> {
             let entries = self.entries(mapping, &format!("{key}."), HEALTHCHECK_KEYS)?;
             let path_key = format!("{key}.path");
             let path = match entries.get("path") {
-                Some(Value::String(path)) if is_request_path(path) => path.clone(),
-                Some(other) => {
-                    return Err(self.invalid(
-                        &path_key,
-                        format!(
-                            "{} is not a URL path starting with '/' (no spaces)",
-                            describe(other)
-                        ),
-                    ))
-                }
+                Some(value) => match string(value) {
+                    Some(path) if is_request_path(path) => path.to_owned(),
+                    _ => {
+                        return Err(self.invalid(
+                            &path_key,
+                            format!(
+                                "{} is not a URL path starting with '/' (no spaces)",
+                                describe(value)
+                            ),
+                        ))
+                    }
+                },
                 None => return Err(self.missing(&path_key)),
+            };
+            let host = match entries.get("host") {
+                Some(value) => match key_text(value) {
+                    Some(host) if is_host_header(&host) => host,
+                    _ => {
+                        return Err(self.invalid(
+                            &format!("{key}.host"),
+                            format!(
+                            "{} is not a host name (e.g. localhost or app.example.com; no spaces)",
+                            describe(value)
+                        ),
+                        ))
+                    }
+                },
+                None => DEFAULT_HEALTHCHECK_HOST.to_owned(),
             };
             let timeout = match entries.get("timeout") {
                 Some(value) => Some(self.seconds(&format!("{key}.timeout"), value)?),
                 None => None,
             };
-            checks.insert(name, HealthCheck { path, timeout });
+            checks.insert(
+                name,
+                HealthCheck {
+                    path,
+                    host,
+                    timeout,
+                },
+            );
         }
         Ok(checks)
     }
@@ -375,16 +427,16 @@ impl Parser<'_> {
     fn named_entries<'v>(
         &self,
         key: &str,
-        value: &'v Value,
+        value: &'v Node,
         name_problem: fn(&str) -> Option<&'static str>,
-    ) -> Result<Vec<(String, &'v Value)>> {
-        let mapping = match value {
-            Value::Null => return Ok(Vec::new()),
-            Value::Mapping(mapping) => mapping,
-            other => {
+    ) -> Result<Vec<(String, &'v Node)>> {
+        let mapping = match &value.kind {
+            Kind::Mapping(mapping) => mapping,
+            _ if is_null(value) => return Ok(Vec::new()),
+            _ => {
                 return Err(self.invalid(
                     key,
-                    format!("expected a mapping of names, found {}", describe(other)),
+                    format!("expected a mapping of names, found {}", describe(value)),
                 ))
             }
         };
@@ -402,26 +454,29 @@ impl Parser<'_> {
             .collect()
     }
 
-    fn path(&self, key: &str, value: &Value) -> Result<Utf8PathBuf> {
-        match value {
-            Value::String(text) if !text.is_empty() && !text.contains('\0') => {
-                Ok(Utf8PathBuf::from(text))
-            }
-            other => Err(self.invalid(key, format!("expected a path, found {}", describe(other)))),
+    fn path(&self, key: &str, value: &Node) -> Result<Utf8PathBuf> {
+        match string(value) {
+            Some(text) if !text.is_empty() && !text.contains('\0') => Ok(Utf8PathBuf::from(text)),
+            _ => Err(self.invalid(key, format!("expected a path, found {}", describe(value)))),
         }
     }
 
-    fn seconds(&self, key: &str, value: &Value) -> Result<Duration> {
-        let Value::Number(number) = value else {
-            return Err(self.invalid(
-                key,
-                format!("expected a number of seconds, found {}", describe(value)),
-            ));
+    fn seconds(&self, key: &str, value: &Node) -> Result<Duration> {
+        let seconds = match resolve(value) {
+            Some(Resolved::Int(whole)) => match u64::try_from(whole) {
+                Ok(whole) => return Ok(Duration::from_secs(whole)),
+                // Negative: reported below with the float rule.
+                Err(_) => whole as f64,
+            },
+            Some(Resolved::Float(seconds)) => seconds,
+            _ => {
+                return Err(self.invalid(
+                    key,
+                    format!("expected a number of seconds, found {}", describe(value)),
+                ))
+            }
         };
-        if let Some(whole) = number.as_u64() {
-            return Ok(Duration::from_secs(whole));
-        }
-        let seconds = number.as_f64().unwrap_or(f64::NAN);
+        let number = describe(value);
         if seconds.is_nan() {
             return Err(self.invalid(key, format!("{number} is not a number of seconds")));
         }
@@ -432,24 +487,12 @@ impl Parser<'_> {
             .map_err(|_| self.invalid(key, format!("{number} seconds is too long")))
     }
 
-    fn syntax(&self, error: &serde_yaml::Error) -> Error {
-        let location = error.location();
-        let mut message = error.to_string();
-        // serde_yaml usually puts the location in its message already.
-        if let Some(location) = &location {
-            if !message.contains(" at line ") {
-                message = format!(
-                    "{message} at line {} column {}",
-                    location.line(),
-                    location.column()
-                );
-            }
-        }
+    fn syntax(&self, error: yaml::SyntaxError) -> Error {
         Error::Syntax {
             path: self.origin.to_owned(),
-            line: location.as_ref().map(|l| l.line()),
-            column: location.as_ref().map(|l| l.column()),
-            message,
+            line: Some(error.line),
+            column: Some(error.column),
+            message: error.message,
         }
     }
 
@@ -496,27 +539,54 @@ fn is_request_path(path: &str) -> bool {
     path.starts_with('/') && !path.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-/// Text of a scalar used as a name or an env value; `None` for anything
-/// that has no sensible text form.
-fn key_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) => Some(text.clone()),
-        Value::Bool(flag) => Some(flag.to_string()),
-        Value::Number(number) => Some(number.to_string()),
+/// The meaning of a scalar node; `None` for collections and tagged values.
+fn resolve(node: &Node) -> Option<Resolved<'_>> {
+    match &node.kind {
+        Kind::Scalar(scalar) => Some(scalar.resolve()),
         _ => None,
     }
 }
 
-/// How a value is shown in messages: scalars as written, containers by kind.
-fn describe(value: &Value) -> String {
-    match value {
-        Value::Null => "nothing".to_owned(),
-        Value::String(text) => format!("{text:?}"),
-        Value::Bool(flag) => flag.to_string(),
-        Value::Number(number) => number.to_string(),
-        Value::Sequence(_) => "a list".to_owned(),
-        Value::Mapping(_) => "a mapping".to_owned(),
-        Value::Tagged(tagged) => format!("a value tagged {}", tagged.tag),
+fn is_null(node: &Node) -> bool {
+    resolve(node) == Some(Resolved::Null)
+}
+
+/// The node's text if YAML reads it as a string (quoted, or plain text that
+/// is not null, a boolean or a number).
+fn string(node: &Node) -> Option<&str> {
+    match resolve(node) {
+        Some(Resolved::Str(text)) => Some(text),
+        _ => None,
+    }
+}
+
+/// The host goes into the request's `Host:` line, where whitespace or
+/// control characters would break the request.
+fn is_host_header(host: &str) -> bool {
+    !host.is_empty() && !host.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Text of a scalar used as a name: as written, so a key `7` is "7". `None`
+/// for null and anything that has no sensible text form.
+fn key_text(node: &Node) -> Option<String> {
+    match &node.kind {
+        Kind::Scalar(scalar) if scalar.resolve() != Resolved::Null => Some(scalar.text.clone()),
+        _ => None,
+    }
+}
+
+/// How a value is shown in messages: strings quoted, other scalars as
+/// written, containers by kind.
+fn describe(node: &Node) -> String {
+    match &node.kind {
+        Kind::Scalar(scalar) => match scalar.resolve() {
+            Resolved::Null => "nothing".to_owned(),
+            Resolved::Str(text) => format!("{text:?}"),
+            Resolved::Bool(_) | Resolved::Int(_) | Resolved::Float(_) => scalar.text.clone(),
+        },
+        Kind::Sequence(_) => "a list".to_owned(),
+        Kind::Mapping(_) => "a mapping".to_owned(),
+        Kind::Tagged(tag) => format!("a value tagged {tag}"),
     }
 }
 

@@ -31,8 +31,9 @@ mod config;
 mod error;
 mod port_range;
 mod template;
+mod yaml;
 
 pub use address::StableAddress;
-pub use config::{Config, HealthCheck};
+pub use config::{Config, HealthCheck, DEFAULT_HEALTHCHECK_HOST};
 pub use error::{Error, Result};
 pub use port_range::PortRange;

@@ -42,7 +42,8 @@ env: {{}}
 # ready_timeout: 30
 # Seconds old instances get to finish open requests after the switch:
 # drain_timeout: 10
-# HTTP check a new instance must pass before it gets traffic:
+# HTTP check a new instance must pass (a 2xx answer) before it gets traffic;
+# add host: NAME to send that Host header instead of localhost:
 # healthcheck:
 #   web: {{path: /up, timeout: 30}}
 "#
@@ -85,7 +86,8 @@ env: {}
 # ready_timeout: 30
 # Seconds old instances get to finish open requests after the switch:
 # drain_timeout: 10
-# HTTP check a new instance must pass before it gets traffic:
+# HTTP check a new instance must pass (a 2xx answer) before it gets traffic;
+# add host: NAME to send that Host header instead of localhost:
 # healthcheck:
 #   web: {path: /up, timeout: 30}
 "#;

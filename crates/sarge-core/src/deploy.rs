@@ -77,7 +77,7 @@ impl Sarge {
             id: id.clone(),
             armed: true,
         };
-        fs_err::create_dir_all(&app_dir)?;
+        crate::privacy::create_private_dir(&app_dir)?;
         let limits = Limits::for_folder(
             self.config.max_unpacked_bytes,
             self.home.config_file(),
@@ -98,6 +98,10 @@ impl Sarge {
                 dist: &dist,
             };
             let venv = self.venv_store().ensure(&spec)?;
+            if !venv.reused {
+                crate::privacy::make_tree_private(&venv.path)?;
+                crate::privacy::make_tree_private(&self.home.cache_dir())?;
+            }
             steps.done(
                 "virtualenv",
                 if venv.reused {
@@ -265,7 +269,7 @@ impl Sarge {
         crate::state::write_atomic(
             &self.home.program_file(id),
             program.render()?.as_bytes(),
-            0o644,
+            crate::privacy::PRIVATE_FILE,
         )?;
         supervisor.reload_config()?;
         supervisor.add_process_group(id)?;
@@ -305,8 +309,10 @@ impl Sarge {
                 {
                     match health {
                         None => return Ok(()),
-                        Some(health) => match http_status(address, &health.path, "localhost") {
-                            Ok(status) if (200..400).contains(&status) => return Ok(()),
+                        Some(health) => match http_status(address, &health.host, &health.path) {
+                            // Only 2xx: a redirect is often to a login page
+                            // of an app that is not working.
+                            Ok(status) if (200..300).contains(&status) => return Ok(()),
                             Ok(status) => {
                                 waiting_for = format!("GET {} answered {status}", health.path)
                             }
@@ -549,8 +555,9 @@ pub(crate) fn log_tail(path: &Utf8Path) -> String {
     }
 }
 
-/// The status code of `GET path` on `address`, sent with `Host: host`.
-pub(crate) fn http_status(address: SocketAddr, path: &str, host: &str) -> std::io::Result<u16> {
+/// The status code of `GET path` on `address`, asking for `host` (the
+/// app may check it, as Django's `ALLOWED_HOSTS` does).
+pub(crate) fn http_status(address: SocketAddr, host: &str, path: &str) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     // One write: several small ones would wait on Nagle and delayed ACKs.

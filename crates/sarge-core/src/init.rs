@@ -7,6 +7,7 @@ use sarge_supervisor::SupervisordConfig;
 use crate::error::{Error, Result};
 use crate::home::Home;
 use crate::launcher::shell_quote;
+use crate::privacy::{create_private_dir, make_private, private_roots, PRIVATE_FILE};
 use crate::state::write_atomic;
 
 /// Options of [`init`].
@@ -26,6 +27,10 @@ pub struct Initialised {
     /// Whether a fresh `etc/sarge.yaml` was written (an existing one is
     /// never overwritten).
     pub wrote_config: bool,
+    /// Files and folders under `etc/` and `var/` that group or others
+    /// could read (a home made by an older sarge) and that are now the
+    /// owner's alone.
+    pub made_private: Vec<Utf8PathBuf>,
     /// The command that starts supervisord for this home now.
     pub start_command: String,
     /// A line for `/etc/rc.local` that starts it at boot as this user.
@@ -33,10 +38,16 @@ pub struct Initialised {
 }
 
 /// Creates `home`, or refreshes the files sarge owns in it. Idempotent; it
-/// never overwrites `etc/sarge.yaml`.
+/// never overwrites `etc/sarge.yaml`. `etc/` and `var/` end up private to
+/// the owner, also in a home an older sarge made readable by all.
 pub fn init(home: &Home, options: &InitOptions) -> Result<Initialised> {
+    let private = private_roots(home);
     for folder in home.folders() {
-        fs_err::create_dir_all(&folder)?;
+        if private.iter().any(|root| folder.starts_with(root)) {
+            create_private_dir(&folder)?;
+        } else {
+            fs_err::create_dir_all(&folder)?;
+        }
     }
     install_binary(home, options.sarge_binary.as_deref())?;
     write_scripts(home)?;
@@ -45,7 +56,7 @@ pub fn init(home: &Home, options: &InitOptions) -> Result<Initialised> {
     let wrote_config = !config_path.exists();
     if wrote_config {
         let yaml = Config::default_yaml(random_port_base());
-        write_atomic(&config_path, yaml.as_bytes(), 0o644)?;
+        write_atomic(&config_path, yaml.as_bytes(), PRIVATE_FILE)?;
     }
     let supervisord = SupervisordConfig {
         socket: home.supervisor_socket(),
@@ -58,7 +69,7 @@ pub fn init(home: &Home, options: &InitOptions) -> Result<Initialised> {
     write_atomic(
         &home.supervisord_config(),
         supervisord.render()?.as_bytes(),
-        0o644,
+        PRIVATE_FILE,
     )?;
     if !home.haproxy_config().exists() {
         // Until the first deploy the stable addresses answer 503; haproxy
@@ -66,15 +77,18 @@ pub fn init(home: &Home, options: &InitOptions) -> Result<Initialised> {
         if let Ok(config) = Config::load(&config_path) {
             let rendered =
                 crate::routing::render_config(home, &config, &Default::default()).render();
-            write_atomic(&home.haproxy_config(), rendered.as_bytes(), 0o644)?;
+            write_atomic(&home.haproxy_config(), rendered.as_bytes(), PRIVATE_FILE)?;
         }
     }
+    // Last, so that it also covers what this run found or wrote.
+    let made_private = make_private(home)?;
     let start_command = home.bin_dir().join("supervisord").to_string();
     let user = current_user();
     let boot_line = format!("su {user} -c {}", shell_quote(&start_command));
     Ok(Initialised {
         home: home.clone(),
         wrote_config,
+        made_private,
         start_command,
         boot_line,
     })

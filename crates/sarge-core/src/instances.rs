@@ -2,6 +2,7 @@
 //! the housekeeping every state-changing command does first.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::process::Command;
 
 use sarge_supervisor::{Client, ProcessState};
@@ -103,16 +104,22 @@ impl Sarge {
         Ok(record)
     }
 
-    /// A command that runs in `target`'s folder with its env, `PORT` and
-    /// virtualenv: `bash -c command`, or an interactive `bash` without one.
-    pub fn shell(&self, target: &str, command: Option<&str>) -> Result<Command> {
+    /// A command that runs `argv` (program, then its arguments) in
+    /// `target`'s folder with its env, `PORT` and virtualenv, or an
+    /// interactive `bash` when `argv` is empty.
+    ///
+    /// Each element reaches the program as one argument, untouched: the
+    /// instance's launcher ends in `exec "$@"`, so no shell reparses them.
+    /// For shell syntax, pass a shell: `["sh", "-c", "echo $PORT"]`.
+    pub fn run_command(&self, target: &str, argv: &[OsString]) -> Result<Command> {
         let record = self.resolve(target)?;
-        let mut shell = Command::new(launcher_path(&self.home.instance_dir(&record.id)));
-        shell.arg("bash");
-        if let Some(command) = command {
-            shell.arg("-c").arg(command);
+        let mut command = Command::new(launcher_path(&self.home.instance_dir(&record.id)));
+        if argv.is_empty() {
+            command.arg("bash");
+        } else {
+            command.args(argv);
         }
-        Ok(shell)
+        Ok(command)
     }
 
     /// The current instance that `target` names: an instance id, or a

@@ -39,6 +39,7 @@ mod init;
 mod instances;
 mod launcher;
 mod lock;
+mod privacy;
 mod procfile;
 mod progress;
 mod routing;

@@ -153,7 +153,11 @@ impl<'a> Router<'a> {
             // case where haproxy is restarted. The new binary must prove it
             // is a haproxy that takes the config before the running one stops.
             self.check_binary(bin)?;
-            write_atomic(&program_file, program_text.as_bytes(), 0o644)?;
+            write_atomic(
+                &program_file,
+                program_text.as_bytes(),
+                crate::privacy::PRIVATE_FILE,
+            )?;
             self.supervisor.reload_config()?;
             self.supervisor.stop_process(HAPROXY_PROGRAM, true).ok();
             self.supervisor.remove_process_group(HAPROXY_PROGRAM)?;
@@ -438,7 +442,7 @@ pub(crate) struct Probe<'a> {
 impl Probe<'_> {
     /// Sends the request and returns the status of the answer, whatever it is.
     fn send(&self, address: SocketAddr) -> std::io::Result<u16> {
-        crate::deploy::http_status(address, self.path, self.host)
+        crate::deploy::http_status(address, self.host, self.path)
     }
 }
 
@@ -548,7 +552,7 @@ fn haproxy_program(home: &Home, bin: &Utf8Path) -> Program {
 /// exist. Best effort: it runs on a path that already reports an error.
 fn restore_file(path: &Utf8Path, previous: Option<&str>) {
     let _ = match previous {
-        Some(text) => write_atomic(path, text.as_bytes(), 0o644),
+        Some(text) => write_atomic(path, text.as_bytes(), crate::privacy::PRIVATE_FILE),
         None => fs_err::remove_file(path).map_err(Into::into),
     };
 }

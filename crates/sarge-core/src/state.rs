@@ -39,7 +39,7 @@ impl InstanceRecord {
         write_json(
             &home.instance_dir(&self.id).join("instance.json"),
             self,
-            0o644,
+            crate::privacy::PRIVATE_FILE,
         )
     }
 }
@@ -79,7 +79,7 @@ impl CurrentInstances {
     }
 
     pub(crate) fn save(&self, home: &Home) -> Result<()> {
-        write_json(&home.current_file(), self, 0o644)
+        write_json(&home.current_file(), self, crate::privacy::PRIVATE_FILE)
     }
 
     /// The process whose current instance is `id`.

@@ -797,11 +797,12 @@ fn resolve(
     Ok(())
 }
 
-/// The mode an unpacked file gets: no setuid, setgid or sticky bit (the
-/// app runs as sarge's user, and a tarball must not hand out privileges)
-/// and nothing writable by every user.
+/// The mode an unpacked file gets: the owner's bits only (scripts stay
+/// executable). No setuid, setgid or sticky bit (the app runs as sarge's
+/// user, and a tarball must not hand out privileges), nothing writable by
+/// every user, and nothing readable by others, like the rest of `var/`.
 fn tamed_mode(mode: u32) -> u32 {
-    mode & 0o777 & !0o002
+    mode & 0o700
 }
 
 fn not_an_archive() -> Error {

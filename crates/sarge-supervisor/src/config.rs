@@ -42,7 +42,10 @@ impl SupervisordConfig {
     /// Renders the whole `supervisord.conf`.
     ///
     /// supervisord daemonizes (`nodaemon=false`) and rotates its own log at
-    /// 10MB keeping 5 backups.
+    /// 10MB keeping 5 backups. Its umask is 077 (supervisord's default is
+    /// 022): the logs it creates hold whatever the apps print, secrets
+    /// included, and the programs it starts inherit the umask, so what they
+    /// write is the owner's alone too.
     ///
     /// # Errors
     ///
@@ -77,6 +80,7 @@ impl SupervisordConfig {
              pidfile={pidfile}\n\
              childlogdir={child_log_dir}\n\
              directory={directory}\n\
+             umask=077\n\
              nodaemon=false\n\
              \n\
              [rpcinterface:supervisor]\n\
@@ -352,6 +356,7 @@ logfile_backups=5
 pidfile=/home/run/supervisord.pid
 childlogdir=/home/var/log
 directory=/home
+umask=077
 nodaemon=false
 
 [rpcinterface:supervisor]

@@ -76,6 +76,7 @@ healthcheck:
   web: {path: /up, timeout: 5}
   api:
     path: /health?full=1
+    host: app.example.com:8000
 ready_timeout: 2.5
 drain_timeout: 0
 "#,
@@ -120,6 +121,7 @@ drain_timeout: 0
                 "web".to_owned(),
                 HealthCheck {
                     path: "/up".to_owned(),
+                    host: "localhost".to_owned(),
                     timeout: Some(Duration::from_secs(5))
                 }
             ),
@@ -127,6 +129,7 @@ drain_timeout: 0
                 "api".to_owned(),
                 HealthCheck {
                     path: "/health?full=1".to_owned(),
+                    host: "app.example.com:8000".to_owned(),
                     timeout: None
                 }
             ),
@@ -154,9 +157,110 @@ fn env_scalars_become_their_text() {
             ("LEADING", "007"),
             ("NEG", "-3"),
             ("PORT", "5432"),
-            ("RATE", "1.5"),
+            ("RATE", "1.50"),
             ("ZIP", "05432"),
         ]
+    );
+}
+
+#[test]
+fn env_values_arrive_exactly_as_written() {
+    // Each of these used to change on the way: YAML resolved the plain
+    // scalar to a number or boolean and sarge printed that back.
+    let config = parse(&format!(
+        "{RANGE}env:\n  VERSION: 1.10\n  HEX: 0x1F\n  OCT: 0o17\n  EXP: 1e3\n  YES: yes\n  NO: No\n  TRUE_: True\n  LEADING: 007\n  INF: .inf\n  NAN: .NaN\n  PLUS: +12\n  BIG: 123456789012345678901234567890\n  TIME: 12:30:00\n  DATE: 2001-12-14\n  SPACED: a  b   c\n"
+    ));
+    let env = |name: &str| config.env[name].as_str();
+    assert_eq!(env("VERSION"), "1.10");
+    assert_eq!(env("HEX"), "0x1F");
+    assert_eq!(env("OCT"), "0o17");
+    assert_eq!(env("EXP"), "1e3");
+    assert_eq!(env("YES"), "yes");
+    assert_eq!(env("NO"), "No");
+    assert_eq!(env("TRUE_"), "True");
+    assert_eq!(env("LEADING"), "007");
+    assert_eq!(env("INF"), ".inf");
+    assert_eq!(env("NAN"), ".NaN");
+    assert_eq!(env("PLUS"), "+12");
+    assert_eq!(env("BIG"), "123456789012345678901234567890");
+    assert_eq!(env("TIME"), "12:30:00");
+    assert_eq!(env("DATE"), "2001-12-14");
+    assert_eq!(env("SPACED"), "a  b   c");
+}
+
+#[test]
+fn env_quoted_and_block_values_keep_yaml_string_rules() {
+    let config = parse(&format!(
+        "{RANGE}env:\n  SINGLE: '1.10 it''s'\n  DOUBLE: \"tab\\there \\u00e9\"\n  TAGGED: !!str 0x1F\n  NULL_TEXT: 'null'\n  LITERAL: |\n    line one\n      indented\n    line three\n  FOLDED: >-\n    folded\n    text\n  PLAIN_LINES: first\n    second\n  KEY: -----BEGIN KEY-----\n"
+    ));
+    let env = |name: &str| config.env[name].as_str();
+    assert_eq!(env("SINGLE"), "1.10 it's");
+    assert_eq!(env("DOUBLE"), "tab\there \u{e9}");
+    assert_eq!(env("TAGGED"), "0x1F");
+    assert_eq!(env("NULL_TEXT"), "null");
+    assert_eq!(env("LITERAL"), "line one\n  indented\nline three\n");
+    assert_eq!(env("FOLDED"), "folded text");
+    // A plain scalar over several lines is folded by YAML's rules: one
+    // space per line break.
+    assert_eq!(env("PLAIN_LINES"), "first second");
+    assert_eq!(env("KEY"), "-----BEGIN KEY-----");
+}
+
+#[test]
+fn env_null_is_an_error_not_a_guess() {
+    // `~` and `null` mean "no value" in YAML; whether the user meant "" or
+    // the word, guessing wrong would be silent, so sarge asks.
+    assert_eq!(
+        error_with_range("env:\n  A: ~\n"),
+        format!(
+            r#"{ORIGIN}: env.A: ~ means no value in YAML; write "" for an empty string or "~" for that text"#
+        )
+    );
+    assert_eq!(
+        error_with_range("env:\n  A: null\n"),
+        format!(
+            r#"{ORIGIN}: env.A: null means no value in YAML; write "" for an empty string or "null" for that text"#
+        )
+    );
+    assert_eq!(
+        error_with_range("env:\n  A: NULL\n"),
+        format!(
+            r#"{ORIGIN}: env.A: NULL means no value in YAML; write "" for an empty string or "NULL" for that text"#
+        )
+    );
+}
+
+#[test]
+fn anchors_and_aliases_are_copied() {
+    let config = parse(&format!(
+        "{RANGE}env:\n  A: &shared 1.10\n  B: *shared\nhealthcheck:\n  web: &check {{path: /up, timeout: 3}}\n  api: *check\n"
+    ));
+    assert_eq!(config.env["B"], "1.10");
+    assert_eq!(config.healthcheck["api"], config.healthcheck["web"]);
+}
+
+#[test]
+fn only_one_document_is_read() {
+    assert_eq!(
+        error(&format!("{RANGE}---\n{RANGE}")),
+        format!("{ORIGIN}: invalid YAML: a second document (`---`) is not supported; sarge.yaml holds one mapping at line 2 column 1")
+    );
+    // One explicit document is fine.
+    assert_eq!(parse(&format!("---\n{RANGE}...\n")).port_range.first, 5010);
+}
+
+#[test]
+fn numbers_for_settings_follow_the_yaml_core_schema() {
+    let config =
+        parse("port_range: [0x1400, !!int 0o12000]\nready_timeout: 1e1\ndrain_timeout: .5\n");
+    assert_eq!(config.port_range.first, 5120);
+    assert_eq!(config.port_range.last, 5120);
+    assert_eq!(config.ready_timeout, Duration::from_secs(10));
+    assert_eq!(config.drain_timeout, Duration::from_millis(500));
+    // A quoted number is a string, as before.
+    assert_eq!(
+        error("port_range: ['5010', 5099]\n"),
+        format!(r#"{ORIGIN}: port_range: "5010" is not a port number"#)
     );
 }
 
@@ -262,7 +366,7 @@ fn syntax_errors_give_line_and_column() {
 
     assert_eq!(
         error("port_range: [5010, 5099\n"),
-        "/h/etc/sarge.yaml: invalid YAML: did not find expected ',' or ']' at line 2 column 1, while parsing a flow sequence at line 1 column 13"
+        "/h/etc/sarge.yaml: invalid YAML: while parsing a flow sequence, expected ',' or ']' at line 2 column 1"
     );
 }
 
@@ -270,7 +374,7 @@ fn syntax_errors_give_line_and_column() {
 fn duplicate_keys_are_syntax_errors() {
     assert_eq!(
         error_with_range("env:\n  A: 1\n  A: 2\n"),
-        "/h/etc/sarge.yaml: invalid YAML: env: duplicate entry with key \"A\" at line 3 column 3"
+        "/h/etc/sarge.yaml: invalid YAML: env: duplicate entry with key \"A\" at line 4 column 3"
     );
 }
 
@@ -306,7 +410,7 @@ fn unknown_keys_are_named() {
     );
     assert_eq!(
         error_with_range("healthcheck:\n  web: {pth: /up}\n"),
-        "/h/etc/sarge.yaml: unknown key \"healthcheck.web.pth\" (known keys here: path, timeout)"
+        "/h/etc/sarge.yaml: unknown key \"healthcheck.web.pth\" (known keys here: path, host, timeout)"
     );
 }
 
@@ -552,6 +656,18 @@ fn healthcheck_errors() {
         (
             "healthcheck: [web]\n",
             "healthcheck: expected a mapping of names, found a list",
+        ),
+        (
+            "healthcheck:\n  web: {path: /up, host: a b}\n",
+            r#"healthcheck.web.host: "a b" is not a host name (e.g. localhost or app.example.com; no spaces)"#,
+        ),
+        (
+            "healthcheck:\n  web: {path: /up, host: }\n",
+            "healthcheck.web.host: nothing is not a host name (e.g. localhost or app.example.com; no spaces)",
+        ),
+        (
+            "healthcheck:\n  web: {path: /up, host: [a]}\n",
+            "healthcheck.web.host: a list is not a host name (e.g. localhost or app.example.com; no spaces)",
         ),
     ];
     for (text, problem) in cases {

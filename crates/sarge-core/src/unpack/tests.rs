@@ -381,7 +381,7 @@ fn links_are_resolved_through_the_other_links() {
 }
 
 #[test]
-fn modes_lose_privilege_bits_and_world_write() {
+fn modes_keep_the_owner_bits_only() {
     let mut builder = tar::Builder::new(Vec::new());
     for (name, kind, mode) in [
         ("ro/", EntryType::Directory, 0o555),
@@ -409,12 +409,13 @@ fn modes_lose_privilege_bits_and_world_write() {
             .mode()
             & 0o7777
     };
-    // Folders stay writable by their owner, so sarge can remove them.
-    assert_eq!(mode("ro"), 0o755);
-    assert_eq!(mode("ro/suid"), 0o755);
-    assert_eq!(mode("ro/sgid"), 0o775);
-    assert_eq!(mode("open"), 0o775);
-    assert_eq!(mode("open/shared"), 0o664);
+    // Owner bits only; folders stay writable by their owner, so sarge can
+    // remove them.
+    assert_eq!(mode("ro"), 0o700);
+    assert_eq!(mode("ro/suid"), 0o700);
+    assert_eq!(mode("ro/sgid"), 0o700);
+    assert_eq!(mode("open"), 0o700);
+    assert_eq!(mode("open/shared"), 0o600);
     let modified = std::fs::metadata(dir.0.join("ro/suid"))
         .unwrap()
         .modified()
