@@ -7,6 +7,9 @@
 
 mod common;
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+
 use common::*;
 
 /// sarge.yaml with `port_map` as given (the body of the key).
@@ -60,6 +63,165 @@ fn deploys_that_reload_haproxy_report_success_only_when_every_stable_address_ans
                 http_get(api, "/").is_err(),
                 "round {round} ({map}): api still answers after its route was removed"
             );
+        }
+    }
+}
+
+/// A stand-in haproxy that answers `-v` and `-c` like the real one but
+/// cannot serve: the worst kind of `haproxy_bin`, since only starting it
+/// shows the problem.
+fn haproxy_that_cannot_start(dir: &std::path::Path) -> std::path::PathBuf {
+    let real = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+        .expect("haproxy is not installed: run `scripts/test`");
+    let script = dir.join("haproxy-broken");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in -v|-c) exec {real} \"$@\";; esac\necho broken >&2\nexit 1\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+fn a_haproxy_bin_that_cannot_run_never_takes_the_stable_address_down() {
+    let home = TestHome::new("haproxybin", "  MESSAGE: old");
+    let map = format!("  web: 127.0.0.1:{}", home.stable);
+    write_config(&home, &map, "old", "");
+    home.deploy_ok(&hello_app(), "web");
+    let broken = haproxy_that_cannot_start(&home.root);
+
+    for (bin, named) in [
+        ("/bin/false".to_owned(), "/bin/false"),
+        (broken.display().to_string(), "haproxy"),
+    ] {
+        let load = Load::start(home.stable);
+        write_config(&home, &map, "new", &format!("haproxy_bin: {bin}"));
+        let out = home.deploy(&hello_app(), "web");
+        let text = stderr(&out);
+        assert!(!out.status.success(), "{bin}: deploy succeeded:\n{text}");
+        assert!(
+            text.contains(named),
+            "{bin}: the error does not name it:\n{text}"
+        );
+        // The haproxy that ran before is back (or was never stopped).
+        wait_for(
+            std::time::Duration::from_secs(10),
+            || matches!(http_get(home.stable, "/"), Ok((200, body)) if body == "old\n"),
+            &format!("the old instance to answer on the stable port after {bin}"),
+        );
+        let (fresh, kept) = load.finish();
+        if bin == "/bin/false" {
+            // Refused before anything was touched: not one request failed.
+            assert_eq!(fresh.failed + kept.failed, 0, "{bin}: {fresh:?} {kept:?}");
+        }
+
+        // With the config put back, the next deploy works.
+        write_config(&home, &map, "old", "");
+        home.deploy_ok(&hello_app(), "web");
+        assert_eq!(
+            http_get(home.stable, "/").unwrap(),
+            (200, "old\n".to_owned())
+        );
+    }
+}
+
+/// Runs `sarge deploy` under strace, failing the `nth` rename (the commit
+/// step of every atomic write sarge makes) with ENOSPC.
+fn deploy_with_failed_rename(home: &TestHome, nth: usize) -> std::process::Output {
+    let tarball = tar_of(&hello_app());
+    let mut child = Command::new("strace")
+        .args([
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=rename,renameat,renameat2",
+        ])
+        .arg("-e")
+        .arg(format!(
+            "inject=rename,renameat,renameat2:error=ENOSPC:when={nth}"
+        ))
+        .arg("--")
+        .arg(SARGE)
+        .arg("--home")
+        .arg(&home.root)
+        .args(["deploy", "-", "web"])
+        .env_remove("SARGE_HOME")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strace is not installed: run `scripts/test`, which installs it");
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(&tarball);
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_failed_state_write_at_any_step_leaves_a_serving_home_that_the_next_deploy_repairs() {
+    let home = TestHome::new("statewrite", "  MESSAGE: v0");
+    let map = format!("  web: 127.0.0.1:{}", home.stable);
+    write_config(&home, &map, "v0", "");
+    home.deploy_ok(&hello_app(), "web");
+    let mut failures = 0;
+    let mut previous = "v0".to_owned();
+    for nth in 1.. {
+        let message = format!("n{nth}");
+        write_config(&home, &map, &message, "");
+        let out = deploy_with_failed_rename(&home, nth);
+        let text = stderr(&out);
+        // What answers now is what sarge said: the new instance after a
+        // success, the one before after a failure.
+        let answer = http_get(home.stable, "/");
+        let serving = if out.status.success() {
+            message.clone()
+        } else {
+            failures += 1;
+            assert!(
+                text.contains("No space left on device"),
+                "rename {nth}: the error does not give the reason:\n{text}"
+            );
+            assert_eq!(
+                text.matches("error:").count(),
+                1,
+                "rename {nth}: not one error line:\n{text}"
+            );
+            previous.clone()
+        };
+        assert!(
+            matches!(&answer, Ok((200, body)) if *body == format!("{serving}\n")),
+            "rename {nth}: the stable port answered {answer:?} after:\n{text}"
+        );
+        // Every later command works, and the next deploy leaves one instance.
+        let listed = home.instances();
+        assert_eq!(listed.len(), 1, "rename {nth}: {listed:?}");
+        let out = home.deploy(&hello_app(), "web");
+        assert!(
+            out.status.success(),
+            "rename {nth}: the deploy after failed:\n{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            http_get(home.stable, "/").unwrap(),
+            (200, format!("{message}\n")),
+            "rename {nth}: after the next deploy"
+        );
+        previous = message;
+        let dirs = std::fs::read_dir(home.root.join("var/instances"))
+            .unwrap()
+            .count();
+        assert_eq!(dirs, 1, "rename {nth}: leftovers after the next deploy");
+        if !text.contains("error:") && !text.contains("could not") {
+            // The injection came after the last rename of a deploy: done.
+            assert!(failures >= 5, "only {failures} renames failed a deploy");
+            break;
         }
     }
 }
