@@ -97,9 +97,20 @@ impl Sarge {
         }
         current.processes.remove(&record.process);
         current.save(&self.home)?;
-        self.remove_instance(&supervisor, &record.id)?;
-        self.collect_venvs(&current)?;
-        steps.done("destroy", format!("removed {}", record.id));
+        // Past this point the instance is no longer current: what cannot be
+        // deleted now is a leftover the next command retries.
+        match self.remove_instance(&supervisor, &record.id) {
+            Ok(()) => steps.done("destroy", format!("removed {}", record.id)),
+            Err(error) => steps.note(format!(
+                "{} is destroyed but its files could not all be removed ({error}); the next sarge command will try again",
+                record.id
+            )),
+        }
+        if let Err(error) = self.collect_venvs(&current) {
+            steps.note(format!(
+                "could not remove unused virtualenvs ({error}); the next sarge command will try again"
+            ));
+        }
         Ok(record)
     }
 
@@ -191,17 +202,32 @@ impl Sarge {
             let router = Router::new(&self.home, &self.config, supervisor);
             router.ensure(&Router::committed(&self.home, &current)?)?;
         }
-        for id in &leftovers {
-            self.remove_instance(supervisor, id)?;
+        // A leftover that cannot be removed (a folder owned by another
+        // user, say) is reported and tried again by the next command; it
+        // must not stop this one, or one such folder wedges the home.
+        let mut removed = Vec::new();
+        for id in leftovers {
+            match self.remove_instance(supervisor, &id) {
+                Ok(()) => removed.push(id),
+                Err(error) => steps.note(format!(
+                    "could not remove {id}, left by an earlier deploy ({error}); the next sarge command will try again"
+                )),
+            }
         }
-        self.collect_venvs(&current)?;
-        steps.done(
-            "recover",
-            format!(
-                "removed leftovers of an interrupted deploy: {}",
-                leftovers.into_iter().collect::<Vec<_>>().join(", ")
-            ),
-        );
+        if let Err(error) = self.collect_venvs(&current) {
+            steps.note(format!(
+                "could not remove unused virtualenvs ({error}); the next sarge command will try again"
+            ));
+        }
+        if !removed.is_empty() {
+            steps.done(
+                "recover",
+                format!(
+                    "removed leftovers of an interrupted deploy: {}",
+                    removed.join(", ")
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -216,10 +242,9 @@ impl Sarge {
         if program_file.exists() {
             fs_err::remove_file(&program_file)?;
         }
-        let dir = self.home.instance_dir(id);
-        if dir.exists() {
-            fs_err::remove_dir_all(&dir)?;
-        }
+        // The app may have made parts of its folder read-only (or shipped
+        // a mode-000 folder): remove_tree makes them writable first.
+        sarge_venv::remove_tree(&self.home.instance_dir(id))?;
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{File, TryLockError};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
@@ -13,6 +14,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use crate::error::{Error, Result};
 use crate::installer::{self, Build, Installer};
 use crate::key::{self, EnvKey};
+use crate::remove::{make_owner_writable, remove_tree};
 
 /// Written last, atomically: a folder without it is a crashed or failed
 /// build and is never handed out.
@@ -213,7 +215,7 @@ impl VenvStore {
             Err(err) => {
                 // The build's error matters more than a failed cleanup, and
                 // the next ensure() removes the leftover anyway.
-                let _ = std::fs::remove_dir_all(&path);
+                let _ = remove_tree(&path);
                 Err(err)
             }
         }
@@ -303,15 +305,24 @@ fn is_ready(path: &Utf8Path) -> bool {
 }
 
 /// Removes the marker first so that a crash halfway through leaves a
-/// leftover, never a "ready" environment with files missing.
+/// leftover, never a "ready" environment with files missing. The folder is
+/// read-only once built, so it is made writable for that first.
 fn remove_dir(path: &Utf8Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            make_owner_writable(path.as_std_path(), meta.permissions().mode())?
+        }
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(Error::io("inspect environment folder", path)(err)),
+    }
     let marker = path.join(READY_MARKER);
     match std::fs::remove_file(&marker) {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(Error::io("remove marker", marker)(err)),
     }
-    std::fs::remove_dir_all(path).map_err(Error::io("remove environment folder", path))
+    remove_tree(path)
 }
 
 fn write_marker(venv: &Utf8Path, key: &EnvKey, installer: &Installer) -> Result<()> {
