@@ -100,3 +100,45 @@ fn a_folder_the_app_made_read_only_does_not_wedge_the_home() {
     assert_old_instance_removed_and_home_usable(&home, &redeploy, &first);
     let _ = std::fs::remove_dir_all(&app);
 }
+
+#[test]
+fn a_folder_sarge_cannot_delete_is_reported_and_blocks_no_command() {
+    let home = TestHome::new_unprivileged("undeletable", "  MESSAGE: stuck");
+    if !home.is_unprivileged() {
+        eprintln!("not run: only a suite run as root can make a folder sarge's user cannot delete");
+        return;
+    }
+    home.deploy_ok(&hello_app(), "web");
+    let first = home.instance_of("web")["id"].as_str().unwrap().to_owned();
+    // A folder of root's inside the instance: no chmod by the instance's
+    // user can make it deletable.
+    let stuck = home
+        .root
+        .join("var/instances")
+        .join(&first)
+        .join("app/stuck");
+    std::fs::create_dir(&stuck).unwrap();
+    std::fs::write(stuck.join("file"), "root's").unwrap();
+
+    let redeploy = home.deploy_ok(&hello_app(), "web");
+    assert!(
+        redeploy.contains(&format!("could not remove the old instance {first}")),
+        "the failed cleanup was not reported:\n{redeploy}"
+    );
+    let out = home.sarge(&["list"]);
+    assert!(out.status.success(), "list failed: {}", stderr(&out));
+    let out = home.deploy(&hello_app(), "web");
+    assert!(out.status.success(), "deploy failed: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("could not remove {first}")),
+        "the retry's failure was not reported:\n{}",
+        stderr(&out)
+    );
+    let out = home.sarge(&["destroy", "web"]);
+    assert!(out.status.success(), "destroy failed: {}", stderr(&out));
+
+    // Once it can be deleted, the next command removes it.
+    std::fs::remove_dir_all(&stuck).unwrap();
+    assert!(home.instances().is_empty());
+    assert_eq!(instance_folders(&home), Vec::<String>::new());
+}
