@@ -8,6 +8,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use common::*;
 
@@ -141,4 +142,124 @@ fn a_folder_sarge_cannot_delete_is_reported_and_blocks_no_command() {
     std::fs::remove_dir_all(&stuck).unwrap();
     assert!(home.instances().is_empty());
     assert_eq!(instance_folders(&home), Vec::<String>::new());
+}
+
+/// A copy of the hello app whose app.py runs `prelude` first.
+fn app_with_prelude(name: &str, prelude: &str) -> PathBuf {
+    let app = app_copy(name);
+    let original = std::fs::read_to_string(app.join("app.py")).unwrap();
+    std::fs::write(app.join("app.py"), format!("{prelude}\n{original}")).unwrap();
+    app
+}
+
+/// The site-packages folders of every virtualenv in the home.
+fn site_packages(home: &TestHome) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for venv in std::fs::read_dir(home.root.join("var/venvs")).unwrap() {
+        let lib = venv.unwrap().path().join("lib");
+        for python in std::fs::read_dir(lib).unwrap() {
+            found.push(python.unwrap().path().join("site-packages"));
+        }
+    }
+    found
+}
+
+/// The app writes a `.pth` into its virtualenv at start; a `.pth` line that
+/// starts with `import` runs in every later interpreter using that venv.
+fn pth_planting_app(name: &str, marker: &Path) -> PathBuf {
+    let pth = format!(
+        "import pathlib; pathlib.Path({marker:?}).write_text('ran')",
+        marker = marker.display().to_string()
+    );
+    app_with_prelude(
+        name,
+        &format!(
+            "import site\ntry:\n    open(site.getsitepackages()[0] + '/evil.pth', 'w').write({pth:?} + '\\n')\n    print('wrote evil.pth', flush=True)\nexcept OSError as error:\n    print('could not write evil.pth:', error, flush=True)\n"
+        ),
+    )
+}
+
+fn a_pth_written_by_one_release_never_runs_in_the_next(home: &TestHome, name: &str) {
+    let marker = std::env::temp_dir().join(format!("sarge-evil-pth-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let app = pth_planting_app(name, &marker);
+    home.deploy_ok(&app, "web");
+    // The first instance has run its prelude once it answers.
+    let redeploy = home.deploy_ok(&app, "web");
+    let ran = marker.exists();
+    let _ = std::fs::remove_file(&marker);
+    assert!(
+        !ran,
+        "evil.pth from the first release ran in the second:\n{redeploy}"
+    );
+    if home.is_unprivileged() {
+        // The write was refused, so the venv is as built and reused.
+        for dir in site_packages(home) {
+            assert!(
+                !dir.join("evil.pth").exists(),
+                "{} holds evil.pth",
+                dir.display()
+            );
+        }
+        assert!(redeploy.contains("reused"), "{redeploy}");
+    } else {
+        // Root's write succeeded (and the second release wrote it again,
+        // after its start): the changed venv was rebuilt, not reused.
+        assert!(
+            redeploy.contains("installed requirements.txt"),
+            "{redeploy}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&app);
+}
+
+#[test]
+fn a_pth_written_into_the_venv_never_runs_in_the_next_release() {
+    let home = TestHome::new_unprivileged("evilpth", "  MESSAGE: pth");
+    a_pth_written_by_one_release_never_runs_in_the_next(&home, "evilpth");
+}
+
+/// Root ignores the read-only bits, so here the write succeeds and the
+/// fingerprint check must catch it.
+#[test]
+fn a_pth_written_into_the_venv_by_root_never_runs_in_the_next_release() {
+    let home = TestHome::new("evilpthroot", "  MESSAGE: pth");
+    a_pth_written_by_one_release_never_runs_in_the_next(&home, "evilpthroot");
+}
+
+/// uv used to hardlink files from its cache: an in-place edit of a package
+/// then changed the cache, and every venv built from it afterwards. Run as
+/// root (the edit succeeds) with uv.
+#[test]
+fn an_in_place_edit_of_a_package_never_reaches_a_new_venv() {
+    let home = TestHome::new("editflask", "  MESSAGE: edit");
+    let app = app_with_prelude(
+        "editflask",
+        "import flask, pathlib\ntry:\n    with open(flask.__file__, 'a') as f:\n        f.write('\\nSARGE_TAMPERED = True\\n')\n    print('edited', flask.__file__, flush=True)\nexcept OSError as error:\n    print('could not edit flask:', error, flush=True)\n",
+    );
+    home.deploy_ok(&app, "web");
+    // Another pin set (the key covers the requirements' bytes): a new
+    // venv, installed from the cache the first one was installed from.
+    let mut requirements = std::fs::read_to_string(app.join("requirements.txt")).unwrap();
+    requirements.push_str("# second pin set\n");
+    std::fs::write(app.join("requirements.txt"), requirements).unwrap();
+    std::fs::write(
+        app.join("app.py"),
+        std::fs::read(hello_app().join("app.py")).unwrap(),
+    )
+    .unwrap();
+    let redeploy = home.deploy_ok(&app, "web");
+    assert!(
+        redeploy.contains("installed requirements.txt"),
+        "{redeploy}"
+    );
+    let venvs = site_packages(&home);
+    assert_eq!(venvs.len(), 1, "{venvs:?}");
+    let flask = std::fs::read_to_string(venvs[0].join("flask/__init__.py")).unwrap();
+    assert!(
+        !flask.contains("SARGE_TAMPERED"),
+        "the first release's edit of flask reached the new venv {}",
+        venvs[0].display()
+    );
+    let _ = std::fs::remove_dir_all(&app);
 }

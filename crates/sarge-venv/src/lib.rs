@@ -44,6 +44,7 @@ mod installer;
 mod key;
 mod output;
 mod remove;
+mod seal;
 mod store;
 
 pub use error::{Error, Result};

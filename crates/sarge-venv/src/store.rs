@@ -15,10 +15,15 @@ use crate::error::{Error, Result};
 use crate::installer::{self, Build, Installer};
 use crate::key::{self, EnvKey};
 use crate::remove::{make_owner_writable, remove_tree};
+use crate::seal;
 
 /// Written last, atomically: a folder without it is a crashed or failed
 /// build and is never handed out.
 const READY_MARKER: &str = ".sarge-ready";
+/// The marker and its temp file: written after the fingerprint, so not in it.
+const MARKER_FILES: [&str; 2] = [READY_MARKER, ".sarge-ready.tmp"];
+/// The marker's line holding the fingerprint of the built environment.
+const FINGERPRINT_FIELD: &str = "fingerprint = ";
 /// Per-key lock files live in the cache folder, apart from the
 /// environments: listing the store only ever sees key folders, and a failed
 /// build leaves no trace in the store.
@@ -76,6 +81,14 @@ pub enum Progress<'a> {
         /// The tool doing it.
         installer: &'a Installer,
     },
+    /// A ready environment is removed to be built again, because it is
+    /// no longer as it was built (an app wrote into it).
+    Discarding {
+        /// Its folder.
+        path: &'a Utf8Path,
+        /// What is wrong with it.
+        reason: &'a str,
+    },
     /// The environment is ready.
     Built {
         /// Its key.
@@ -110,8 +123,8 @@ impl fmt::Debug for VenvStore {
 }
 
 impl VenvStore {
-    /// A store at `root`. `cache_dir` is the installer's cache; put it on the
-    /// same filesystem as `root` so uv can hardlink instead of copying.
+    /// A store at `root`. `cache_dir` is the installer's cache (and holds
+    /// the build locks); environments copy from it, never link to it.
     pub fn new(
         root: impl Into<Utf8PathBuf>,
         cache_dir: impl Into<Utf8PathBuf>,
@@ -158,7 +171,7 @@ impl VenvStore {
     pub fn ensure(&self, spec: &EnvironmentSpec<'_>) -> Result<Venv> {
         let (key, python) = key::compute(spec, &self.installer)?;
         let path = self.root.join(key.as_str());
-        if is_ready(&path) {
+        if is_ready(&path) && unchanged(&path).is_ok() {
             return Ok(Venv {
                 key,
                 path,
@@ -169,13 +182,29 @@ impl VenvStore {
         let lock = self.lock_file(&key)?;
         lock.lock()
             .map_err(Error::io("lock", self.lock_path(&key)))?;
-        // Another process may have finished this build while we waited.
+        // Another process may have finished (or redone) this build while
+        // we waited.
         if is_ready(&path) {
-            return Ok(Venv {
-                key,
-                path,
-                reused: true,
-            });
+            match unchanged(&path) {
+                Ok(()) => {
+                    return Ok(Venv {
+                        key,
+                        path,
+                        reused: true,
+                    })
+                }
+                // An app changed it (or it predates fingerprints): the
+                // next release gets a fresh build, never the changed one.
+                // Instances running from it keep their loaded code; the
+                // path they use is the fresh build's once it is done.
+                Err(reason) => {
+                    self.report(Progress::Discarding {
+                        path: &path,
+                        reason: &reason,
+                    });
+                    remove_dir(&path)?;
+                }
+            }
         }
         if path.exists() {
             self.report(Progress::RemovingLeftover { path: &path });
@@ -224,7 +253,17 @@ impl VenvStore {
     fn build(&self, build: &Build<'_>, key: &EnvKey) -> Result<String> {
         let mut output = installer::create_venv(&self.installer, build)?;
         output.push_str(&installer::install(&self.installer, build)?);
-        write_marker(build.venv, key, &self.installer)?;
+        // Read-only first, so the fingerprint holds the final modes and
+        // ctimes; the folder itself last, as the marker is written into it.
+        seal::make_read_only(build.venv)?;
+        let fingerprint = seal::fingerprint(build.venv, &MARKER_FILES)?;
+        write_marker(build.venv, key, &self.installer, &fingerprint)?;
+        let mode = std::fs::metadata(build.venv)
+            .map_err(Error::io("inspect environment folder", build.venv))?
+            .permissions()
+            .mode();
+        std::fs::set_permissions(build.venv, std::fs::Permissions::from_mode(mode & !0o222))
+            .map_err(Error::io("make read-only", build.venv))?;
         Ok(output)
     }
 
@@ -325,13 +364,42 @@ fn remove_dir(path: &Utf8Path) -> Result<()> {
     remove_tree(path)
 }
 
-fn write_marker(venv: &Utf8Path, key: &EnvKey, installer: &Installer) -> Result<()> {
+/// Whether the environment at `path` is as it was built: its fingerprint
+/// matches the one in its marker. The error says why not.
+fn unchanged(path: &Utf8Path) -> std::result::Result<(), String> {
+    let marker = path.join(READY_MARKER);
+    let text = std::fs::read_to_string(&marker)
+        .map_err(|err| format!("its marker {marker} cannot be read ({err})"))?;
+    let Some(recorded) = text
+        .lines()
+        .find_map(|line| line.strip_prefix(FINGERPRINT_FIELD))
+    else {
+        return Err("it was built by an older sarge, without a fingerprint".to_owned());
+    };
+    match seal::fingerprint(path, &MARKER_FILES) {
+        Ok(now) if now == recorded.trim() => Ok(()),
+        Ok(_) => Err("files in it changed after it was built".to_owned()),
+        Err(err) => Err(format!("it cannot be checked ({err})")),
+    }
+}
+
+fn write_marker(
+    venv: &Utf8Path,
+    key: &EnvKey,
+    installer: &Installer,
+    fingerprint: &str,
+) -> Result<()> {
     let temp = venv.join(format!("{READY_MARKER}.tmp"));
     let marker = venv.join(READY_MARKER);
     let mut file = File::create(&temp).map_err(Error::io("create marker", &temp))?;
-    writeln!(file, "key = {key}\ninstaller = {}", installer.name())
-        .and_then(|()| file.sync_all())
-        .map_err(Error::io("write marker", &temp))?;
+    writeln!(
+        file,
+        "key = {key}\ninstaller = {}\n{FINGERPRINT_FIELD}{fingerprint}",
+        installer.name()
+    )
+    .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o444)))
+    .and_then(|()| file.sync_all())
+    .map_err(Error::io("write marker", &temp))?;
     std::fs::rename(&temp, &marker).map_err(Error::io("rename marker into place", &marker))?;
     // The rename is only durable once the folder's entry is on disk.
     File::open(venv)
