@@ -263,3 +263,41 @@ fn an_in_place_edit_of_a_package_never_reaches_a_new_venv() {
     );
     let _ = std::fs::remove_dir_all(&app);
 }
+
+/// The log files of `web` instances in var/log (rotated ones included).
+fn web_logs(home: &TestHome) -> Vec<String> {
+    let mut logs: Vec<String> = std::fs::read_dir(home.root.join("var/log"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("web-") && name.contains(".log"))
+        .collect();
+    logs.sort();
+    logs
+}
+
+#[test]
+fn removed_instances_logs_do_not_pile_up() {
+    let home = TestHome::new("logs", "  MESSAGE: logs");
+    for _ in 0..9 {
+        home.deploy_ok(&hello_app(), "web");
+    }
+    let logs = web_logs(&home);
+    // The current instance's log and those of the last 5 removed ones.
+    assert_eq!(logs.len(), 6, "{logs:?}");
+    let current = home.instance_of("web")["id"].as_str().unwrap().to_owned();
+    assert!(logs.contains(&format!("{current}.log")), "{logs:?}");
+    // Each instance's log is bounded too: rotated at 10 MB, 3 backups.
+    let program = std::fs::read_to_string(
+        home.root
+            .join("etc/supervisor.d")
+            .join(format!("{current}.conf")),
+    )
+    .unwrap();
+    assert!(
+        program.contains("stdout_logfile_maxbytes=10MB\nstdout_logfile_backups=3\n"),
+        "{program}"
+    );
+    let out = home.sarge(&["destroy", "web"]);
+    assert!(out.status.success(), "destroy failed: {}", stderr(&out));
+    assert_eq!(web_logs(&home).len(), 5, "{:?}", web_logs(&home));
+}

@@ -1,8 +1,11 @@
 //! Operations on existing instances: list, start, stop, destroy, run, and
 //! the housekeeping every state-changing command does first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
+use std::time::SystemTime;
+
+use camino::Utf8PathBuf;
 
 use sarge_supervisor::{Client, ProcessState};
 
@@ -13,6 +16,11 @@ use crate::progress::{Progress, Steps};
 use crate::routing::{Router, HAPROXY_PROGRAM};
 use crate::state::{CurrentInstances, InstanceRecord};
 use crate::Sarge;
+
+/// How many removed instances keep their logs (at most 40 MB each, see
+/// `sarge_supervisor::Program`): enough to look into the last few releases
+/// or failed deploys, and a bound on a home that deploys all day.
+const KEPT_REMOVED_LOGS: usize = 5;
 
 /// One current instance, as `sarge list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -245,6 +253,49 @@ impl Sarge {
         // The app may have made parts of its folder read-only (or shipped
         // a mode-000 folder): remove_tree makes them writable first.
         sarge_venv::remove_tree(&self.home.instance_dir(id))?;
+        // Logs are housekeeping: one that cannot be deleted now is tried
+        // again at the next removal, and must not fail this one.
+        let _ = self.prune_logs();
+        Ok(())
+    }
+
+    /// Deletes the logs of removed instances but those of the newest
+    /// [`KEPT_REMOVED_LOGS`], so that 400 deploys leave a few files rather
+    /// than 400. A log is an instance's when it is named `ID.log` (or a
+    /// rotated `ID.log.N`) with ID shaped like an instance id; the logs of
+    /// instances that still have a folder, and of supervisord and haproxy,
+    /// are never touched.
+    fn prune_logs(&self) -> Result<()> {
+        let existing: BTreeSet<String> = self.instance_ids()?.into_iter().collect();
+        let mut removed: BTreeMap<String, (SystemTime, Vec<Utf8PathBuf>)> = BTreeMap::new();
+        let log_dir = self.home.log_dir();
+        for entry in fs_err::read_dir(&log_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = instance_of_log(&name) else {
+                continue;
+            };
+            if existing.contains(id) {
+                continue;
+            }
+            let modified = entry.metadata()?.modified()?;
+            let (newest, files) = removed
+                .entry(id.to_owned())
+                .or_insert((SystemTime::UNIX_EPOCH, Vec::new()));
+            *newest = (*newest).max(modified);
+            files.push(log_dir.join(&name));
+        }
+        let mut by_age: Vec<(SystemTime, Vec<Utf8PathBuf>)> = removed.into_values().collect();
+        by_age.sort_by_key(|(newest, _)| std::cmp::Reverse(*newest));
+        for (_, files) in by_age.into_iter().skip(KEPT_REMOVED_LOGS) {
+            for file in files {
+                match fs_err::remove_file(&file) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
         Ok(())
     }
 
@@ -272,5 +323,46 @@ impl Sarge {
         }
         self.venv_store().remove_unused(&keep)?;
         Ok(())
+    }
+}
+
+/// The instance id a log file name belongs to: `ID.log` or `ID.log.N`
+/// where ID is `PROCESS-xxxxxx` (six hex digits), as deploys name them.
+fn instance_of_log(name: &str) -> Option<&str> {
+    let (id, rotation) = name.split_once(".log")?;
+    let rotation_ok = rotation.is_empty()
+        || rotation
+            .strip_prefix('.')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let (process, suffix) = id.rsplit_once('-')?;
+    let id_ok = suffix.len() == 6
+        && suffix.bytes().all(|b| b.is_ascii_hexdigit())
+        && crate::procfile::is_valid_process_name(process);
+    (rotation_ok && id_ok).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_logs_are_told_from_other_logs() {
+        assert_eq!(instance_of_log("web-0a1b2c.log"), Some("web-0a1b2c"));
+        assert_eq!(instance_of_log("web-0a1b2c.log.3"), Some("web-0a1b2c"));
+        assert_eq!(
+            instance_of_log("my-api-0a1b2c.log.10"),
+            Some("my-api-0a1b2c")
+        );
+        for other in [
+            "supervisord.log",
+            "supervisord.log.1",
+            "haproxy.log",
+            "web-0a1b2c.log.bak",
+            "web-0a1b2.log",
+            "web-0a1b2c.txt",
+            "-0a1b2c.log",
+        ] {
+            assert_eq!(instance_of_log(other), None, "{other}");
+        }
     }
 }
