@@ -227,19 +227,53 @@ fn a_pth_written_into_the_venv_by_root_never_runs_in_the_next_release() {
     a_pth_written_by_one_release_never_runs_in_the_next(&home, "evilpthroot");
 }
 
-/// uv used to hardlink files from its cache: an in-place edit of a package
-/// then changed the cache, and every venv built from it afterwards. Run as
-/// root (the edit succeeds) with uv.
-#[test]
-fn an_in_place_edit_of_a_package_never_reaches_a_new_venv() {
-    let home = TestHome::new("editflask", "  MESSAGE: edit");
-    let app = app_with_prelude(
-        "editflask",
-        "import flask, pathlib\ntry:\n    with open(flask.__file__, 'a') as f:\n        f.write('\\nSARGE_TAMPERED = True\\n')\n    print('edited', flask.__file__, flush=True)\nexcept OSError as error:\n    print('could not edit flask:', error, flush=True)\n",
+/// The app appends a line to flask/__init__.py of its venv at start.
+fn flask_editing_app(name: &str) -> PathBuf {
+    app_with_prelude(
+        name,
+        "import flask\ntry:\n    with open(flask.__file__, 'a') as f:\n        f.write('\\nSARGE_TAMPERED = True\\n')\n    print('edited', flask.__file__, flush=True)\nexcept OSError as error:\n    print('could not edit flask:', error, flush=True)\n",
+    )
+}
+
+/// Fails if the only venv's flask holds the edit.
+fn assert_flask_unedited(home: &TestHome, case: &str) {
+    let venvs = site_packages(home);
+    assert_eq!(venvs.len(), 1, "{case}: {venvs:?}");
+    let flask = std::fs::read_to_string(venvs[0].join("flask/__init__.py")).unwrap();
+    assert!(
+        !flask.contains("SARGE_TAMPERED"),
+        "{case}: the first release's edit of flask is in {}",
+        venvs[0].display()
     );
+}
+
+/// Run as root (so the edit succeeds) with uv: uv used to hardlink files
+/// from its cache, so an in-place edit of a package changed the cache and
+/// every venv built from it afterwards.
+#[test]
+fn an_in_place_edit_of_a_package_never_reaches_a_later_release() {
+    let home = TestHome::new("editflask", "  MESSAGE: edit");
+    let app = flask_editing_app("editflask");
     home.deploy_ok(&app, "web");
-    // Another pin set (the key covers the requirements' bytes): a new
-    // venv, installed from the cache the first one was installed from.
+    // The same requirements, with an app that edits nothing: the edited
+    // venv must not be reused as it is.
+    std::fs::write(
+        app.join("app.py"),
+        std::fs::read(hello_app().join("app.py")).unwrap(),
+    )
+    .unwrap();
+    let redeploy = home.deploy_ok(&app, "web");
+    assert!(
+        redeploy.contains("installed requirements.txt"),
+        "{redeploy}"
+    );
+    assert_flask_unedited(&home, "same requirements");
+
+    // The edit again, then another pin set (the key covers the
+    // requirements' bytes): a new venv, installed from the cache the
+    // edited one came from.
+    let app = flask_editing_app("editflask");
+    home.deploy_ok(&app, "web");
     let mut requirements = std::fs::read_to_string(app.join("requirements.txt")).unwrap();
     requirements.push_str("# second pin set\n");
     std::fs::write(app.join("requirements.txt"), requirements).unwrap();
@@ -253,14 +287,26 @@ fn an_in_place_edit_of_a_package_never_reaches_a_new_venv() {
         redeploy.contains("installed requirements.txt"),
         "{redeploy}"
     );
-    let venvs = site_packages(&home);
-    assert_eq!(venvs.len(), 1, "{venvs:?}");
-    let flask = std::fs::read_to_string(venvs[0].join("flask/__init__.py")).unwrap();
-    assert!(
-        !flask.contains("SARGE_TAMPERED"),
-        "the first release's edit of flask reached the new venv {}",
-        venvs[0].display()
-    );
+    assert_flask_unedited(&home, "new pin set");
+    let _ = std::fs::remove_dir_all(&app);
+}
+
+/// As sarge's non-root user the venv is read-only: the edit fails, and the
+/// venv is reused as it was built.
+#[test]
+fn an_app_cannot_edit_its_venv_as_a_non_root_user() {
+    let home = TestHome::new_unprivileged("editflaskuser", "  MESSAGE: edit");
+    let app = flask_editing_app("editflaskuser");
+    home.deploy_ok(&app, "web");
+    let redeploy = home.deploy_ok(&app, "web");
+    assert!(redeploy.contains("reused"), "{redeploy}");
+    assert_flask_unedited(&home, "non-root");
+    let log = std::fs::read_to_string(home.root.join("var/log").join(format!(
+        "{}.log",
+        home.instance_of("web")["id"].as_str().unwrap()
+    )))
+    .unwrap();
+    assert!(log.contains("could not edit flask"), "{log}");
     let _ = std::fs::remove_dir_all(&app);
 }
 
