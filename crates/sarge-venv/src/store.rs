@@ -270,7 +270,9 @@ impl VenvStore {
     /// Removes every environment whose key is not in `keep` (and leftover
     /// folders without the marker). Returns the removed keys.
     ///
-    /// Folders being built right now are left alone.
+    /// Folders being built right now are left alone. A folder that cannot
+    /// be removed does not stop the others; the first such error is
+    /// returned once all were tried.
     pub fn remove_unused(&self, keep: &BTreeSet<EnvKey>) -> Result<Vec<EnvKey>> {
         let entries = match std::fs::read_dir(&self.root) {
             Ok(entries) => entries,
@@ -295,7 +297,11 @@ impl VenvStore {
         }
         candidates.sort();
 
+        // One folder that cannot be removed (a file of another user's in
+        // it) must not keep the others: each is tried, the first failure
+        // reported.
         let mut removed = Vec::new();
+        let mut first_error = None;
         for (key, path) in candidates {
             let lock = self.lock_file(&key)?;
             match lock.try_lock() {
@@ -310,10 +316,17 @@ impl VenvStore {
             if keep.contains(&key) && is_ready(&path) {
                 continue;
             }
-            remove_dir(&path)?;
-            removed.push(key);
+            match remove_dir(&path) {
+                Ok(()) => removed.push(key),
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
         }
-        Ok(removed)
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(removed),
+        }
     }
 
     fn lock_path(&self, key: &EnvKey) -> Utf8PathBuf {
