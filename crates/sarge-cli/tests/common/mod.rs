@@ -185,7 +185,7 @@ impl TestHome {
         let ports = PortBlock::claim();
         let base = ports.base;
         let root = std::env::temp_dir().join(format!("sarge-e2e-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        remove_home_dir(&root);
         std::fs::create_dir_all(&root).unwrap();
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(&root, Some(uid), Some(gid)).unwrap();
@@ -433,10 +433,23 @@ impl Drop for TestHome {
             self.stop_supervisord();
         }
         if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.root);
+            remove_home_dir(&self.root);
         } else {
             eprintln!("test home kept for inspection: {}", self.root.display());
         }
+    }
+}
+
+/// Deletes a test home; its virtualenvs are read-only, which stops a
+/// plain `remove_dir_all` run by a user other than root.
+pub fn remove_home_dir(root: &Path) {
+    if root.exists() {
+        let _ = Command::new("chmod")
+            .arg("-R")
+            .arg("u+w")
+            .arg(root)
+            .status();
+        let _ = std::fs::remove_dir_all(root);
     }
 }
 
