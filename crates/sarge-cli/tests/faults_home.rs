@@ -130,8 +130,13 @@ fn a_folder_sarge_cannot_delete_is_reported_and_blocks_no_command() {
     assert!(out.status.success(), "list failed: {}", stderr(&out));
     let out = home.deploy(&hello_app(), "web");
     assert!(out.status.success(), "deploy failed: {}", stderr(&out));
+    // The note names the file and why it could not be deleted.
+    let file = stuck.join("file");
     assert!(
-        stderr(&out).contains(&format!("could not remove {first}")),
+        stderr(&out).contains(&format!(
+            "could not remove {first}, left by an earlier deploy (remove file {}: Permission denied",
+            file.display()
+        )),
         "the retry's failure was not reported:\n{}",
         stderr(&out)
     );

@@ -110,13 +110,15 @@ impl Sarge {
         match self.remove_instance(&supervisor, &record.id) {
             Ok(()) => steps.done("destroy", format!("removed {}", record.id)),
             Err(error) => steps.note(format!(
-                "{} is destroyed but its files could not all be removed ({error}); the next sarge command will try again",
-                record.id
+                "{} is destroyed but its files could not all be removed ({}); the next sarge command will try again",
+                record.id,
+                described(&error)
             )),
         }
         if let Err(error) = self.collect_venvs(&current) {
             steps.note(format!(
-                "could not remove unused virtualenvs ({error}); the next sarge command will try again"
+                "could not remove unused virtualenvs ({}); the next sarge command will try again",
+                described(&error)
             ));
         }
         Ok(record)
@@ -218,13 +220,15 @@ impl Sarge {
             match self.remove_instance(supervisor, &id) {
                 Ok(()) => removed.push(id),
                 Err(error) => steps.note(format!(
-                    "could not remove {id}, left by an earlier deploy ({error}); the next sarge command will try again"
+                    "could not remove {id}, left by an earlier deploy ({}); the next sarge command will try again",
+                    described(&error)
                 )),
             }
         }
         if let Err(error) = self.collect_venvs(&current) {
             steps.note(format!(
-                "could not remove unused virtualenvs ({error}); the next sarge command will try again"
+                "could not remove unused virtualenvs ({}); the next sarge command will try again",
+                described(&error)
             ));
         }
         if !removed.is_empty() {
@@ -324,6 +328,23 @@ impl Sarge {
         self.venv_store().remove_unused(&keep)?;
         Ok(())
     }
+}
+
+/// An error with its causes, for a note (which, unlike an error, the CLI
+/// prints as it is): `remove file X: Permission denied (os error 13)`.
+fn described(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Transparent variants repeat their inner error's message.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The instance id a log file name belongs to: `ID.log` or `ID.log.N`
