@@ -116,7 +116,7 @@ impl Home {
     pub fn venvs_dir(&self) -> Utf8PathBuf {
         self.root.join("var/venvs")
     }
-    /// `var/cache/`: installer caches (same filesystem as the venvs, so uv hardlinks).
+    /// `var/cache/`: installer caches (copied from, never linked into the venvs).
     pub fn cache_dir(&self) -> Utf8PathBuf {
         self.root.join("var/cache")
     }

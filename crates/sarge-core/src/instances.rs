@@ -1,9 +1,12 @@
 //! Operations on existing instances: list, start, stop, destroy, run, and
 //! the housekeeping every state-changing command does first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::process::Command;
+use std::time::SystemTime;
+
+use camino::Utf8PathBuf;
 
 use sarge_supervisor::{Client, ProcessState};
 
@@ -14,6 +17,11 @@ use crate::progress::{Progress, Steps};
 use crate::routing::{Router, HAPROXY_PROGRAM};
 use crate::state::{CurrentInstances, InstanceRecord};
 use crate::Sarge;
+
+/// How many removed instances keep their logs (at most 40 MB each, see
+/// `sarge_supervisor::Program`): enough to look into the last few releases
+/// or failed deploys, and a bound on a home that deploys all day.
+const KEPT_REMOVED_LOGS: usize = 5;
 
 /// One current instance, as `sarge list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -98,9 +106,22 @@ impl Sarge {
         }
         current.processes.remove(&record.process);
         current.save(&self.home)?;
-        self.remove_instance(&supervisor, &record.id)?;
-        self.collect_venvs(&current)?;
-        steps.done("destroy", format!("removed {}", record.id));
+        // Past this point the instance is no longer current: what cannot be
+        // deleted now is a leftover the next command retries.
+        match self.remove_instance(&supervisor, &record.id) {
+            Ok(()) => steps.done("destroy", format!("removed {}", record.id)),
+            Err(error) => steps.note(format!(
+                "{} is destroyed but its files could not all be removed ({}); the next sarge command will try again",
+                record.id,
+                described(&error)
+            )),
+        }
+        if let Err(error) = self.collect_venvs(&current) {
+            steps.note(format!(
+                "could not remove unused virtualenvs ({}); the next sarge command will try again",
+                described(&error)
+            ));
+        }
         Ok(record)
     }
 
@@ -198,17 +219,34 @@ impl Sarge {
             let router = Router::new(&self.home, &self.config, supervisor);
             router.ensure(&Router::committed(&self.home, &current))?;
         }
-        for id in &leftovers {
-            self.remove_instance(supervisor, id)?;
+        // A leftover that cannot be removed (a folder owned by another
+        // user, say) is reported and tried again by the next command; it
+        // must not stop this one, or one such folder wedges the home.
+        let mut removed = Vec::new();
+        for id in leftovers {
+            match self.remove_instance(supervisor, &id) {
+                Ok(()) => removed.push(id),
+                Err(error) => steps.note(format!(
+                    "could not remove {id}, left by an earlier deploy ({}); the next sarge command will try again",
+                    described(&error)
+                )),
+            }
         }
-        self.collect_venvs(&current)?;
-        steps.done(
-            "recover",
-            format!(
-                "removed leftovers of an interrupted deploy: {}",
-                leftovers.into_iter().collect::<Vec<_>>().join(", ")
-            ),
-        );
+        if let Err(error) = self.collect_venvs(&current) {
+            steps.note(format!(
+                "could not remove unused virtualenvs ({}); the next sarge command will try again",
+                described(&error)
+            ));
+        }
+        if !removed.is_empty() {
+            steps.done(
+                "recover",
+                format!(
+                    "removed leftovers of an interrupted deploy: {}",
+                    removed.join(", ")
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -223,9 +261,51 @@ impl Sarge {
         if program_file.exists() {
             fs_err::remove_file(&program_file)?;
         }
-        let dir = self.home.instance_dir(id);
-        if dir.exists() {
-            fs_err::remove_dir_all(&dir)?;
+        // The app may have made parts of its folder read-only (or shipped
+        // a mode-000 folder): remove_tree makes them writable first.
+        sarge_venv::remove_tree(&self.home.instance_dir(id))?;
+        // Logs are housekeeping: one that cannot be deleted now is tried
+        // again at the next removal, and must not fail this one.
+        let _ = self.prune_logs();
+        Ok(())
+    }
+
+    /// Deletes the logs of removed instances but those of the newest
+    /// [`KEPT_REMOVED_LOGS`], so that 400 deploys leave a few files rather
+    /// than 400. A log is an instance's when it is named `ID.log` (or a
+    /// rotated `ID.log.N`) with ID shaped like an instance id; the logs of
+    /// instances that still have a folder, and of supervisord and haproxy,
+    /// are never touched.
+    fn prune_logs(&self) -> Result<()> {
+        let existing: BTreeSet<String> = self.instance_ids()?.into_iter().collect();
+        let mut removed: BTreeMap<String, (SystemTime, Vec<Utf8PathBuf>)> = BTreeMap::new();
+        let log_dir = self.home.log_dir();
+        for entry in fs_err::read_dir(&log_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = instance_of_log(&name) else {
+                continue;
+            };
+            if existing.contains(id) {
+                continue;
+            }
+            let modified = entry.metadata()?.modified()?;
+            let (newest, files) = removed
+                .entry(id.to_owned())
+                .or_insert((SystemTime::UNIX_EPOCH, Vec::new()));
+            *newest = (*newest).max(modified);
+            files.push(log_dir.join(&name));
+        }
+        let mut by_age: Vec<(SystemTime, Vec<Utf8PathBuf>)> = removed.into_values().collect();
+        by_age.sort_by_key(|(newest, _)| std::cmp::Reverse(*newest));
+        for (_, files) in by_age.into_iter().skip(KEPT_REMOVED_LOGS) {
+            for file in files {
+                match fs_err::remove_file(&file) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
         }
         Ok(())
     }
@@ -254,5 +334,63 @@ impl Sarge {
         }
         self.venv_store().remove_unused(&keep)?;
         Ok(())
+    }
+}
+
+/// An error with its causes, for a note (which, unlike an error, the CLI
+/// prints as it is): `remove file X: Permission denied (os error 13)`.
+fn described(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Transparent variants repeat their inner error's message.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The instance id a log file name belongs to: `ID.log` or `ID.log.N`
+/// where ID is `PROCESS-xxxxxx` (six hex digits), as deploys name them.
+fn instance_of_log(name: &str) -> Option<&str> {
+    let (id, rotation) = name.split_once(".log")?;
+    let rotation_ok = rotation.is_empty()
+        || rotation
+            .strip_prefix('.')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let (process, suffix) = id.rsplit_once('-')?;
+    let id_ok = suffix.len() == 6
+        && suffix.bytes().all(|b| b.is_ascii_hexdigit())
+        && crate::procfile::is_valid_process_name(process);
+    (rotation_ok && id_ok).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_logs_are_told_from_other_logs() {
+        assert_eq!(instance_of_log("web-0a1b2c.log"), Some("web-0a1b2c"));
+        assert_eq!(instance_of_log("web-0a1b2c.log.3"), Some("web-0a1b2c"));
+        assert_eq!(
+            instance_of_log("my-api-0a1b2c.log.10"),
+            Some("my-api-0a1b2c")
+        );
+        for other in [
+            "supervisord.log",
+            "supervisord.log.1",
+            "haproxy.log",
+            "web-0a1b2c.log.bak",
+            "web-0a1b2.log",
+            "web-0a1b2c.txt",
+            "-0a1b2c.log",
+        ] {
+            assert_eq!(instance_of_log(other), None, "{other}");
+        }
     }
 }

@@ -377,13 +377,16 @@ impl Client {
 
     /// POSTs `body` to `/RPC2` and returns the response body.
     fn post(&self, method: &str, body: &[u8]) -> Result<String> {
-        let mut stream =
-            UnixStream::connect(&self.socket).map_err(|source| match source.kind() {
+        // A signal (SIGCHLD from a child sarge started, say) must not fail
+        // a call: each retry connects a fresh socket, so none is half-open.
+        let mut stream = retry_interrupted(|| UnixStream::connect(&self.socket)).map_err(
+            |source| match source.kind() {
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Error::NotRunning {
                     socket: self.socket.clone(),
                 },
                 _ => self.io_error(source),
-            })?;
+            },
+        )?;
         stream
             .set_read_timeout(Some(self.timeout))
             .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
@@ -395,6 +398,7 @@ impl Client {
         );
         let mut request = head.into_bytes();
         request.extend_from_slice(body);
+        // write_all already retries a write that a signal interrupted.
         stream
             .write_all(&request)
             .map_err(|source| self.io_error(source))?;
@@ -416,7 +420,7 @@ fn read_http_response(stream: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut raw = Vec::new();
     let mut chunk = [0_u8; 16 * 1024];
     loop {
-        let read = stream.read(&mut chunk)?;
+        let read = retry_interrupted(|| stream.read(&mut chunk))?;
         if read == 0 {
             return Ok(raw);
         }
@@ -425,6 +429,17 @@ fn read_http_response(stream: &mut impl Read) -> io::Result<Vec<u8>> {
             if raw.len() >= body_start + length {
                 return Ok(raw);
             }
+        }
+    }
+}
+
+/// Runs `operation` again for as long as a signal interrupts it (`EINTR`),
+/// which says nothing about the socket or supervisord.
+fn retry_interrupted<T>(mut operation: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match operation() {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
         }
     }
 }
@@ -603,6 +618,51 @@ mod tests {
         )))
         .unwrap();
         assert_eq!(parse_http_response(&raw).unwrap(), "ok");
+    }
+
+    #[test]
+    fn reads_interrupted_by_a_signal_are_retried() {
+        // Interrupted before each chunk, as a process that gets signals
+        // (SIGCHLD, SIGWINCH) while it waits for supervisord can be.
+        struct Interrupting {
+            chunks: Vec<&'static [u8]>,
+            interrupt_next: bool,
+        }
+        impl Read for Interrupting {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.interrupt_next = !self.interrupt_next;
+                if self.interrupt_next {
+                    return Err(io::Error::from(io::ErrorKind::Interrupted));
+                }
+                if self.chunks.is_empty() {
+                    return Ok(0);
+                }
+                let chunk = self.chunks.remove(0);
+                buf[..chunk.len()].copy_from_slice(chunk);
+                Ok(chunk.len())
+            }
+        }
+        let mut reader = Interrupting {
+            chunks: vec![
+                b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n",
+                b"hel",
+                b"lo",
+            ],
+            interrupt_next: false,
+        };
+        let raw = read_http_response(&mut reader).unwrap();
+        assert_eq!(parse_http_response(&raw).unwrap(), "hello");
+    }
+
+    #[test]
+    fn other_errors_are_not_retried() {
+        let mut calls = 0;
+        let result: io::Result<()> = retry_interrupted(|| {
+            calls += 1;
+            Err(io::Error::from(io::ErrorKind::ConnectionReset))
+        });
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(calls, 1);
     }
 
     #[test]

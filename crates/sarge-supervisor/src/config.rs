@@ -17,6 +17,13 @@ use camino::Utf8PathBuf;
 
 use crate::error::{Error, Result};
 
+/// A program's log rotates at this size, keeping [`LOG_BACKUPS`] old
+/// files: at most 40 MB per program, set here rather than left to
+/// supervisord's defaults (50 MB x 10 backups, 550 MB per program).
+const LOG_MAX_BYTES: &str = "10MB";
+/// Rotated log files kept per program.
+const LOG_BACKUPS: u32 = 3;
+
 /// Longest program name sarge accepts; names end up in file names and logs.
 const MAX_PROGRAM_NAME_LEN: usize = 64;
 
@@ -108,7 +115,8 @@ pub struct Program {
     pub command: Vec<String>,
     /// Working directory of the process.
     pub directory: Utf8PathBuf,
-    /// Log file for stdout; stderr is redirected into it.
+    /// Log file for stdout; stderr is redirected into it. It rotates at
+    /// 10 MB, keeping 3 old files (`NAME.log.1` to `.3`).
     pub log_file: Utf8PathBuf,
     /// Start when supervisord starts or the group is added.
     pub autostart: bool,
@@ -147,6 +155,8 @@ impl Program {
              command={command}\n\
              directory={directory}\n\
              stdout_logfile={log_file}\n\
+             stdout_logfile_maxbytes={LOG_MAX_BYTES}\n\
+             stdout_logfile_backups={LOG_BACKUPS}\n\
              redirect_stderr=true\n\
              autostart={autostart}\n\
              autorestart={autorestart}\n\
@@ -418,6 +428,8 @@ files=/home/etc/supervisor.d/*.conf
 command=/bin/sh -c 'echo hi; exec sleep 30'
 directory=/home/deploy/web
 stdout_logfile=/home/var/log/web.log
+stdout_logfile_maxbytes=10MB
+stdout_logfile_backups=3
 redirect_stderr=true
 autostart=true
 autorestart=true
@@ -449,6 +461,8 @@ killasgroup=true
 command=printf '%%s\\n' 100%%
 directory=/srv/100%% sure
 stdout_logfile=/var/log/100%%%% sure.log
+stdout_logfile_maxbytes=10MB
+stdout_logfile_backups=3
 redirect_stderr=true
 autostart=false
 autorestart=false

@@ -16,8 +16,8 @@ use crate::output::{missing_package, tail, TAIL_LINES};
 /// Which tool creates the virtualenv and installs into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Installer {
-    /// `uv venv` + `uv pip install`: much faster, and hardlinks files from
-    /// its cache instead of copying them.
+    /// `uv venv` + `uv pip install`: much faster; files are copied from
+    /// its cache, never hardlinked, so no environment shares a file with it.
     Uv {
         /// The `uv` executable.
         bin: Utf8PathBuf,
@@ -129,9 +129,13 @@ pub(crate) fn install(installer: &Installer, build: &Build<'_>) -> Result<String
                 .arg(build.requirements)
                 .arg("--python")
                 .arg(&venv_python)
-                // Hardlinks from a cache on the same filesystem make a new
-                // environment nearly free on disk; uv copies when it can't.
-                .args(["--link-mode", "hardlink"])
+                // Copies, not hardlinks: a hardlinked file is the cache's
+                // file, so an app editing its package in place would edit
+                // the cache and every environment built from it later.
+                // (`clone` is no better: on ext4 uv falls back to
+                // hardlinks.) Copying Flask's packages costs no measurable
+                // time next to compiling them, and ~6 MB per environment.
+                .args(["--link-mode", "copy"])
                 // Compile once here (~300 ms for Flask's packages) rather than
                 // at every start of every instance: with
                 // PYTHONDONTWRITEBYTECODE set, or a read-only venv, Python

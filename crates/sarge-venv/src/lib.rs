@@ -13,6 +13,10 @@
 //! [`Error`]s naming the interpreter, the wheel folder or the missing
 //! package; nothing is printed.
 //!
+//! Environments are read-only once built, so [`remove_tree`] (which
+//! `chmod -R u+w`s what it deletes) removes them; sarge uses it for the
+//! app folders too, which an app may have made read-only.
+//!
 //! ```no_run
 //! use std::collections::BTreeSet;
 //! use camino::Utf8Path;
@@ -39,9 +43,12 @@ mod error;
 mod installer;
 mod key;
 mod output;
+mod remove;
+mod seal;
 mod store;
 
 pub use error::{Error, Result};
 pub use installer::Installer;
 pub use key::EnvKey;
+pub use remove::remove_tree;
 pub use store::{EnvironmentSpec, Progress, Venv, VenvStore};

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{File, TryLockError};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
@@ -13,10 +14,16 @@ use camino::{Utf8Path, Utf8PathBuf};
 use crate::error::{Error, Result};
 use crate::installer::{self, Build, Installer};
 use crate::key::{self, EnvKey};
+use crate::remove::{make_owner_writable, remove_tree};
+use crate::seal;
 
 /// Written last, atomically: a folder without it is a crashed or failed
 /// build and is never handed out.
 const READY_MARKER: &str = ".sarge-ready";
+/// The marker and its temp file: written after the fingerprint, so not in it.
+const MARKER_FILES: [&str; 2] = [READY_MARKER, ".sarge-ready.tmp"];
+/// The marker's line holding the fingerprint of the built environment.
+const FINGERPRINT_FIELD: &str = "fingerprint = ";
 /// Per-key lock files live in the cache folder, apart from the
 /// environments: listing the store only ever sees key folders, and a failed
 /// build leaves no trace in the store.
@@ -74,6 +81,14 @@ pub enum Progress<'a> {
         /// The tool doing it.
         installer: &'a Installer,
     },
+    /// A ready environment is removed to be built again, because it is
+    /// no longer as it was built (an app wrote into it).
+    Discarding {
+        /// Its folder.
+        path: &'a Utf8Path,
+        /// What is wrong with it.
+        reason: &'a str,
+    },
     /// The environment is ready.
     Built {
         /// Its key.
@@ -108,8 +123,8 @@ impl fmt::Debug for VenvStore {
 }
 
 impl VenvStore {
-    /// A store at `root`. `cache_dir` is the installer's cache; put it on the
-    /// same filesystem as `root` so uv can hardlink instead of copying.
+    /// A store at `root`. `cache_dir` is the installer's cache (and holds
+    /// the build locks); environments copy from it, never link to it.
     pub fn new(
         root: impl Into<Utf8PathBuf>,
         cache_dir: impl Into<Utf8PathBuf>,
@@ -156,7 +171,7 @@ impl VenvStore {
     pub fn ensure(&self, spec: &EnvironmentSpec<'_>) -> Result<Venv> {
         let (key, python) = key::compute(spec, &self.installer)?;
         let path = self.root.join(key.as_str());
-        if is_ready(&path) {
+        if is_ready(&path) && unchanged(&path).is_ok() {
             return Ok(Venv {
                 key,
                 path,
@@ -167,13 +182,29 @@ impl VenvStore {
         let lock = self.lock_file(&key)?;
         lock.lock()
             .map_err(Error::io("lock", self.lock_path(&key)))?;
-        // Another process may have finished this build while we waited.
+        // Another process may have finished (or redone) this build while
+        // we waited.
         if is_ready(&path) {
-            return Ok(Venv {
-                key,
-                path,
-                reused: true,
-            });
+            match unchanged(&path) {
+                Ok(()) => {
+                    return Ok(Venv {
+                        key,
+                        path,
+                        reused: true,
+                    })
+                }
+                // An app changed it (or it predates fingerprints): the
+                // next release gets a fresh build, never the changed one.
+                // Instances running from it keep their loaded code; the
+                // path they use is the fresh build's once it is done.
+                Err(reason) => {
+                    self.report(Progress::Discarding {
+                        path: &path,
+                        reason: &reason,
+                    });
+                    remove_dir(&path)?;
+                }
+            }
         }
         if path.exists() {
             self.report(Progress::RemovingLeftover { path: &path });
@@ -213,7 +244,7 @@ impl VenvStore {
             Err(err) => {
                 // The build's error matters more than a failed cleanup, and
                 // the next ensure() removes the leftover anyway.
-                let _ = std::fs::remove_dir_all(&path);
+                let _ = remove_tree(&path);
                 Err(err)
             }
         }
@@ -222,14 +253,26 @@ impl VenvStore {
     fn build(&self, build: &Build<'_>, key: &EnvKey) -> Result<String> {
         let mut output = installer::create_venv(&self.installer, build)?;
         output.push_str(&installer::install(&self.installer, build)?);
-        write_marker(build.venv, key, &self.installer)?;
+        // Read-only first, so the fingerprint holds the final modes and
+        // ctimes; the folder itself last, as the marker is written into it.
+        seal::make_read_only(build.venv)?;
+        let fingerprint = seal::fingerprint(build.venv, &MARKER_FILES)?;
+        write_marker(build.venv, key, &self.installer, &fingerprint)?;
+        let mode = std::fs::metadata(build.venv)
+            .map_err(Error::io("inspect environment folder", build.venv))?
+            .permissions()
+            .mode();
+        std::fs::set_permissions(build.venv, std::fs::Permissions::from_mode(mode & !0o222))
+            .map_err(Error::io("make read-only", build.venv))?;
         Ok(output)
     }
 
     /// Removes every environment whose key is not in `keep` (and leftover
     /// folders without the marker). Returns the removed keys.
     ///
-    /// Folders being built right now are left alone.
+    /// Folders being built right now are left alone. A folder that cannot
+    /// be removed does not stop the others; the first such error is
+    /// returned once all were tried.
     pub fn remove_unused(&self, keep: &BTreeSet<EnvKey>) -> Result<Vec<EnvKey>> {
         let entries = match std::fs::read_dir(&self.root) {
             Ok(entries) => entries,
@@ -254,7 +297,11 @@ impl VenvStore {
         }
         candidates.sort();
 
+        // One folder that cannot be removed (a file of another user's in
+        // it) must not keep the others: each is tried, the first failure
+        // reported.
         let mut removed = Vec::new();
+        let mut first_error = None;
         for (key, path) in candidates {
             let lock = self.lock_file(&key)?;
             match lock.try_lock() {
@@ -269,10 +316,17 @@ impl VenvStore {
             if keep.contains(&key) && is_ready(&path) {
                 continue;
             }
-            remove_dir(&path)?;
-            removed.push(key);
+            match remove_dir(&path) {
+                Ok(()) => removed.push(key),
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
         }
-        Ok(removed)
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(removed),
+        }
     }
 
     fn lock_path(&self, key: &EnvKey) -> Utf8PathBuf {
@@ -303,24 +357,62 @@ fn is_ready(path: &Utf8Path) -> bool {
 }
 
 /// Removes the marker first so that a crash halfway through leaves a
-/// leftover, never a "ready" environment with files missing.
+/// leftover, never a "ready" environment with files missing. The folder is
+/// read-only once built, so it is made writable for that first.
 fn remove_dir(path: &Utf8Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            make_owner_writable(path.as_std_path(), meta.permissions().mode())?
+        }
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(Error::io("inspect environment folder", path)(err)),
+    }
     let marker = path.join(READY_MARKER);
     match std::fs::remove_file(&marker) {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(Error::io("remove marker", marker)(err)),
     }
-    std::fs::remove_dir_all(path).map_err(Error::io("remove environment folder", path))
+    remove_tree(path)
 }
 
-fn write_marker(venv: &Utf8Path, key: &EnvKey, installer: &Installer) -> Result<()> {
+/// Whether the environment at `path` is as it was built: its fingerprint
+/// matches the one in its marker. The error says why not.
+fn unchanged(path: &Utf8Path) -> std::result::Result<(), String> {
+    let marker = path.join(READY_MARKER);
+    let text = std::fs::read_to_string(&marker)
+        .map_err(|err| format!("its marker {marker} cannot be read ({err})"))?;
+    let Some(recorded) = text
+        .lines()
+        .find_map(|line| line.strip_prefix(FINGERPRINT_FIELD))
+    else {
+        return Err("it was built by an older sarge, without a fingerprint".to_owned());
+    };
+    match seal::fingerprint(path, &MARKER_FILES) {
+        Ok(now) if now == recorded.trim() => Ok(()),
+        Ok(_) => Err("files in it changed after it was built".to_owned()),
+        Err(err) => Err(format!("it cannot be checked ({err})")),
+    }
+}
+
+fn write_marker(
+    venv: &Utf8Path,
+    key: &EnvKey,
+    installer: &Installer,
+    fingerprint: &str,
+) -> Result<()> {
     let temp = venv.join(format!("{READY_MARKER}.tmp"));
     let marker = venv.join(READY_MARKER);
     let mut file = File::create(&temp).map_err(Error::io("create marker", &temp))?;
-    writeln!(file, "key = {key}\ninstaller = {}", installer.name())
-        .and_then(|()| file.sync_all())
-        .map_err(Error::io("write marker", &temp))?;
+    writeln!(
+        file,
+        "key = {key}\ninstaller = {}\n{FINGERPRINT_FIELD}{fingerprint}",
+        installer.name()
+    )
+    .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o444)))
+    .and_then(|()| file.sync_all())
+    .map_err(Error::io("write marker", &temp))?;
     std::fs::rename(&temp, &marker).map_err(Error::io("rename marker into place", &marker))?;
     // The rename is only durable once the folder's entry is on disk.
     File::open(venv)

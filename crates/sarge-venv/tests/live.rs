@@ -53,7 +53,8 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        // Built environments are read-only.
+        let _ = sarge_venv::remove_tree(&self.0);
     }
 }
 
@@ -448,4 +449,57 @@ fn remove_unused_removes_unkept_environments_and_leftovers() {
             .unwrap()
             .reused
     );
+}
+
+#[test]
+fn built_environments_are_read_only_copies_and_a_changed_one_is_rebuilt() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    let fixture = Fixture::new("sealed");
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    let store = fixture.store(uv()).with_progress(move |progress| {
+        if let Progress::Discarding { reason, .. } = progress {
+            seen.lock().unwrap().push(reason.to_owned());
+        }
+    });
+    let requirements = fixture.path("requirements.txt");
+    let dist = fixture.path("dist");
+    let spec = spec("python3", &requirements, &dist);
+    let venv = store.ensure(&spec).unwrap();
+    let site = std::fs::read_dir(venv.path.join("lib"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("site-packages");
+    let module = site.join("demo_pkg/__init__.py");
+    let meta = std::fs::metadata(&module).unwrap();
+    assert_eq!(
+        meta.permissions().mode() & 0o222,
+        0,
+        "{module:?} is writable"
+    );
+    // A copy, not uv's cache file: an edit cannot reach the cache.
+    assert_eq!(meta.nlink(), 1, "{module:?} is linked elsewhere");
+    for path in [&venv.path.clone().into_std_path_buf(), &site] {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o222, 0, "{path:?} is writable: {mode:o}");
+    }
+    assert!(store.ensure(&spec).unwrap().reused);
+
+    // What an app running as root (or one that chmods first) can do.
+    let mode = std::fs::metadata(&site).unwrap().permissions().mode();
+    std::fs::set_permissions(&site, std::fs::Permissions::from_mode(mode | 0o200)).unwrap();
+    std::fs::write(site.join("evil.pth"), "import os\n").unwrap();
+    let rebuilt = store.ensure(&spec).unwrap();
+    assert!(!rebuilt.reused);
+    assert_eq!(rebuilt.path, venv.path);
+    assert!(!site.join("evil.pth").exists());
+    assert_eq!(
+        *events.lock().unwrap(),
+        ["files in it changed after it was built"]
+    );
+    assert!(store.ensure(&spec).unwrap().reused);
 }

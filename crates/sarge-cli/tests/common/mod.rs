@@ -61,6 +61,34 @@ pub fn require_tools() {
     }
 }
 
+/// The user the unprivileged tests run sarge as when the suite runs as
+/// root; `scripts/setup` creates it.
+pub const TEST_USER: &str = "sarge-test";
+
+/// `Some((uid, gid))` of [`TEST_USER`] when the suite runs as root, `None`
+/// when it runs as another user (and is unprivileged already). Fails,
+/// naming `scripts/setup`, when root has no such user: these tests must
+/// never pass by quietly running as root, where permissions mean nothing.
+pub fn unprivileged_user() -> Option<(u32, u32)> {
+    let euid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&euid.stdout).trim() != "0" {
+        return None;
+    }
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id").arg(flag).arg(TEST_USER).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    match (id("-u"), id("-g")) {
+        (Some(uid), Some(gid)) => Some((uid, gid)),
+        _ => panic!(
+            "the tests run as root but user {TEST_USER} does not exist: run `scripts/setup` (it creates it) or `scripts/test`"
+        ),
+    }
+}
+
 static NEXT_BLOCK: AtomicU16 = AtomicU16::new(0);
 
 /// A block of 100 ports reserved for one test home across all test
@@ -120,6 +148,8 @@ pub struct TestHome {
     pub first_port: u16,
     pub last_port: u16,
     supervisord_started: bool,
+    /// `Some((uid, gid))` when every command runs as [`TEST_USER`].
+    user: Option<(u32, u32)>,
     _ports: PortBlock,
 }
 
@@ -135,18 +165,38 @@ impl TestHome {
 
     /// An initialised home with nothing started.
     pub fn initialised(name: &str) -> Self {
+        Self::initialised_as(name, None)
+    }
+
+    /// Like [`TestHome::new`], but sarge, its supervisord and so the apps
+    /// run as the unprivileged [`TEST_USER`] (when the suite runs as root;
+    /// a suite run by another user is unprivileged already). Root ignores
+    /// permission bits, so only such a home shows what a mode-000 folder
+    /// or a read-only virtualenv does in sarge's documented set-up.
+    pub fn new_unprivileged(name: &str, env_yaml: &str) -> Self {
+        let mut home = Self::initialised_as(name, unprivileged_user());
+        home.write_config(env_yaml, "");
+        home.start_supervisord();
+        home
+    }
+
+    fn initialised_as(name: &str, user: Option<(u32, u32)>) -> Self {
         require_tools();
         let ports = PortBlock::claim();
         let base = ports.base;
         let root = std::env::temp_dir().join(format!("sarge-e2e-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        remove_home_dir(&root);
         std::fs::create_dir_all(&root).unwrap();
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&root, Some(uid), Some(gid)).unwrap();
+        }
         let home = Self {
             root,
             stable: base,
             first_port: base + 10,
             last_port: base + 49,
             supervisord_started: false,
+            user,
             _ports: ports,
         };
         let out = home.sarge(&["init"]);
@@ -166,8 +216,15 @@ impl TestHome {
         } else {
             "ready_timeout: 20\n"
         };
+        // The unprivileged user cannot reach a python (or uv) under /root
+        // (mode 0700, where pyenv lives); Debian's has venv and ensurepip.
+        let python = if self.user.is_some() && !extra.contains("python_bin") {
+            "python_bin: /usr/bin/python3\n"
+        } else {
+            ""
+        };
         let text = format!(
-            "port_range: [{first}, {last}]\nport_map:\n  web: 127.0.0.1:{web}\n  api: 127.0.0.1:{api}\npython_dist: {dist}\n{ready}drain_timeout: 5\nenv:\n{env_yaml}\n{extra}\n",
+            "port_range: [{first}, {last}]\nport_map:\n  web: 127.0.0.1:{web}\n  api: 127.0.0.1:{api}\npython_dist: {dist}\n{python}{ready}drain_timeout: 5\nenv:\n{env_yaml}\n{extra}\n",
             first = self.first_port,
             last = self.last_port,
             web = self.stable,
@@ -178,7 +235,8 @@ impl TestHome {
     }
 
     pub fn start_supervisord(&mut self) -> &mut Self {
-        let out = Command::new(self.root.join("bin/supervisord"))
+        let out = self
+            .as_user(self.root.join("bin/supervisord"))
             .output()
             .unwrap();
         assert!(
@@ -235,8 +293,34 @@ impl TestHome {
         self.supervisord_started = false;
     }
 
+    /// A command for `program` that runs as this home's user.
+    pub fn as_user(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let Some((uid, gid)) = self.user else {
+            return Command::new(program);
+        };
+        let mut command = Command::new("setpriv");
+        command
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg("--init-groups")
+            .arg("--")
+            .arg(program)
+            // Root's PATH leads to pyenv's shims under /root, which this
+            // user cannot read: so sarge finds no uv and uses venv + pip.
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", &self.root)
+            .env("USER", TEST_USER)
+            .env_remove("PYENV_VERSION");
+        command
+    }
+
+    /// Whether this home's commands run as the unprivileged [`TEST_USER`].
+    pub fn is_unprivileged(&self) -> bool {
+        self.user.is_some()
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(SARGE);
+        let mut command = self.as_user(SARGE);
         command.arg("--home").arg(&self.root).args(args);
         command.env_remove("SARGE_HOME");
         command
@@ -349,10 +433,23 @@ impl Drop for TestHome {
             self.stop_supervisord();
         }
         if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.root);
+            remove_home_dir(&self.root);
         } else {
             eprintln!("test home kept for inspection: {}", self.root.display());
         }
+    }
+}
+
+/// Deletes a test home; its virtualenvs are read-only, which stops a
+/// plain `remove_dir_all` run by a user other than root.
+pub fn remove_home_dir(root: &Path) {
+    if root.exists() {
+        let _ = Command::new("chmod")
+            .arg("-R")
+            .arg("u+w")
+            .arg(root)
+            .status();
+        let _ = std::fs::remove_dir_all(root);
     }
 }
 

@@ -1,0 +1,171 @@
+//! Sealing a built environment: what a release runs must be what was
+//! installed, although the app that runs from it could change it.
+//!
+//! Two layers, because neither holds alone:
+//! - **read-only**: every file and folder loses its write bits, so an app
+//!   running as sarge's (non-root) user cannot write an `evil.pth` or edit
+//!   a package in place by accident. It could `chmod` them back (it owns
+//!   them), and root ignores the bits altogether.
+//! - **fingerprint**: the marker records a SHA-256 over every entry's path,
+//!   type, mode, size, mtime and ctime (and a link's target), checked
+//!   before each reuse. ctime cannot be set back from user space, so even a
+//!   change that restores the mtime, or one made as root, is seen; a
+//!   changed environment is rebuilt rather than handed to the next release.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Write permission for owner, group and others.
+const WRITE_BITS: u32 = 0o222;
+
+/// Removes the write bits of everything inside `venv` (not `venv` itself:
+/// its marker is written after this).
+pub(crate) fn make_read_only(venv: &Utf8Path) -> Result<()> {
+    walk(venv.as_std_path(), &mut |path, meta| {
+        // Links have no mode of their own on Linux; chmod would follow them.
+        if meta.file_type().is_symlink() {
+            return Ok(());
+        }
+        let mode = meta.permissions().mode();
+        if mode & WRITE_BITS == 0 {
+            return Ok(());
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & !WRITE_BITS))
+            .map_err(Error::io("make read-only", lossy(path)))
+    })
+}
+
+/// The fingerprint of everything inside `venv` except the entries named in
+/// `skip` (the marker, which is written after the fingerprint), as hex.
+pub(crate) fn fingerprint(venv: &Utf8Path, skip: &[&str]) -> Result<String> {
+    let root = venv.as_std_path();
+    let mut hasher = Sha256::new();
+    walk(root, &mut |path, meta| {
+        let relative = path.strip_prefix(root).unwrap_or(path);
+        if skip
+            .iter()
+            .any(|name| relative.as_os_str().as_bytes() == name.as_bytes())
+        {
+            return Ok(());
+        }
+        hasher.update(relative.as_os_str().as_bytes());
+        hasher.update([0]);
+        let kind = if meta.is_dir() {
+            b'd'
+        } else if meta.file_type().is_symlink() {
+            b'l'
+        } else {
+            b'f'
+        };
+        hasher.update([kind]);
+        for number in [
+            u64::from(meta.mode()),
+            meta.size(),
+            meta.mtime() as u64,
+            meta.mtime_nsec() as u64,
+            meta.ctime() as u64,
+            meta.ctime_nsec() as u64,
+        ] {
+            hasher.update(number.to_le_bytes());
+        }
+        if kind == b'l' {
+            let target = fs::read_link(path).map_err(Error::io("read link", lossy(path)))?;
+            hasher.update(target.as_os_str().as_bytes());
+            hasher.update([0]);
+        }
+        Ok(())
+    })?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect())
+}
+
+/// Calls `visit` for every entry under `dir` (links not followed), in name
+/// order so that the fingerprint does not depend on the folder's order; a
+/// folder's entries come before the folder itself.
+fn walk(dir: &Path, visit: &mut dyn FnMut(&Path, &fs::Metadata) -> Result<()>) -> Result<()> {
+    let mut entries = fs::read_dir(dir)
+        .map_err(Error::io("list folder", lossy(dir)))?
+        .map(|entry| entry.map(|entry| entry.path()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(Error::io("list folder", lossy(dir)))?;
+    entries.sort();
+    for path in entries {
+        let meta = fs::symlink_metadata(&path).map_err(Error::io("inspect", lossy(&path)))?;
+        if meta.is_dir() {
+            walk(&path, visit)?;
+        }
+        visit(&path, &meta)?;
+    }
+    Ok(())
+}
+
+fn lossy(path: &Path) -> Utf8PathBuf {
+    Utf8PathBuf::from(path.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> Utf8PathBuf {
+        let dir = Utf8PathBuf::from(format!(
+            "{}/sarge-venv-seal-{name}-{}",
+            std::env::temp_dir().display(),
+            std::process::id()
+        ));
+        let _ = crate::remove_tree(&dir);
+        fs::create_dir_all(dir.join("lib/site-packages/pkg")).unwrap();
+        fs::write(dir.join("lib/site-packages/pkg/__init__.py"), "x = 1\n").unwrap();
+        fs::write(dir.join("pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+        std::os::unix::fs::symlink("lib", dir.join("lib64")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn sealed_content_has_no_write_bits() {
+        let dir = temp_dir("ro");
+        make_read_only(&dir).unwrap();
+        for path in ["pyvenv.cfg", "lib", "lib/site-packages/pkg/__init__.py"] {
+            let mode = fs::metadata(dir.join(path)).unwrap().permissions().mode();
+            assert_eq!(mode & WRITE_BITS, 0, "{path}: {mode:o}");
+        }
+        crate::remove_tree(&dir).unwrap();
+    }
+
+    #[test]
+    fn fingerprint_sees_added_and_changed_files_but_not_skipped_ones() {
+        let dir = temp_dir("fingerprint");
+        let sealed = fingerprint(&dir, &[".marker"]).unwrap();
+        assert_eq!(fingerprint(&dir, &[".marker"]).unwrap(), sealed);
+        fs::write(dir.join(".marker"), "ignored").unwrap();
+        assert_eq!(fingerprint(&dir, &[".marker"]).unwrap(), sealed);
+
+        fs::write(dir.join("lib/site-packages/evil.pth"), "import os\n").unwrap();
+        assert_ne!(fingerprint(&dir, &[".marker"]).unwrap(), sealed);
+        fs::remove_file(dir.join("lib/site-packages/evil.pth")).unwrap();
+
+        // Same size, and the mtime put back: the ctime still moved.
+        let file = dir.join("lib/site-packages/pkg/__init__.py");
+        let before = fs::metadata(&file).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&file, "x = 2\n").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(before)
+            .unwrap();
+        assert_ne!(fingerprint(&dir, &[".marker"]).unwrap(), sealed);
+        crate::remove_tree(&dir).unwrap();
+    }
+}
