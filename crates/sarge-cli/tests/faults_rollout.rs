@@ -225,3 +225,94 @@ fn a_failed_state_write_at_any_step_leaves_a_serving_home_that_the_next_deploy_r
         }
     }
 }
+
+#[test]
+fn list_tells_the_truth_and_a_state_file_naming_a_lost_instance_blocks_nothing() {
+    let mut home = TestHome::new("listtruth", "  MESSAGE: hi");
+    home.deploy_ok(&hello_app(), "web");
+    // Well within supervisord's 1 s start-up grace, sarge has seen it answer.
+    let web = home.instance_of("web");
+    assert_eq!(web["state"], "running", "{web}");
+
+    // The current instance's record is lost: the next commands say so and
+    // carry on; nothing needs editing by hand.
+    let id = web["id"].as_str().unwrap().to_owned();
+    std::fs::remove_file(
+        home.root
+            .join("var/instances")
+            .join(&id)
+            .join("instance.json"),
+    )
+    .unwrap();
+    let out = home.sarge(&["list"]);
+    assert!(out.status.success(), "list failed: {}", stderr(&out));
+    let out = home.deploy(&hello_app(), "web");
+    assert!(out.status.success(), "deploy failed: {}", stderr(&out));
+    assert_eq!(
+        http_get(home.stable, "/").unwrap(),
+        (200, "hi\n".to_owned())
+    );
+    assert_eq!(home.instances().len(), 1);
+
+    // With supervisord down, `list` cannot know what runs: it says so.
+    home.stop_supervisord();
+    let out = home.sarge(&["list"]);
+    assert!(!out.status.success(), "list succeeded without supervisord");
+    assert!(
+        stderr(&out).contains("supervisord is not running"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_stalled_upload_blocks_no_other_command() {
+    let home = TestHome::new("stalled", "  MESSAGE: hi");
+    home.deploy_ok(&hello_app(), "web");
+    // A client that sends the start of its tarball, then stalls.
+    let tarball = tar_of(&hello_app());
+    let mut stalled = home
+        .command(&["deploy", "-", "web"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut upload = stalled.stdin.take().unwrap();
+    upload.write_all(&tarball[..700]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    // Meanwhile every other command runs at once, another deploy included,
+    // and none of them takes the stalled upload's folder for a leftover.
+    let started = std::time::Instant::now();
+    home.deploy_ok(&hello_app(), "web");
+    for args in [["stop", "web"], ["start", "web"]] {
+        let out = home.sarge(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(home.instances().len(), 1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "commands waited for the stalled upload: {:?}",
+        started.elapsed()
+    );
+
+    // The client resumes: its deploy completes.
+    let resumed = upload.write_all(&tarball[700..]);
+    drop(upload);
+    let out = stalled.wait_with_output().unwrap();
+    assert!(resumed.is_ok(), "the stalled deploy gave up: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "the resumed deploy failed: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        http_get(home.stable, "/").unwrap(),
+        (200, "hi\n".to_owned())
+    );
+    let dirs = std::fs::read_dir(home.root.join("var/instances"))
+        .unwrap()
+        .count();
+    assert_eq!(dirs, 1, "leftovers after the resumed deploy");
+}

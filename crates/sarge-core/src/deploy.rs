@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::DirBuilderExt;
 use std::time::{Duration, Instant, SystemTime};
 
 use camino::Utf8Path;
@@ -13,7 +14,7 @@ use sarge_venv::{EnvironmentSpec, Venv};
 
 use crate::error::{excerpt, Error, Result};
 use crate::launcher::{launcher_path, write_launcher};
-use crate::lock::HomeLock;
+use crate::lock::{HomeLock, UploadMark};
 use crate::procfile::{is_valid_process_name, Procfile};
 use crate::progress::{Progress, Steps};
 use crate::routing::{slot_char, slot_from_char, Probe, Router};
@@ -55,36 +56,57 @@ impl Sarge {
                 name: excerpt(process),
             });
         }
-        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        // Fails before the upload is read if supervisord is down.
         let supervisor = self.supervisor_checked()?;
-        self.clean_leftovers(&supervisor, &mut steps)?;
-        let mut current = CurrentInstances::load(&self.home)?;
-        let previous = current.processes.get(process).cloned();
-        let routed = self.config.port_map.get(process);
-        // What can fail without the app is checked before any work.
-        let port = self.allocate_port()?;
-        let router = Router::new(&self.home, &self.config, &supervisor);
-        if routed.is_some() {
-            router.haproxy_bin()?;
-        }
-
-        let id = self.new_instance_id(process);
+        // The upload is read before the home lock is taken, so that a slow
+        // or stalled client never holds up other commands.
+        let (id, upload) = self.claim_instance(process)?;
         let instance_dir = self.home.instance_dir(&id);
         let app_dir = instance_dir.join("app");
+        let unpacked = (|| {
+            crate::privacy::create_private_dir(&app_dir)?;
+            let limits = Limits::for_folder(
+                self.config.max_unpacked_bytes,
+                self.home.config_file(),
+                &app_dir,
+            )?;
+            unpack_tarball(tarball, &app_dir, &limits)
+        })();
+        let entries = match unpacked {
+            Ok(entries) => entries,
+            Err(error) => {
+                drop(upload);
+                let _ = sarge_venv::remove_tree(&instance_dir);
+                return Err(error);
+            }
+        };
+        steps.done("unpack", format!("{entries} entries into {instance_dir}"));
+
+        let _lock = match HomeLock::acquire(&self.home, &mut steps) {
+            Ok(lock) => lock,
+            Err(error) => {
+                drop(upload);
+                let _ = sarge_venv::remove_tree(&instance_dir);
+                return Err(error);
+            }
+        };
         let mut pending = PendingInstance {
             sarge: self,
             supervisor: &supervisor,
             id: id.clone(),
             armed: true,
         };
-        crate::privacy::create_private_dir(&app_dir)?;
-        let limits = Limits::for_folder(
-            self.config.max_unpacked_bytes,
-            self.home.config_file(),
-            &app_dir,
-        )?;
-        let entries = unpack_tarball(tarball, &app_dir, &limits)?;
-        steps.done("unpack", format!("{entries} entries into {instance_dir}"));
+        self.clean_leftovers(&supervisor, &mut steps)?;
+        upload.clear()?;
+        let mut current = CurrentInstances::load(&self.home)?;
+        let previous = current.processes.get(process).cloned();
+        let routed = self.config.port_map.get(process);
+        // What can fail without the app is checked before any more work.
+        let port = self.allocate_port()?;
+        let router = Router::new(&self.home, &self.config, &supervisor);
+        if routed.is_some() {
+            router.haproxy_bin()?;
+        }
 
         let command = read_command(&app_dir, process)?;
         steps.done("procfile", format!("{process}: {command}; port {port}"));
@@ -372,8 +394,11 @@ impl Sarge {
         }
     }
 
-    fn new_instance_id(&self, process: &str) -> String {
+    /// A new instance folder, created (so two deploys never share an id)
+    /// and marked as being uploaded.
+    fn claim_instance(&self, process: &str) -> Result<(String, UploadMark)> {
         use std::hash::{BuildHasher, Hasher};
+        crate::privacy::create_private_dir(&self.home.instances_dir())?;
         loop {
             // RandomState is seeded from the OS: a cheap, dependency-free
             // source of unique ids.
@@ -385,8 +410,21 @@ impl Sarge {
                     .unwrap_or(0),
             );
             let id = format!("{process}-{:06x}", hasher.finish() & 0xff_ffff);
-            if !self.home.instance_dir(&id).exists() {
-                return id;
+            let dir = self.home.instance_dir(&id);
+            match std::fs::DirBuilder::new()
+                .mode(crate::privacy::PRIVATE_DIR)
+                .create(&dir)
+            {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(error) => return Err(error.into()),
+            }
+            match UploadMark::new(&dir) {
+                Ok(mark) => return Ok((id, mark)),
+                Err(error) => {
+                    let _ = sarge_venv::remove_tree(&dir);
+                    return Err(error);
+                }
             }
         }
     }

@@ -8,11 +8,12 @@ use std::time::SystemTime;
 
 use camino::Utf8PathBuf;
 
+use sarge_haproxy::Slot;
 use sarge_supervisor::{Client, ProcessState};
 
 use crate::error::{Error, Result};
 use crate::launcher::launcher_path;
-use crate::lock::HomeLock;
+use crate::lock::{HomeLock, UploadMark};
 use crate::progress::{Progress, Steps};
 use crate::routing::{Router, HAPROXY_PROGRAM};
 use crate::state::{CurrentInstances, InstanceRecord};
@@ -33,7 +34,9 @@ pub struct InstanceStatus {
     /// Its own port (`$PORT`).
     pub port: u16,
     /// supervisord's state of its process, lowercase (`running`,
-    /// `stopped`, `backoff`, ...), or `unknown` if supervisord is down.
+    /// `stopped`, `backoff`, ...; `running` too for a process supervisord
+    /// still calls `starting` once sarge has seen it ready), or `missing`
+    /// if supervisord does not know it.
     pub state: String,
     /// When it was deployed, RFC 3339.
     pub created: String,
@@ -44,24 +47,29 @@ impl Sarge {
     /// failed or killed deploy are not shown (and are cleaned up first when
     /// no other command is running).
     pub fn list(&self) -> Result<Vec<InstanceStatus>> {
-        let supervisor = Client::new(self.home.supervisor_socket());
+        let supervisor = self.supervisor_checked()?;
         if let Some(_lock) = HomeLock::try_acquire(&self.home)? {
-            if supervisor.state().is_ok() {
-                self.clean_leftovers(&supervisor, &mut Steps::new(&mut crate::Silent))?;
-            }
+            self.clean_leftovers(&supervisor, &mut Steps::new(&mut crate::Silent))?;
         }
-        let states = supervisor.all_process_info().ok();
+        let states = supervisor.all_process_info()?;
         let current = CurrentInstances::load(&self.home)?;
         let mut statuses = Vec::new();
         for instance in current.processes.values() {
-            let record = InstanceRecord::load(&self.home, &instance.id)?;
-            let state = match &states {
-                None => "unknown".to_owned(),
-                Some(states) => states
-                    .iter()
-                    .find(|info| info.name == record.id)
-                    .map(|info| info.state.name().to_ascii_lowercase())
-                    .unwrap_or_else(|| "missing".to_owned()),
+            // A record that is gone (see `clean_leftovers`) has nothing to show.
+            let Ok(record) = InstanceRecord::load(&self.home, &instance.id) else {
+                continue;
+            };
+            let state = match states.iter().find(|info| info.name == record.id) {
+                // supervisord says STARTING until `startsecs` has passed, but
+                // sarge saw this very process answer before making it current.
+                Some(info)
+                    if info.state == ProcessState::Starting
+                        && instance.ready_pid == Some(info.pid) =>
+                {
+                    "running".to_owned()
+                }
+                Some(info) => info.state.name().to_ascii_lowercase(),
+                None => "missing".to_owned(),
             };
             statuses.push(InstanceStatus {
                 id: record.id,
@@ -191,7 +199,34 @@ impl Sarge {
                 }
             }
         }
-        let current = CurrentInstances::load(&self.home)?;
+        let mut current = CurrentInstances::load(&self.home)?;
+        // A current instance whose record is gone (deleted by hand, lost
+        // to a disk error) cannot run or be routed to: drop it from the
+        // state, so that it never blocks a command again.
+        let gone: Vec<(String, String)> = current
+            .processes
+            .iter()
+            .filter(|(_, instance)| {
+                matches!(
+                    InstanceRecord::load(&self.home, &instance.id),
+                    Err(Error::StateFile { .. })
+                ) || !self
+                    .home
+                    .instance_dir(&instance.id)
+                    .join("instance.json")
+                    .exists()
+            })
+            .map(|(process, instance)| (process.clone(), instance.id.clone()))
+            .collect();
+        for (process, id) in &gone {
+            current.processes.remove(process);
+            steps.note(format!(
+                "the current instance {id} of {process} has no readable instance.json; {process} is no longer deployed"
+            ));
+        }
+        if !gone.is_empty() {
+            current.save(&self.home)?;
+        }
         let current_ids: BTreeSet<&str> = current
             .processes
             .values()
@@ -201,6 +236,8 @@ impl Sarge {
             .instance_ids()?
             .into_iter()
             .filter(|id| !current_ids.contains(id.as_str()))
+            // Another deploy is still reading its upload into this one.
+            .filter(|id| !UploadMark::is_held(&self.home.instance_dir(id)))
             .collect();
         for entry in fs_err::read_dir(self.home.programs_dir())? {
             let name = entry?.file_name().to_string_lossy().into_owned();
@@ -210,14 +247,25 @@ impl Sarge {
                 }
             }
         }
-        if leftovers.is_empty() {
+        if leftovers.is_empty() && gone.is_empty() {
             return Ok(());
         }
         if !self.config.port_map.is_empty()
             && matches!(supervisor.process_info(HAPROXY_PROGRAM), Ok(info) if matches!(info.state, ProcessState::Running | ProcessState::Starting))
         {
+            // Traffic goes back to the committed instances first; requests
+            // a killed deploy's instance already took finish before it stops.
             let router = Router::new(&self.home, &self.config, supervisor);
-            router.ensure(&Router::committed(&self.home, &current))?;
+            let routing = Router::committed(&self.home, &current);
+            let live = router.ensure(&routing)?;
+            for process in self.config.port_map.keys() {
+                let committed = routing.get(process).map(|(slot, _)| *slot);
+                for slot in [Slot::A, Slot::B] {
+                    if committed != Some(slot) {
+                        router.drain(&live, process, slot, self.config.drain_timeout);
+                    }
+                }
+            }
         }
         // A leftover that cannot be removed (a folder owned by another
         // user, say) is reported and tried again by the next command; it

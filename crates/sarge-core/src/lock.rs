@@ -49,3 +49,43 @@ fn open(home: &Home) -> Result<fs_err::File> {
         .write(true)
         .open(home.lock_file())?)
 }
+
+/// Marks an instance folder whose tarball is still being read: a deploy
+/// reads its upload before it takes the [`HomeLock`], so that a slow or
+/// stalled client never blocks other commands, and their leftover cleanup
+/// must leave that folder alone. The mark is a locked file in the folder;
+/// a deploy killed mid-upload releases the lock with its death, and the
+/// folder becomes an ordinary leftover.
+pub(crate) struct UploadMark {
+    file: fs_err::File,
+}
+
+impl UploadMark {
+    const NAME: &'static str = ".uploading";
+
+    /// Marks `instance_dir`, which the caller has just created.
+    pub(crate) fn new(instance_dir: &camino::Utf8Path) -> Result<Self> {
+        let file = fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(instance_dir.join(Self::NAME))?;
+        file.file().lock()?;
+        Ok(Self { file })
+    }
+
+    /// Whether a live deploy is still reading the upload of `instance_dir`.
+    pub(crate) fn is_held(instance_dir: &camino::Utf8Path) -> bool {
+        match std::fs::File::open(instance_dir.join(Self::NAME)) {
+            Ok(file) => matches!(file.try_lock(), Err(TryLockError::WouldBlock)),
+            Err(_) => false,
+        }
+    }
+
+    /// Removes the mark once the deploy holds the home lock.
+    pub(crate) fn clear(self) -> Result<()> {
+        let path = self.file.path().to_owned();
+        drop(self.file);
+        Ok(fs_err::remove_file(path)?)
+    }
+}
