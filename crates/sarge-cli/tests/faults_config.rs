@@ -214,7 +214,8 @@ fn open_to_others(dir: &Path, found: &mut Vec<String>) {
         }
         let mode = mode_of(&path);
         if kind.is_dir() {
-            if mode != 0o700 {
+            // 0700, or 0500 for a sealed virtualenv's folders.
+            if mode & 0o077 != 0 || mode & 0o500 != 0o500 {
                 found.push(format!("{} {mode:o}", path.display()));
             }
             open_to_others(&path, found);

@@ -301,7 +301,11 @@ fn a_stalled_upload_blocks_no_other_command() {
     let resumed = upload.write_all(&tarball[700..]);
     drop(upload);
     let out = stalled.wait_with_output().unwrap();
-    assert!(resumed.is_ok(), "the stalled deploy gave up: {}", stderr(&out));
+    assert!(
+        resumed.is_ok(),
+        "the stalled deploy gave up: {}",
+        stderr(&out)
+    );
     assert!(
         out.status.success(),
         "the resumed deploy failed: {}",

@@ -121,7 +121,8 @@ impl Sarge {
             };
             let venv = self.venv_store().ensure(&spec)?;
             if !venv.reused {
-                crate::privacy::make_tree_private(&venv.path)?;
+                // The venv seals itself private; uv makes some cache files
+                // readable by all whatever the umask.
                 crate::privacy::make_tree_private(&self.home.cache_dir())?;
             }
             steps.done(

@@ -74,7 +74,9 @@ pub(crate) fn make_tree_private(dir: &Utf8Path) -> Result<()> {
 
 fn fix(path: &Utf8Path, is_dir: bool, changed: &mut Vec<Utf8PathBuf>) -> Result<()> {
     let mode = fs_err::symlink_metadata(path)?.permissions().mode() & 0o7777;
-    let wanted = if is_dir { PRIVATE_DIR } else { mode & 0o700 };
+    // Only group and other bits go: a sealed virtualenv's read-only
+    // folders stay read-only (a change would count as tampering).
+    let wanted = mode & 0o700;
     if mode != wanted {
         fs_err::set_permissions(path, std::fs::Permissions::from_mode(wanted))?;
         changed.push(path.to_owned());

@@ -22,22 +22,28 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-/// Write permission for owner, group and others.
-const WRITE_BITS: u32 = 0o222;
+/// What a sealed entry keeps of its mode: the owner's read and execute
+/// bits. Nobody writes (the app runs as the owner), and nobody else reads
+/// (a virtualenv may hold a private package, and sits among the home's
+/// private files).
+const SEALED_BITS: u32 = 0o500;
 
-/// Removes the write bits of everything inside `venv` (not `venv` itself:
-/// its marker is written after this).
+/// Seals everything inside `venv`: no write bits, nothing for group and
+/// others. `venv` itself stays writable by its owner only, since its marker
+/// is written after this.
 pub(crate) fn make_read_only(venv: &Utf8Path) -> Result<()> {
+    fs::set_permissions(venv, fs::Permissions::from_mode(0o700))
+        .map_err(Error::io("make private", venv.to_owned()))?;
     walk(venv.as_std_path(), &mut |path, meta| {
         // Links have no mode of their own on Linux; chmod would follow them.
         if meta.file_type().is_symlink() {
             return Ok(());
         }
-        let mode = meta.permissions().mode();
-        if mode & WRITE_BITS == 0 {
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & !SEALED_BITS == 0 {
             return Ok(());
         }
-        fs::set_permissions(path, fs::Permissions::from_mode(mode & !WRITE_BITS))
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & SEALED_BITS))
             .map_err(Error::io("make read-only", lossy(path)))
     })
 }
@@ -132,12 +138,13 @@ mod tests {
     }
 
     #[test]
-    fn sealed_content_has_no_write_bits() {
+    fn sealed_content_has_no_write_bits_and_is_the_owners_alone() {
         let dir = temp_dir("ro");
         make_read_only(&dir).unwrap();
         for path in ["pyvenv.cfg", "lib", "lib/site-packages/pkg/__init__.py"] {
             let mode = fs::metadata(dir.join(path)).unwrap().permissions().mode();
-            assert_eq!(mode & WRITE_BITS, 0, "{path}: {mode:o}");
+            assert_eq!(mode & 0o222, 0, "{path}: {mode:o}");
+            assert_eq!(mode & 0o077, 0, "{path}: {mode:o}");
         }
         crate::remove_tree(&dir).unwrap();
     }

@@ -410,7 +410,7 @@ fn write_marker(
         "key = {key}\ninstaller = {}\n{FINGERPRINT_FIELD}{fingerprint}",
         installer.name()
     )
-    .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o444)))
+    .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o400)))
     .and_then(|()| file.sync_all())
     .map_err(Error::io("write marker", &temp))?;
     std::fs::rename(&temp, &marker).map_err(Error::io("rename marker into place", &marker))?;
