@@ -3,6 +3,8 @@
 //! `bin/supervisord` must clear them so the programs it starts can bind,
 //! and must never touch the programs of a supervisord that is alive.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,7 +114,7 @@ fn answers(port: u16, body: &str) -> bool {
 
 #[test]
 fn a_sigkilled_supervisord_leaves_no_orphans_and_the_next_deploy_serves() {
-    let mut home = TestHome::new("orphans", "  MESSAGE: first");
+    let home = TestHome::new("orphans", "  MESSAGE: first");
     home.deploy_ok(&hello_app(), "web");
     let old_instance = home.instance_of("web")["id"].as_str().unwrap().to_owned();
     let supervisord = supervisord_pid(&home);
@@ -139,11 +141,13 @@ fn a_sigkilled_supervisord_leaves_no_orphans_and_the_next_deploy_serves() {
         "the orphans died with supervisord, so this test no longer shows the fault"
     );
 
+    let restart = std::time::Instant::now();
     let out = home
         .as_user(home.root.join("bin/supervisord"))
         .output()
         .unwrap();
     let message = stderr(&out);
+    eprintln!("bin/supervisord took {:?}: {message}", restart.elapsed());
     assert!(out.status.success(), "bin/supervisord failed: {message}");
     let left: Vec<u32> = old_generation
         .iter()
@@ -216,6 +220,63 @@ fn starting_bin_supervisord_while_it_runs_kills_nothing() {
     assert_eq!(program_pid(&home, &instance), app);
     assert_eq!(program_pid(&home, "haproxy"), haproxy);
     assert!(answers(home.stable, "still\n"));
+    wait_for(
+        Duration::from_secs(10),
+        || home.instance_of("web")["state"] == "running",
+        "sarge list to show web running",
+    );
+}
+
+#[test]
+fn orphans_of_a_supervisord_without_the_marker_are_stopped_and_a_deploy_right_after_serves() {
+    // A supervisord started before sarge marked its programs (an older
+    // sarge's bin/supervisord, or by hand on the home's config).
+    let mut home = TestHome::initialised("orphansold");
+    home.write_config("  MESSAGE: old", "");
+    let started = std::process::Command::new("supervisord")
+        .arg("-c")
+        .arg(home.root.join("etc/supervisord.conf"))
+        .env_remove("SARGE_SUPERVISORD_HOME")
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{}", stderr(&started));
+    home.deploy_ok(&hello_app(), "web");
+    let old_instance = home.instance_of("web")["id"].as_str().unwrap().to_owned();
+    let supervisord = supervisord_pid(&home);
+    let old_generation = descendants(supervisord);
+    let _cleanup = KillOnDrop(old_generation.clone());
+    let old_app = program_pid(&home, &old_instance);
+    assert!(old_generation.contains(&old_app));
+    let killed = std::process::Command::new("kill")
+        .arg("-KILL")
+        .arg(supervisord.to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_for(
+        Duration::from_secs(10),
+        || !alive(supervisord),
+        "supervisord to die",
+    );
+
+    home.start_supervisord();
+    let left: Vec<u32> = old_generation
+        .iter()
+        .copied()
+        .filter(|pid| alive(*pid))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "processes of the dead supervisord still run: {left:?}"
+    );
+    // At once: haproxy is still starting, and the killed one's master and
+    // admin socket files are still there until it replaces them.
+    home.write_config("  MESSAGE: new", "");
+    home.deploy_ok(&hello_app(), "web");
+    assert!(
+        answers(home.stable, "new\n"),
+        "the new deploy does not serve"
+    );
     wait_for(
         Duration::from_secs(10),
         || home.instance_of("web")["state"] == "running",
