@@ -114,7 +114,20 @@ fn answers(port: u16, body: &str) -> bool {
 
 #[test]
 fn a_sigkilled_supervisord_leaves_no_orphans_and_the_next_deploy_serves() {
-    let home = TestHome::new("orphans", "  MESSAGE: first");
+    sigkill_restart_and_deploy(TestHome::new("orphans", "  MESSAGE: first"));
+}
+
+/// sarge's documented set-up: an unprivileged user, who can read the
+/// `/proc` entries of its own processes only.
+#[test]
+fn a_sigkilled_supervisord_of_an_unprivileged_user_leaves_no_orphans() {
+    sigkill_restart_and_deploy(TestHome::new_unprivileged(
+        "orphansuser",
+        "  MESSAGE: first",
+    ));
+}
+
+fn sigkill_restart_and_deploy(home: TestHome) {
     home.deploy_ok(&hello_app(), "web");
     let old_instance = home.instance_of("web")["id"].as_str().unwrap().to_owned();
     let supervisord = supervisord_pid(&home);

@@ -13,6 +13,9 @@
 //! instance. Until the switch nothing the old instance needs is touched, so
 //! any failure leaves it serving.
 //!
+//! Before `bin/supervisord` starts supervisord, [`Sarge::stop_orphans`]
+//! stops the programs a supervisord that was killed left holding the ports.
+//!
 //! ```no_run
 //! use sarge_core::{init, Home, InitOptions, Sarge, Silent};
 //!

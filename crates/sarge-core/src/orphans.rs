@@ -103,7 +103,7 @@ impl Sarge {
             .filter(|process| scan.is_orphan(process, &processes))
             .map(|process| (process.pid, process))
             .collect();
-        Ok(stop(&scan, &orphans))
+        Ok(stop(&scan, &orphans, STOP_WAIT))
     }
 
     /// The marker value for this home (see [`SUPERVISORD_MARKER`]).
@@ -327,8 +327,8 @@ fn read_stat(pid: u32) -> Option<(String, char, u32, u32, u32)> {
     parse_stat(&stat).filter(|(_, state, ..)| *state != 'Z')
 }
 
-/// SIGTERM, a wait, SIGKILL, a wait.
-fn stop(scan: &Scan, orphans: &BTreeMap<u32, &Process>) -> StoppedOrphans {
+/// SIGTERM, up to `stop_wait` for them to exit, SIGKILL, a wait.
+fn stop(scan: &Scan, orphans: &BTreeMap<u32, &Process>, stop_wait: Duration) -> StoppedOrphans {
     if orphans.is_empty() {
         return StoppedOrphans::default();
     }
@@ -362,7 +362,7 @@ fn stop(scan: &Scan, orphans: &BTreeMap<u32, &Process>) -> StoppedOrphans {
         .collect();
     let targets: BTreeSet<u32> = groups.union(&individuals).copied().collect();
     signal(Signal::TERM, &targets);
-    let killed = wait_gone(&pids, STOP_WAIT);
+    let killed = wait_gone(&pids, stop_wait);
     if !killed.is_empty() {
         signal(Signal::KILL, &targets);
         // Also the stragglers themselves, in case one left its group.
@@ -551,39 +551,58 @@ mod tests {
         assert!(!scan.is_supervisord(&marked_app));
     }
 
-    #[test]
-    fn stopping_a_real_process_group_reports_the_program_and_its_child() {
-        // A group leader (setsid makes it one) with a child that ignores
-        // nothing: both exit on SIGTERM.
-        let mut child = std::process::Command::new("setsid")
-            .args(["sh", "-c", "sleep 30 & wait"])
+    /// Starts `script` under `sh` as the leader of a new session (and so
+    /// process group), waits until it and one child run; the group's
+    /// processes, by pid.
+    fn group_of(script: &str) -> (std::process::Child, Vec<Process>) {
+        let child = std::process::Command::new("setsid")
+            .args(["sh", "-c", script])
             .spawn()
             .unwrap();
         let leader = child.id();
-        let mut orphans_found = Vec::new();
+        let mut found = Vec::new();
         let started = Instant::now();
-        while orphans_found.len() < 2 && started.elapsed() < Duration::from_secs(5) {
-            let scan = scan();
-            orphans_found = scan
+        while found.len() < 2 && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+            found = scan()
                 .processes()
                 .unwrap()
                 .into_iter()
                 .filter(|process| process.pgrp == leader)
                 .collect();
-            std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(orphans_found.len(), 2, "{orphans_found:?}");
-        let orphans: BTreeMap<u32, &Process> = orphans_found
-            .iter()
-            .map(|process| (process.pid, process))
-            .collect();
-        let stopped = stop(&scan(), &orphans);
+        assert_eq!(found.len(), 2, "{found:?}");
+        (child, found)
+    }
+
+    #[test]
+    fn stopping_a_real_process_group_reports_the_program_and_its_child() {
+        let (mut child, found) = group_of("sleep 30 & wait");
+        let orphans: BTreeMap<u32, &Process> =
+            found.iter().map(|process| (process.pid, process)).collect();
+        let stopped = stop(&scan(), &orphans, STOP_WAIT);
         let _ = child.wait();
         assert_eq!(stopped.processes, 2);
         assert_eq!(stopped.programs.len(), 1, "{stopped:?}");
-        assert_eq!(stopped.programs[0].pid, leader);
+        assert_eq!(stopped.programs[0].pid, child.id());
         assert_eq!(stopped.programs[0].children, 1);
+        assert!(stopped.killed.is_empty(), "{stopped:?}");
         assert!(stopped.survivors.is_empty());
+        assert!(orphans.keys().all(|pid| read_stat(*pid).is_none()));
+    }
+
+    #[test]
+    fn a_group_that_ignores_sigterm_is_sigkilled() {
+        // An ignored signal stays ignored across fork and exec: both do.
+        let (mut child, found) = group_of("trap '' TERM; sleep 30 & wait");
+        let orphans: BTreeMap<u32, &Process> =
+            found.iter().map(|process| (process.pid, process)).collect();
+        let stopped = stop(&scan(), &orphans, Duration::from_millis(300));
+        let _ = child.wait();
+        let mut killed = stopped.killed.clone();
+        killed.sort_unstable();
+        assert_eq!(killed, orphans.keys().copied().collect::<Vec<_>>());
+        assert!(stopped.survivors.is_empty(), "{stopped:?}");
         assert!(orphans.keys().all(|pid| read_stat(*pid).is_none()));
     }
 }
