@@ -93,7 +93,7 @@ impl Sarge {
         if supervisord_answers(&self.home) {
             return Ok(StoppedOrphans::default());
         }
-        let scan = Scan::new(&self.home)?;
+        let scan = Scan::new(&self.home);
         let processes = scan.processes()?;
         if processes.iter().any(|process| scan.is_supervisord(process)) {
             return Ok(StoppedOrphans::default());
@@ -175,7 +175,7 @@ struct Scan {
 }
 
 impl Scan {
-    fn new(home: &Home) -> Result<Self> {
+    fn new(home: &Home) -> Self {
         let dead_session = fs_err::read_to_string(home.run_dir().join("supervisord.pid"))
             .ok()
             .and_then(|text| text.trim().parse().ok())
@@ -189,7 +189,7 @@ impl Scan {
             }
         }
         let root = canonical(home.root());
-        Ok(Self {
+        Self {
             marker: format!("{SUPERVISORD_MARKER}={root}"),
             supervisord_config: home.supervisord_config().to_string(),
             haproxy_config: home.haproxy_config().to_string(),
@@ -197,7 +197,7 @@ impl Scan {
             dead_session,
             uid: rustix::process::geteuid().as_raw(),
             own_lineage,
-        })
+        }
     }
 
     /// This user's live processes, except sarge and its ancestors.
