@@ -206,6 +206,14 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
         }
         Command::Supervisord { args } => {
             let sarge = open()?;
+            // Only a start clears what a dead supervisord left; asking
+            // supervisord for its version or help must change nothing.
+            let informational = args
+                .iter()
+                .any(|arg| matches!(arg.as_str(), "-h" | "--help" | "-v" | "--version"));
+            if !informational {
+                report_orphans(&sarge.stop_orphans()?);
+            }
             let error = sarge.supervisord_command(&args).exec();
             return Err(sarge_core::Error::Spawn {
                 program: sarge.config().supervisord_bin.to_string(),
@@ -222,6 +230,42 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says on stderr what [`Sarge::stop_orphans`] stopped, so an operator who
+/// restarts supervisord learns that the last one died without stopping
+/// its programs.
+fn report_orphans(stopped: &sarge_core::StoppedOrphans) {
+    if stopped.is_empty() {
+        return;
+    }
+    let programs: Vec<String> = stopped
+        .programs
+        .iter()
+        .map(|program| match program.children {
+            0 => format!("{} (pid {})", program.name, program.pid),
+            1 => format!("{} (pid {} and 1 child)", program.name, program.pid),
+            n => format!("{} (pid {} and {n} children)", program.name, program.pid),
+        })
+        .collect();
+    let plural = if stopped.processes == 1 { "" } else { "es" };
+    eprintln!(
+        "stopped {} process{plural} left by a supervisord that died: {}",
+        stopped.processes,
+        programs.join(", ")
+    );
+    if !stopped.killed.is_empty() {
+        eprintln!(
+            "warning: SIGKILLed after they ignored SIGTERM: pids {:?}",
+            stopped.killed
+        );
+    }
+    if !stopped.survivors.is_empty() {
+        eprintln!(
+            "warning: still running after SIGKILL, their ports may stay taken: pids {:?}",
+            stopped.survivors
+        );
+    }
 }
 
 /// The error and its causes, each cause once.

@@ -31,6 +31,16 @@ pub enum Error {
         /// The home folder.
         home: Utf8PathBuf,
     },
+    /// `/proc` could not be read to look for the processes a dead
+    /// supervisord left running.
+    #[error("cannot look for processes left by a supervisord that died: reading {path} failed")]
+    ProcessScan {
+        /// What could not be read.
+        path: Utf8PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// haproxy refused a config or a command.
     #[error(transparent)]
     Haproxy(#[from] sarge_haproxy::Error),

@@ -13,6 +13,9 @@
 //! instance. Until the switch nothing the old instance needs is touched, so
 //! any failure leaves it serving.
 //!
+//! Before `bin/supervisord` starts supervisord, [`Sarge::stop_orphans`]
+//! stops the programs a supervisord that was killed left holding the ports.
+//!
 //! ```no_run
 //! use sarge_core::{init, Home, InitOptions, Sarge, Silent};
 //!
@@ -39,6 +42,7 @@ mod init;
 mod instances;
 mod launcher;
 mod lock;
+mod orphans;
 mod privacy;
 mod procfile;
 mod progress;
@@ -59,6 +63,7 @@ pub use error::{Error, Result};
 pub use home::Home;
 pub use init::{init, InitOptions, Initialised};
 pub use instances::InstanceStatus;
+pub use orphans::{Orphan, StoppedOrphans, SUPERVISORD_MARKER};
 pub use procfile::{is_valid_process_name, Procfile};
 pub use progress::{Progress, Silent};
 pub use state::{CurrentInstance, CurrentInstances, InstanceRecord};
@@ -94,13 +99,18 @@ impl Sarge {
     }
 
     /// The command that starts supervisord for this home (what
-    /// `bin/supervisord` runs), with extra `args`.
+    /// `bin/supervisord` runs), with extra `args`. Run
+    /// [`Sarge::stop_orphans`] first: a supervisord that died may have left
+    /// programs holding the ports.
     pub fn supervisord_command(&self, args: &[String]) -> Command {
         let mut command = Command::new(self.config.supervisord_bin.as_std_path());
         command
             .arg("-c")
             .arg(self.home.supervisord_config())
-            .args(args);
+            .args(args)
+            // Every program inherits it: how the next start tells this
+            // supervisord's processes from anyone else's once it is dead.
+            .env(SUPERVISORD_MARKER, self.supervisord_marker());
         command
     }
 
