@@ -98,6 +98,9 @@ impl Sarge {
                 dist: &dist,
             };
             let venv = self.venv_store().ensure(&spec)?;
+            if let Some(note) = venv.rebuild_note() {
+                steps.note(note);
+            }
             if !venv.reused {
                 crate::privacy::make_tree_private(&venv.path)?;
                 crate::privacy::make_tree_private(&self.home.cache_dir())?;
@@ -122,7 +125,7 @@ impl Sarge {
             port,
             created: rfc3339(SystemTime::now()),
             command: command.clone(),
-            venv: venv.as_ref().map(|venv| venv.key.to_string()),
+            venv: venv.as_ref().map(|venv| venv.id.to_string()),
         };
         record.save(&self.home)?;
         let mut env = self.config.env.clone();

@@ -63,6 +63,66 @@ impl FromStr for EnvKey {
     }
 }
 
+/// The name of one built environment's folder in a
+/// [`VenvStore`](crate::VenvStore): its [`EnvKey`], then `-<n>` for the
+/// n-th fresh build of that key.
+///
+/// A changed environment is never rebuilt in place, since instances may be
+/// running from it: the replacement gets the next generation's folder, and
+/// callers keep environments alive by this id, not by key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VenvId(String);
+
+impl VenvId {
+    /// Wraps an id read back from the caller's own records, unchecked: a
+    /// string that is not an id never matches a stored environment. A bare
+    /// [`EnvKey`] (what older records hold) names the first generation.
+    pub fn new(id: impl Into<String>) -> VenvId {
+        VenvId(id.into())
+    }
+
+    /// The id as written: the folder's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key this environment was built for.
+    pub fn key(&self) -> Option<EnvKey> {
+        parse_id(&self.0).map(|(key, _)| key)
+    }
+
+    pub(crate) fn of(key: &EnvKey, generation: u32) -> VenvId {
+        if generation == 0 {
+            VenvId(key.0.clone())
+        } else {
+            VenvId(format!("{key}-{generation}"))
+        }
+    }
+}
+
+impl fmt::Display for VenvId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The key and generation an environment folder's name stands for, when
+/// it is `<key>` or `<key>-<n>` with `n` a positive number without leading
+/// zeros (so no two names stand for the same folder).
+pub(crate) fn parse_id(name: &str) -> Option<(EnvKey, u32)> {
+    let (key, generation) = match name.split_once('-') {
+        None => (name, 0),
+        Some((key, number)) => {
+            let leading_zero = number.starts_with('0');
+            if leading_zero || !number.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            (key, number.parse::<u32>().ok()?)
+        }
+    };
+    Some((key.parse().ok()?, generation))
+}
+
 /// Feeds length-prefixed fields so that no two different input lists can
 /// produce the same byte stream.
 struct KeyHasher(Sha256);

@@ -5,7 +5,10 @@
 //! interpreter's identity, the identity of every file in the wheel folder
 //! and the [`Installer`] kind. [`VenvStore::ensure`] returns the [`Venv`]
 //! for an [`EnvironmentSpec`], building it only when no ready one exists,
-//! so a redeploy with unchanged dependencies runs no installer at all.
+//! so a redeploy with unchanged dependencies runs no installer at all. An
+//! environment found changed since it was built is never rebuilt in place
+//! (instances may be running from it): the fresh one goes to
+//! `ROOT/<key>-<n>/`, and each is named by its [`VenvId`].
 //!
 //! Builds never touch the network: uv runs with `--offline --no-index`,
 //! pip with `--no-index` and a proxy that refuses connections, and both
@@ -32,7 +35,7 @@
 //! let venv = store.ensure(&spec)?;
 //! println!("{} (reused: {})", venv.bin_dir(), venv.reused);
 //!
-//! let removed = store.remove_unused(&BTreeSet::from([venv.key]))?;
+//! let removed = store.remove_unused(&BTreeSet::from([venv.id]))?;
 //! println!("removed {} unused environments", removed.len());
 //! # Ok(())
 //! # }
@@ -49,6 +52,6 @@ mod store;
 
 pub use error::{Error, Result};
 pub use installer::Installer;
-pub use key::EnvKey;
+pub use key::{EnvKey, VenvId};
 pub use remove::remove_tree;
 pub use store::{EnvironmentSpec, Progress, Venv, VenvStore};
