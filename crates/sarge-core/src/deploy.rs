@@ -102,7 +102,6 @@ impl Sarge {
                 steps.note(note);
             }
             if !venv.reused {
-                crate::privacy::make_tree_private(&venv.path)?;
                 crate::privacy::make_tree_private(&self.home.cache_dir())?;
             }
             steps.done(

@@ -12,7 +12,11 @@
 //!
 //! Builds never touch the network: uv runs with `--offline --no-index`,
 //! pip with `--no-index` and a proxy that refuses connections, and both
-//! without the caller's `UV_*`/`PIP_*` settings. Failures come back as
+//! without the caller's `UV_*`/`PIP_*` settings. Before anything reads
+//! them, the requirements file and the files it includes are checked:
+//! includes must stay in the requirements file's folder, and index,
+//! find-links, editable, path and URL lines are refused
+//! ([`Error::RequirementsLine`], naming the file and line). Failures come back as
 //! [`Error`]s naming the interpreter, the wheel folder or the missing
 //! package; nothing is printed.
 //!
@@ -47,6 +51,7 @@ mod installer;
 mod key;
 mod output;
 mod remove;
+mod requirements;
 mod seal;
 mod store;
 

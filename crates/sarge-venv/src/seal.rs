@@ -25,19 +25,25 @@ use crate::error::{Error, Result};
 /// Write permission for owner, group and others.
 const WRITE_BITS: u32 = 0o222;
 
-/// Removes the write bits of everything inside `venv` (not `venv` itself:
-/// its marker is written after this).
-pub(crate) fn make_read_only(venv: &Utf8Path) -> Result<()> {
+/// Group and other permissions, removed as well by an owner-only store.
+pub(crate) const GROUP_OTHER_BITS: u32 = 0o077;
+
+/// Removes the write bits, and the bits in `also` (see
+/// [`GROUP_OTHER_BITS`]), of everything inside `venv` (not `venv` itself:
+/// its marker is written after this). Nothing may change a mode after the
+/// fingerprint is taken, or the environment reads as changed.
+pub(crate) fn make_read_only(venv: &Utf8Path, also: u32) -> Result<()> {
+    let strip = WRITE_BITS | also;
     walk(venv.as_std_path(), &mut |path, meta| {
         // Links have no mode of their own on Linux; chmod would follow them.
         if meta.file_type().is_symlink() {
             return Ok(());
         }
         let mode = meta.permissions().mode();
-        if mode & WRITE_BITS == 0 {
+        if mode & strip == 0 {
             return Ok(());
         }
-        fs::set_permissions(path, fs::Permissions::from_mode(mode & !WRITE_BITS))
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & !strip))
             .map_err(Error::io("make read-only", lossy(path)))
     })
 }
@@ -134,10 +140,22 @@ mod tests {
     #[test]
     fn sealed_content_has_no_write_bits() {
         let dir = temp_dir("ro");
-        make_read_only(&dir).unwrap();
+        make_read_only(&dir, 0).unwrap();
         for path in ["pyvenv.cfg", "lib", "lib/site-packages/pkg/__init__.py"] {
             let mode = fs::metadata(dir.join(path)).unwrap().permissions().mode();
             assert_eq!(mode & WRITE_BITS, 0, "{path}: {mode:o}");
+        }
+        crate::remove_tree(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_owner_only_seal_leaves_the_owner_read_and_search_only() {
+        let dir = temp_dir("owner");
+        fs::set_permissions(dir.join("pyvenv.cfg"), fs::Permissions::from_mode(0o666)).unwrap();
+        make_read_only(&dir, GROUP_OTHER_BITS).unwrap();
+        for (path, expected) in [("pyvenv.cfg", 0o400), ("lib", 0o500)] {
+            let mode = fs::metadata(dir.join(path)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, expected, "{path}: {mode:o}");
         }
         crate::remove_tree(&dir).unwrap();
     }

@@ -40,7 +40,10 @@ const LOCKS_DIR: &str = "venv-locks";
 pub struct EnvironmentSpec<'a> {
     /// The interpreter: a path, or a bare name looked up in `PATH`.
     pub python: &'a Utf8Path,
-    /// The app's requirements file.
+    /// The app's requirements file. Its folder is taken as the app's: the
+    /// files it includes (`-r`, `-c`) must lie inside it, and options that
+    /// add package sources, editable, path and URL requirements are
+    /// refused, so the wheel folder stays the only source.
     pub requirements: &'a Utf8Path,
     /// The folder of wheels that is the only package source.
     pub dist: &'a Utf8Path,
@@ -132,6 +135,7 @@ pub struct VenvStore {
     root: Utf8PathBuf,
     cache_dir: Utf8PathBuf,
     installer: Installer,
+    owner_only: bool,
     progress: Option<ProgressFn>,
 }
 
@@ -141,6 +145,7 @@ impl fmt::Debug for VenvStore {
             .field("root", &self.root)
             .field("cache_dir", &self.cache_dir)
             .field("installer", &self.installer)
+            .field("owner_only", &self.owner_only)
             .field("progress", &self.progress.is_some())
             .finish()
     }
@@ -158,8 +163,19 @@ impl VenvStore {
             root: root.into(),
             cache_dir: cache_dir.into(),
             installer,
+            owner_only: false,
             progress: None,
         }
+    }
+
+    /// Builds environments that only their owner can read: the seal
+    /// removes group and other bits too (uv leaves executables 0711 on
+    /// purpose). It must happen in the seal, before the fingerprint: a
+    /// `chmod` afterwards makes the environment read as changed, so it
+    /// would be rebuilt on every deploy.
+    pub fn owner_only(mut self, owner_only: bool) -> Self {
+        self.owner_only = owner_only;
+        self
     }
 
     /// Calls `progress` at each step of a build; the store prints nothing.
@@ -324,15 +340,23 @@ impl VenvStore {
         output.push_str(&installer::install(&self.installer, build)?);
         // Read-only first, so the fingerprint holds the final modes and
         // ctimes; the folder itself last, as the marker is written into it.
-        seal::make_read_only(build.venv)?;
+        let strip = if self.owner_only {
+            seal::GROUP_OTHER_BITS
+        } else {
+            0
+        };
+        seal::make_read_only(build.venv, strip)?;
         let fingerprint = seal::fingerprint(build.venv, &MARKER_FILES)?;
         write_marker(build.venv, key, &self.installer, &fingerprint)?;
         let mode = std::fs::metadata(build.venv)
             .map_err(Error::io("inspect environment folder", build.venv))?
             .permissions()
             .mode();
-        std::fs::set_permissions(build.venv, std::fs::Permissions::from_mode(mode & !0o222))
-            .map_err(Error::io("make read-only", build.venv))?;
+        std::fs::set_permissions(
+            build.venv,
+            std::fs::Permissions::from_mode(mode & !(0o222 | strip)),
+        )
+        .map_err(Error::io("make read-only", build.venv))?;
         Ok(output)
     }
 
