@@ -55,11 +55,10 @@ fn a_tampered_venv_is_replaced_beside_the_one_the_running_instance_uses() {
         "{old_venv:?}"
     );
     let key = old_venv.file_name().unwrap().to_str().unwrap().to_owned();
-    std::fs::write(
-        site_packages(&old_venv).join("tampered.pth"),
-        "# written after the build\n",
-    )
-    .unwrap();
+    let site = site_packages(&old_venv);
+    let python = site.parent().unwrap().file_name().unwrap().to_owned();
+    let python = python.to_str().unwrap();
+    std::fs::write(site.join("tampered.pth"), "# written after the build\n").unwrap();
 
     let load = Load::start(home.stable);
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -75,7 +74,8 @@ fn a_tampered_venv_is_replaced_beside_the_one_the_running_instance_uses() {
         counts.failures.first()
     );
     let expected = format!(
-        "virtualenv {key} changed since it was built (files in it changed after it was built): built a fresh one"
+        "virtualenv {key} changed since it was built (files in it changed after it was built: \
+         lib/{python}/site-packages/tampered.pth, lib/{python}/site-packages): built a fresh one"
     );
     assert!(output.contains(&expected), "{output}");
     let new_venv = served_prefix(&home);

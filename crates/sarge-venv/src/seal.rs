@@ -95,6 +95,32 @@ pub(crate) fn fingerprint(venv: &Utf8Path, skip: &[&str]) -> Result<String> {
         .collect())
 }
 
+/// The entries inside `venv` whose ctime is later than `sealed` (the
+/// marker's ctime, taken after the seal), relative to `venv`: files first,
+/// then folders (a deleted file shows only as its folder). Only for
+/// messages, once the fingerprint said something changed.
+pub(crate) fn changed_since(venv: &Utf8Path, sealed: (i64, i64), skip: &[&str]) -> Vec<String> {
+    let root = venv.as_std_path();
+    let (mut files, mut folders) = (Vec::new(), Vec::new());
+    let _ = walk(root, &mut |path, meta| {
+        let relative = path.strip_prefix(root).unwrap_or(path);
+        let skipped = skip
+            .iter()
+            .any(|name| relative.as_os_str().as_bytes() == name.as_bytes());
+        if !skipped && (meta.ctime(), meta.ctime_nsec()) > sealed {
+            let name = relative.to_string_lossy().into_owned();
+            if meta.is_dir() {
+                folders.push(name);
+            } else {
+                files.push(name);
+            }
+        }
+        Ok(())
+    });
+    files.extend(folders);
+    files
+}
+
 /// Calls `visit` for every entry under `dir` (links not followed), in name
 /// order so that the fingerprint does not depend on the folder's order; a
 /// folder's entries come before the folder itself.
@@ -184,6 +210,28 @@ mod tests {
             .set_modified(before)
             .unwrap();
         assert_ne!(fingerprint(&dir, &[".marker"]).unwrap(), sealed);
+        crate::remove_tree(&dir).unwrap();
+    }
+
+    #[test]
+    fn changed_entries_are_named_files_first() {
+        let dir = temp_dir("changed");
+        make_read_only(&dir, 0).unwrap();
+        fs::write(dir.join(".marker"), "").unwrap();
+        let marker = fs::metadata(dir.join(".marker")).unwrap();
+        let sealed = (marker.ctime(), marker.ctime_nsec());
+        assert_eq!(
+            changed_since(&dir, sealed, &[".marker"]),
+            Vec::<String>::new()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let site = dir.join("lib/site-packages");
+        fs::set_permissions(&site, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(site.join("evil.pth"), "import os\n").unwrap();
+        assert_eq!(
+            changed_since(&dir, sealed, &[".marker"]),
+            ["lib/site-packages/evil.pth", "lib/site-packages"]
+        );
         crate::remove_tree(&dir).unwrap();
     }
 }

@@ -505,14 +505,19 @@ fn built_environments_are_read_only_copies_and_a_changed_one_is_rebuilt() {
     std::fs::write(site.join("evil.pth"), "import os\n").unwrap();
     let rebuilt = store.ensure(&spec).unwrap();
     assert!(!rebuilt.reused);
-    assert_eq!(
-        *events.lock().unwrap(),
-        ["files in it changed after it was built"]
+    let python = site
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let reason = format!(
+        "files in it changed after it was built: lib/{python}/site-packages/evil.pth, \
+         lib/{python}/site-packages"
     );
-    assert_eq!(
-        rebuilt.rebuilt_because.as_deref(),
-        Some("files in it changed after it was built")
-    );
+    assert_eq!(*events.lock().unwrap(), std::slice::from_ref(&reason));
+    assert_eq!(rebuilt.rebuilt_because, Some(reason));
     // Built beside the changed one, which instances may still run from:
     // that one is left exactly as it is until nothing uses it.
     assert_eq!(rebuilt.id.as_str(), format!("{}-1", venv.key));
