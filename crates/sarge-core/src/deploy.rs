@@ -120,8 +120,11 @@ impl Sarge {
                 dist: &dist,
             };
             let venv = self.venv_store().ensure(&spec)?;
+            if let Some(note) = venv.rebuild_note() {
+                steps.note(note);
+            }
             if !venv.reused {
-                // The venv seals itself private; uv makes some cache files
+                // The store seals venvs owner-only; uv makes some cache files
                 // readable by all whatever the umask.
                 crate::privacy::make_tree_private(&self.home.cache_dir())?;
             }
@@ -145,7 +148,7 @@ impl Sarge {
             port,
             created: rfc3339(SystemTime::now()),
             command: command.clone(),
-            venv: venv.as_ref().map(|venv| venv.key.to_string()),
+            venv: venv.as_ref().map(|venv| venv.id.to_string()),
         };
         record.save(&self.home)?;
         let mut env = self.config.env.clone();

@@ -376,7 +376,7 @@ impl Sarge {
         for instance in current.processes.values() {
             if let Ok(record) = InstanceRecord::load(&self.home, &instance.id) {
                 if let Some(key) = record.venv {
-                    keep.insert(sarge_venv::EnvKey::new(key));
+                    keep.insert(sarge_venv::VenvId::new(key));
                 }
             }
         }

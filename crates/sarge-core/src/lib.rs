@@ -152,5 +152,8 @@ impl Sarge {
             self.home.cache_dir(),
             Installer::detect(),
         )
+        // Private like the rest of var/, done by the seal itself: a chmod
+        // after the build would break its fingerprint.
+        .owner_only(true)
     }
 }

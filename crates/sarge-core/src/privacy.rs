@@ -6,7 +6,9 @@
 //! [`PRIVATE_DIR`]; what other programs create there (supervisord's logs,
 //! virtualenvs) is covered by their umask (077 in supervisord's config, and
 //! in the `sarge` binary), and what uv makes shareable on purpose is fixed
-//! after each install ([`make_tree_private`]). `bin/`, `opt/` and `dist/` hold no secrets and
+//! after each install ([`make_tree_private`], for its cache; virtualenvs are
+//! sealed owner-only by the store itself, since a chmod after their
+//! fingerprint would make them read as changed). `bin/`, `opt/` and `dist/` hold no secrets and
 //! stay as they are, so the scripts stay runnable from a boot script.
 //!
 //! Homes made by older versions had 0644 files and 0755 folders;

@@ -25,7 +25,8 @@ pub struct InstanceRecord {
     pub created: String,
     /// The Procfile command.
     pub command: String,
-    /// The shared virtualenv it runs in, if the app has requirements.
+    /// The shared virtualenv it runs in (its folder name in the store, a
+    /// `sarge_venv::VenvId`), if the app has requirements.
     pub venv: Option<String>,
 }
 

@@ -41,6 +41,29 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The requirements file, or a file it includes, cannot be used as one
+    /// (a link out of the app folder, not a regular file, too large).
+    #[error("requirements file {path} {problem}")]
+    RequirementsFile {
+        /// The file, relative to the app folder when it was included.
+        path: Utf8PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A line of a requirements file would make the installer read outside
+    /// the app folder or the wheel folder (an absolute `-r`, `-e`,
+    /// `--index-url`, a URL), or is not understood.
+    #[error("{file} line {line}, `{text}`: {problem}")]
+    RequirementsLine {
+        /// The file, relative to the app folder.
+        file: Utf8PathBuf,
+        /// Its line number, from 1 (the first of a `\`-continued line).
+        line: usize,
+        /// What is refused, and why.
+        problem: String,
+        /// The line, cut to 200 characters: never any other file's content.
+        text: String,
+    },
     /// The installer program could not be started at all.
     #[error("run installer {program}")]
     Spawn {

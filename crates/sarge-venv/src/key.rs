@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::installer::Installer;
+use crate::requirements;
 use crate::store::EnvironmentSpec;
 
 /// Bumped whenever the layout of a built environment or the inputs hashed
@@ -63,6 +64,66 @@ impl FromStr for EnvKey {
     }
 }
 
+/// The name of one built environment's folder in a
+/// [`VenvStore`](crate::VenvStore): its [`EnvKey`], then `-<n>` for the
+/// n-th fresh build of that key.
+///
+/// A changed environment is never rebuilt in place, since instances may be
+/// running from it: the replacement gets the next generation's folder, and
+/// callers keep environments alive by this id, not by key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VenvId(String);
+
+impl VenvId {
+    /// Wraps an id read back from the caller's own records, unchecked: a
+    /// string that is not an id never matches a stored environment. A bare
+    /// [`EnvKey`] (what older records hold) names the first generation.
+    pub fn new(id: impl Into<String>) -> VenvId {
+        VenvId(id.into())
+    }
+
+    /// The id as written: the folder's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key this environment was built for.
+    pub fn key(&self) -> Option<EnvKey> {
+        parse_id(&self.0).map(|(key, _)| key)
+    }
+
+    pub(crate) fn of(key: &EnvKey, generation: u32) -> VenvId {
+        if generation == 0 {
+            VenvId(key.0.clone())
+        } else {
+            VenvId(format!("{key}-{generation}"))
+        }
+    }
+}
+
+impl fmt::Display for VenvId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The key and generation an environment folder's name stands for, when
+/// it is `<key>` or `<key>-<n>` with `n` a positive number without leading
+/// zeros (so no two names stand for the same folder).
+pub(crate) fn parse_id(name: &str) -> Option<(EnvKey, u32)> {
+    let (key, generation) = match name.split_once('-') {
+        None => (name, 0),
+        Some((key, number)) => {
+            let leading_zero = number.starts_with('0');
+            if leading_zero || !number.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            (key, number.parse::<u32>().ok()?)
+        }
+    };
+    Some((key.parse().ok()?, generation))
+}
+
 /// Feeds length-prefixed fields so that no two different input lists can
 /// produce the same byte stream.
 struct KeyHasher(Sha256);
@@ -103,11 +164,20 @@ pub(crate) fn compute(
     hasher.field(FORMAT_VERSION.as_bytes());
     hasher.field(installer.name().as_bytes());
 
-    let requirements = std::fs::read(spec.requirements).map_err(|source| Error::Requirements {
-        path: spec.requirements.to_owned(),
-        source,
-    })?;
-    hasher.field(&requirements);
+    // Checked before anything else reads them: nothing outside the app may
+    // be read on an app's say-so, not even to compute a key.
+    let files = requirements::read_checked(spec.requirements)?;
+    let mut files = files.into_iter();
+    if let Some(top) = files.next() {
+        hasher.field(&top.bytes);
+    }
+    // Included files are part of what is installed. A prefix no
+    // interpreter path (absolute) can have keeps the fields unambiguous,
+    // and a file without includes keeps the key it always had.
+    for included in files {
+        hasher.field(format!("include {}", included.name).as_bytes());
+        hasher.field(&included.bytes);
+    }
 
     let python = resolve_python(spec.python)?;
     let python_meta = std::fs::metadata(&python).map_err(|err| Error::Python {
@@ -321,6 +391,41 @@ mod tests {
         assert_eq!(meta.modified().unwrap(), mtime);
 
         assert_ne!(before, fixture.key());
+    }
+
+    #[test]
+    fn key_changes_when_an_included_file_changes_and_not_for_a_file_without_includes() {
+        let fixture = Fixture::new();
+        // The key of a file without includes is what it always was: the
+        // SHA-256 of these fields, computed before includes were hashed.
+        let plain = fixture.key();
+        std::fs::write(fixture.path("requirements.txt"), "a\n-r more.txt\n").unwrap();
+        std::fs::write(fixture.path("more.txt"), "b\n").unwrap();
+        let with_include = fixture.key();
+        assert_ne!(plain, with_include);
+        std::fs::write(fixture.path("more.txt"), "b==2.0\n").unwrap();
+        assert_ne!(with_include, fixture.key());
+        std::fs::write(fixture.path("requirements.txt"), "a\nb\n").unwrap();
+        assert_eq!(plain, fixture.key());
+    }
+
+    #[test]
+    fn nothing_outside_the_app_is_read_for_the_key() {
+        let fixture = Fixture::new();
+        std::fs::write(fixture.path("requirements.txt"), "-r /etc/passwd\n").unwrap();
+        let python = fixture.path("python-x");
+        let requirements = fixture.path("requirements.txt");
+        let dist = fixture.path("dist");
+        let spec = EnvironmentSpec {
+            python: &python,
+            requirements: &requirements,
+            dist: &dist,
+        };
+        let err = compute(&spec, &Installer::Pip).unwrap_err();
+        assert!(
+            matches!(&err, Error::RequirementsLine { line: 1, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -5,11 +5,18 @@
 //! interpreter's identity, the identity of every file in the wheel folder
 //! and the [`Installer`] kind. [`VenvStore::ensure`] returns the [`Venv`]
 //! for an [`EnvironmentSpec`], building it only when no ready one exists,
-//! so a redeploy with unchanged dependencies runs no installer at all.
+//! so a redeploy with unchanged dependencies runs no installer at all. An
+//! environment found changed since it was built is never rebuilt in place
+//! (instances may be running from it): the fresh one goes to
+//! `ROOT/<key>-<n>/`, and each is named by its [`VenvId`].
 //!
 //! Builds never touch the network: uv runs with `--offline --no-index`,
 //! pip with `--no-index` and a proxy that refuses connections, and both
-//! without the caller's `UV_*`/`PIP_*` settings. Failures come back as
+//! without the caller's `UV_*`/`PIP_*` settings. Before anything reads
+//! them, the requirements file and the files it includes are checked:
+//! includes must stay in the requirements file's folder, and index,
+//! find-links, editable, path and URL lines are refused
+//! ([`Error::RequirementsLine`], naming the file and line). Failures come back as
 //! [`Error`]s naming the interpreter, the wheel folder or the missing
 //! package; nothing is printed.
 //!
@@ -32,7 +39,7 @@
 //! let venv = store.ensure(&spec)?;
 //! println!("{} (reused: {})", venv.bin_dir(), venv.reused);
 //!
-//! let removed = store.remove_unused(&BTreeSet::from([venv.key]))?;
+//! let removed = store.remove_unused(&BTreeSet::from([venv.id]))?;
 //! println!("removed {} unused environments", removed.len());
 //! # Ok(())
 //! # }
@@ -44,11 +51,12 @@ mod installer;
 mod key;
 mod output;
 mod remove;
+mod requirements;
 mod seal;
 mod store;
 
 pub use error::{Error, Result};
 pub use installer::Installer;
-pub use key::EnvKey;
+pub use key::{EnvKey, VenvId};
 pub use remove::remove_tree;
 pub use store::{EnvironmentSpec, Progress, Venv, VenvStore};

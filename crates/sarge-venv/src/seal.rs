@@ -22,28 +22,28 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-/// What a sealed entry keeps of its mode: the owner's read and execute
-/// bits. Nobody writes (the app runs as the owner), and nobody else reads
-/// (a virtualenv may hold a private package, and sits among the home's
-/// private files).
-const SEALED_BITS: u32 = 0o500;
+/// Write permission for owner, group and others.
+const WRITE_BITS: u32 = 0o222;
 
-/// Seals everything inside `venv`: no write bits, nothing for group and
-/// others. `venv` itself stays writable by its owner only, since its marker
-/// is written after this.
-pub(crate) fn make_read_only(venv: &Utf8Path) -> Result<()> {
-    fs::set_permissions(venv, fs::Permissions::from_mode(0o700))
-        .map_err(Error::io("make private", venv.to_owned()))?;
+/// Group and other permissions, removed as well by an owner-only store.
+pub(crate) const GROUP_OTHER_BITS: u32 = 0o077;
+
+/// Removes the write bits, and the bits in `also` (see
+/// [`GROUP_OTHER_BITS`]), of everything inside `venv` (not `venv` itself:
+/// its marker is written after this). Nothing may change a mode after the
+/// fingerprint is taken, or the environment reads as changed.
+pub(crate) fn make_read_only(venv: &Utf8Path, also: u32) -> Result<()> {
+    let strip = WRITE_BITS | also;
     walk(venv.as_std_path(), &mut |path, meta| {
         // Links have no mode of their own on Linux; chmod would follow them.
         if meta.file_type().is_symlink() {
             return Ok(());
         }
-        let mode = meta.permissions().mode() & 0o7777;
-        if mode & !SEALED_BITS == 0 {
+        let mode = meta.permissions().mode();
+        if mode & strip == 0 {
             return Ok(());
         }
-        fs::set_permissions(path, fs::Permissions::from_mode(mode & SEALED_BITS))
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & !strip))
             .map_err(Error::io("make read-only", lossy(path)))
     })
 }
@@ -95,6 +95,32 @@ pub(crate) fn fingerprint(venv: &Utf8Path, skip: &[&str]) -> Result<String> {
         .collect())
 }
 
+/// The entries inside `venv` whose ctime is later than `sealed` (the
+/// marker's ctime, taken after the seal), relative to `venv`: files first,
+/// then folders (a deleted file shows only as its folder). Only for
+/// messages, once the fingerprint said something changed.
+pub(crate) fn changed_since(venv: &Utf8Path, sealed: (i64, i64), skip: &[&str]) -> Vec<String> {
+    let root = venv.as_std_path();
+    let (mut files, mut folders) = (Vec::new(), Vec::new());
+    let _ = walk(root, &mut |path, meta| {
+        let relative = path.strip_prefix(root).unwrap_or(path);
+        let skipped = skip
+            .iter()
+            .any(|name| relative.as_os_str().as_bytes() == name.as_bytes());
+        if !skipped && (meta.ctime(), meta.ctime_nsec()) > sealed {
+            let name = relative.to_string_lossy().into_owned();
+            if meta.is_dir() {
+                folders.push(name);
+            } else {
+                files.push(name);
+            }
+        }
+        Ok(())
+    });
+    files.extend(folders);
+    files
+}
+
 /// Calls `visit` for every entry under `dir` (links not followed), in name
 /// order so that the fingerprint does not depend on the folder's order; a
 /// folder's entries come before the folder itself.
@@ -138,13 +164,24 @@ mod tests {
     }
 
     #[test]
-    fn sealed_content_has_no_write_bits_and_is_the_owners_alone() {
+    fn sealed_content_has_no_write_bits() {
         let dir = temp_dir("ro");
-        make_read_only(&dir).unwrap();
+        make_read_only(&dir, 0).unwrap();
         for path in ["pyvenv.cfg", "lib", "lib/site-packages/pkg/__init__.py"] {
             let mode = fs::metadata(dir.join(path)).unwrap().permissions().mode();
-            assert_eq!(mode & 0o222, 0, "{path}: {mode:o}");
-            assert_eq!(mode & 0o077, 0, "{path}: {mode:o}");
+            assert_eq!(mode & WRITE_BITS, 0, "{path}: {mode:o}");
+        }
+        crate::remove_tree(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_owner_only_seal_leaves_the_owner_read_and_search_only() {
+        let dir = temp_dir("owner");
+        fs::set_permissions(dir.join("pyvenv.cfg"), fs::Permissions::from_mode(0o666)).unwrap();
+        make_read_only(&dir, GROUP_OTHER_BITS).unwrap();
+        for (path, expected) in [("pyvenv.cfg", 0o400), ("lib", 0o500)] {
+            let mode = fs::metadata(dir.join(path)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, expected, "{path}: {mode:o}");
         }
         crate::remove_tree(&dir).unwrap();
     }
@@ -173,6 +210,28 @@ mod tests {
             .set_modified(before)
             .unwrap();
         assert_ne!(fingerprint(&dir, &[".marker"]).unwrap(), sealed);
+        crate::remove_tree(&dir).unwrap();
+    }
+
+    #[test]
+    fn changed_entries_are_named_files_first() {
+        let dir = temp_dir("changed");
+        make_read_only(&dir, 0).unwrap();
+        fs::write(dir.join(".marker"), "").unwrap();
+        let marker = fs::metadata(dir.join(".marker")).unwrap();
+        let sealed = (marker.ctime(), marker.ctime_nsec());
+        assert_eq!(
+            changed_since(&dir, sealed, &[".marker"]),
+            Vec::<String>::new()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let site = dir.join("lib/site-packages");
+        fs::set_permissions(&site, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(site.join("evil.pth"), "import os\n").unwrap();
+        assert_eq!(
+            changed_since(&dir, sealed, &[".marker"]),
+            ["lib/site-packages/evil.pth", "lib/site-packages"]
+        );
         crate::remove_tree(&dir).unwrap();
     }
 }

@@ -1,6 +1,12 @@
 //! The store: immutable virtualenvs at `ROOT/<key>/`, built in place
 //! (virtualenvs are not relocatable) and trusted only once their marker
 //! file exists.
+//!
+//! A ready environment found changed is never removed or rebuilt where it
+//! is: instances may be running from it, and their imports, lazy imports
+//! and restarts would see a half-built tree. Its replacement is built at
+//! `ROOT/<key>-<n>/`, the next generation, and the changed one stays until
+//! [`VenvStore::remove_unused`] is told no instance uses it.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -13,7 +19,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::error::{Error, Result};
 use crate::installer::{self, Build, Installer};
-use crate::key::{self, EnvKey};
+use crate::key::{self, EnvKey, VenvId};
 use crate::remove::{make_owner_writable, remove_tree};
 use crate::seal;
 
@@ -34,7 +40,10 @@ const LOCKS_DIR: &str = "venv-locks";
 pub struct EnvironmentSpec<'a> {
     /// The interpreter: a path, or a bare name looked up in `PATH`.
     pub python: &'a Utf8Path,
-    /// The app's requirements file.
+    /// The app's requirements file. Its folder is taken as the app's: the
+    /// files it includes (`-r`, `-c`) must lie inside it, and options that
+    /// add package sources, editable, path and URL requirements are
+    /// refused, so the wheel folder stays the only source.
     pub requirements: &'a Utf8Path,
     /// The folder of wheels that is the only package source.
     pub dist: &'a Utf8Path,
@@ -43,12 +52,18 @@ pub struct EnvironmentSpec<'a> {
 /// A ready environment in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Venv {
-    /// Its key, to pass to [`VenvStore::remove_unused`] while in use.
+    /// Its key: what it was built from.
     pub key: EnvKey,
-    /// Its folder, `ROOT/<key>`.
+    /// Its folder's name, to record and pass to
+    /// [`VenvStore::remove_unused`] while in use.
+    pub id: VenvId,
+    /// Its folder, `ROOT/<id>`.
     pub path: Utf8PathBuf,
     /// `true` when it already existed and nothing was installed.
     pub reused: bool,
+    /// Set when the environment last built for this key had changed since
+    /// it was built (what changed), so this one was built beside it.
+    pub rebuilt_because: Option<String>,
 }
 
 impl Venv {
@@ -60,6 +75,17 @@ impl Venv {
     /// The environment's interpreter.
     pub fn python(&self) -> Utf8PathBuf {
         self.path.join("bin/python")
+    }
+
+    /// A sentence for the user when this environment replaces a changed
+    /// one, naming the key and what changed; `None` otherwise.
+    pub fn rebuild_note(&self) -> Option<String> {
+        self.rebuilt_because.as_ref().map(|reason| {
+            format!(
+                "virtualenv {} changed since it was built ({reason}): built a fresh one at {}",
+                self.key, self.path
+            )
+        })
     }
 }
 
@@ -81,8 +107,9 @@ pub enum Progress<'a> {
         /// The tool doing it.
         installer: &'a Installer,
     },
-    /// A ready environment is removed to be built again, because it is
-    /// no longer as it was built (an app wrote into it).
+    /// A ready environment is no longer as it was built (an app wrote
+    /// into it), so a fresh one is built beside it. The changed one is not
+    /// touched: instances may run from it until they are replaced.
     Discarding {
         /// Its folder.
         path: &'a Utf8Path,
@@ -108,6 +135,7 @@ pub struct VenvStore {
     root: Utf8PathBuf,
     cache_dir: Utf8PathBuf,
     installer: Installer,
+    owner_only: bool,
     progress: Option<ProgressFn>,
 }
 
@@ -117,6 +145,7 @@ impl fmt::Debug for VenvStore {
             .field("root", &self.root)
             .field("cache_dir", &self.cache_dir)
             .field("installer", &self.installer)
+            .field("owner_only", &self.owner_only)
             .field("progress", &self.progress.is_some())
             .finish()
     }
@@ -134,8 +163,19 @@ impl VenvStore {
             root: root.into(),
             cache_dir: cache_dir.into(),
             installer,
+            owner_only: false,
             progress: None,
         }
+    }
+
+    /// Builds environments that only their owner can read: the seal
+    /// removes group and other bits too (uv leaves executables 0711 on
+    /// purpose). It must happen in the seal, before the fingerprint: a
+    /// `chmod` afterwards makes the environment read as changed, so it
+    /// would be rebuilt on every deploy.
+    pub fn owner_only(mut self, owner_only: bool) -> Self {
+        self.owner_only = owner_only;
+        self
     }
 
     /// Calls `progress` at each step of a build; the store prints nothing.
@@ -170,13 +210,10 @@ impl VenvStore {
     /// it once; the others wait and then reuse it.
     pub fn ensure(&self, spec: &EnvironmentSpec<'_>) -> Result<Venv> {
         let (key, python) = key::compute(spec, &self.installer)?;
-        let path = self.root.join(key.as_str());
-        if is_ready(&path) && unchanged(&path).is_ok() {
-            return Ok(Venv {
-                key,
-                path,
-                reused: true,
-            });
+        if let Some((generation, path)) = newest_ready(&self.generations(&key)?) {
+            if unchanged(&path).is_ok() {
+                return Ok(self.ready(&key, generation, true, None));
+            }
         }
 
         let lock = self.lock_file(&key)?;
@@ -184,32 +221,34 @@ impl VenvStore {
             .map_err(Error::io("lock", self.lock_path(&key)))?;
         // Another process may have finished (or redone) this build while
         // we waited.
-        if is_ready(&path) {
-            match unchanged(&path) {
-                Ok(()) => {
-                    return Ok(Venv {
-                        key,
-                        path,
-                        reused: true,
-                    })
-                }
+        let generations = self.generations(&key)?;
+        let newest = newest_ready(&generations);
+        let mut rebuilt_because = None;
+        if let Some((generation, path)) = &newest {
+            match unchanged(path) {
+                Ok(()) => return Ok(self.ready(&key, *generation, true, None)),
                 // An app changed it (or it predates fingerprints): the
-                // next release gets a fresh build, never the changed one.
-                // Instances running from it keep their loaded code; the
-                // path they use is the fresh build's once it is done.
+                // next release gets a fresh build, never the changed one,
+                // and the changed one stays as it is for the instances
+                // running from it.
                 Err(reason) => {
                     self.report(Progress::Discarding {
-                        path: &path,
+                        path,
                         reason: &reason,
                     });
-                    remove_dir(&path)?;
+                    rebuilt_because = Some(reason);
                 }
             }
         }
-        if path.exists() {
-            self.report(Progress::RemovingLeftover { path: &path });
-            remove_dir(&path)?;
+        // Builds of this key happen under the lock we hold, and removals
+        // too: a folder without the marker is a crashed build or removal,
+        // which no instance runs from.
+        for (_, path) in generations.iter().filter(|(_, path)| !is_ready(path)) {
+            self.report(Progress::RemovingLeftover { path });
+            remove_dir(path)?;
         }
+        let generation = newest.map_or(0, |(generation, _)| generation + 1);
+        let path = self.root.join(VenvId::of(&key, generation).as_str());
         std::fs::create_dir_all(&self.cache_dir)
             .map_err(Error::io("create installer cache folder", &self.cache_dir))?;
 
@@ -235,11 +274,7 @@ impl VenvStore {
                     elapsed: started.elapsed(),
                     output: &output,
                 });
-                Ok(Venv {
-                    key,
-                    path,
-                    reused: false,
-                })
+                Ok(self.ready(&key, generation, false, rebuilt_because))
             }
             Err(err) => {
                 // The build's error matters more than a failed cleanup, and
@@ -250,50 +285,95 @@ impl VenvStore {
         }
     }
 
+    fn ready(
+        &self,
+        key: &EnvKey,
+        generation: u32,
+        reused: bool,
+        rebuilt_because: Option<String>,
+    ) -> Venv {
+        let id = VenvId::of(key, generation);
+        Venv {
+            key: key.clone(),
+            path: self.root.join(id.as_str()),
+            id,
+            reused,
+            rebuilt_because,
+        }
+    }
+
+    /// Every folder in the store built (or being built) for `key`, by
+    /// generation.
+    fn generations(&self, key: &EnvKey) -> Result<Vec<(u32, Utf8PathBuf)>> {
+        let mut found = Vec::new();
+        for (id, (entry_key, generation)) in self.entries()? {
+            if entry_key == *key {
+                found.push((generation, self.root.join(id.as_str())));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// The store's environment folders (names that are not ids are not
+    /// sarge's and left alone); none when the store does not exist yet.
+    fn entries(&self) -> Result<Vec<(VenvId, (EnvKey, u32))>> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(Error::io("list store folder", &self.root)(err)),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(Error::io("list store folder", &self.root))?;
+            if let Some(name) = entry.file_name().to_str() {
+                if let Some(parsed) = key::parse_id(name) {
+                    found.push((VenvId::new(name), parsed));
+                }
+            }
+        }
+        Ok(found)
+    }
+
     fn build(&self, build: &Build<'_>, key: &EnvKey) -> Result<String> {
         let mut output = installer::create_venv(&self.installer, build)?;
         output.push_str(&installer::install(&self.installer, build)?);
         // Read-only first, so the fingerprint holds the final modes and
         // ctimes; the folder itself last, as the marker is written into it.
-        seal::make_read_only(build.venv)?;
+        let strip = if self.owner_only {
+            seal::GROUP_OTHER_BITS
+        } else {
+            0
+        };
+        seal::make_read_only(build.venv, strip)?;
         let fingerprint = seal::fingerprint(build.venv, &MARKER_FILES)?;
         write_marker(build.venv, key, &self.installer, &fingerprint)?;
         let mode = std::fs::metadata(build.venv)
             .map_err(Error::io("inspect environment folder", build.venv))?
             .permissions()
             .mode();
-        std::fs::set_permissions(build.venv, std::fs::Permissions::from_mode(mode & !0o222))
-            .map_err(Error::io("make read-only", build.venv))?;
+        std::fs::set_permissions(
+            build.venv,
+            std::fs::Permissions::from_mode(mode & !(0o222 | strip)),
+        )
+        .map_err(Error::io("make read-only", build.venv))?;
         Ok(output)
     }
 
-    /// Removes every environment whose key is not in `keep` (and leftover
-    /// folders without the marker). Returns the removed keys.
+    /// Removes every environment whose id is not in `keep` (and leftover
+    /// folders without the marker). Returns the removed ids.
     ///
     /// Folders being built right now are left alone. A folder that cannot
     /// be removed does not stop the others; the first such error is
     /// returned once all were tried.
-    pub fn remove_unused(&self, keep: &BTreeSet<EnvKey>) -> Result<Vec<EnvKey>> {
-        let entries = match std::fs::read_dir(&self.root) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(Error::io("list store folder", &self.root)(err)),
-        };
+    pub fn remove_unused(&self, keep: &BTreeSet<VenvId>) -> Result<Vec<VenvId>> {
         let mut candidates = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(Error::io("list store folder", &self.root))?;
-            let Some(key) = entry
-                .file_name()
-                .to_str()
-                .and_then(|name| name.parse::<EnvKey>().ok())
-            else {
-                continue;
-            };
-            let path = self.root.join(key.as_str());
-            if keep.contains(&key) && is_ready(&path) {
+        for (id, (key, _)) in self.entries()? {
+            let path = self.root.join(id.as_str());
+            if keep.contains(&id) && is_ready(&path) {
                 continue;
             }
-            candidates.push((key, path));
+            candidates.push((id, key, path));
         }
         candidates.sort();
 
@@ -302,7 +382,7 @@ impl VenvStore {
         // reported.
         let mut removed = Vec::new();
         let mut first_error = None;
-        for (key, path) in candidates {
+        for (id, key, path) in candidates {
             let lock = self.lock_file(&key)?;
             match lock.try_lock() {
                 Ok(()) => {}
@@ -312,12 +392,12 @@ impl VenvStore {
                 }
             }
             // Re-check under the lock: a build may have completed since
-            // listing, and a kept key's fresh environment must survive.
-            if keep.contains(&key) && is_ready(&path) {
+            // listing, and a kept id's fresh environment must survive.
+            if keep.contains(&id) && is_ready(&path) {
                 continue;
             }
             match remove_dir(&path) {
-                Ok(()) => removed.push(key),
+                Ok(()) => removed.push(id),
                 Err(err) => {
                     first_error.get_or_insert(err);
                 }
@@ -350,6 +430,15 @@ impl VenvStore {
             callback(progress);
         }
     }
+}
+
+/// The newest generation that is ready: the one a deploy should use.
+fn newest_ready(generations: &[(u32, Utf8PathBuf)]) -> Option<(u32, Utf8PathBuf)> {
+    generations
+        .iter()
+        .rev()
+        .find(|(_, path)| is_ready(path))
+        .cloned()
 }
 
 fn is_ready(path: &Utf8Path) -> bool {
@@ -391,8 +480,29 @@ fn unchanged(path: &Utf8Path) -> std::result::Result<(), String> {
     };
     match seal::fingerprint(path, &MARKER_FILES) {
         Ok(now) if now == recorded.trim() => Ok(()),
-        Ok(_) => Err("files in it changed after it was built".to_owned()),
+        Ok(_) => Err(describe_changes(path, &marker)),
         Err(err) => Err(format!("it cannot be checked ({err})")),
+    }
+}
+
+/// "files in it changed after it was built", naming the first few that
+/// did: ctimes tell, since not even root can set one back.
+fn describe_changes(venv: &Utf8Path, marker: &Utf8Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    const SHOWN: usize = 3;
+    let summary = "files in it changed after it was built";
+    let Ok(meta) = std::fs::metadata(marker) else {
+        return summary.to_owned();
+    };
+    let changed = seal::changed_since(venv, (meta.ctime(), meta.ctime_nsec()), &MARKER_FILES);
+    match changed.len() {
+        0 => summary.to_owned(),
+        count if count <= SHOWN => format!("{summary}: {}", changed.join(", ")),
+        count => format!(
+            "{summary}: {} and {} more",
+            changed[..SHOWN].join(", "),
+            count - SHOWN
+        ),
     }
 }
 

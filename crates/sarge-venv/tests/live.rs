@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use camino::{Utf8Path, Utf8PathBuf};
-use sarge_venv::{EnvKey, EnvironmentSpec, Error, Installer, Progress, VenvStore};
+use sarge_venv::{EnvironmentSpec, Error, Installer, Progress, VenvId, VenvStore};
 
 /// Builds pure-Python wheels with the stdlib zipfile module:
 /// `WHEEL_SCRIPT DIST NAME VERSION [REQUIRES...]`.
@@ -429,18 +429,28 @@ fn remove_unused_removes_unkept_environments_and_leftovers() {
     let unused = store
         .ensure(&spec("python3", &dep_requirements, &dist))
         .unwrap();
-    let leftover: EnvKey = "ab".repeat(32).parse().unwrap();
+    let leftover = VenvId::new(format!("{}-3", "ab".repeat(32)));
     std::fs::create_dir_all(fixture.path("store").join(leftover.as_str())).unwrap();
     std::fs::create_dir_all(fixture.path("store/not-a-key")).unwrap();
+    std::fs::create_dir_all(
+        fixture
+            .path("store")
+            .join(format!("{}-03", "ab".repeat(32))),
+    )
+    .unwrap();
 
     let removed = store
-        .remove_unused(&BTreeSet::from([kept.key.clone()]))
+        .remove_unused(&BTreeSet::from([kept.id.clone()]))
         .unwrap();
 
-    let mut expected = vec![unused.key, leftover];
+    let mut expected = vec![unused.id, leftover];
     expected.sort();
     assert_eq!(removed, expected);
-    let mut remaining = vec![kept.key.to_string(), "not-a-key".to_owned()];
+    let mut remaining = vec![
+        kept.id.to_string(),
+        "not-a-key".to_owned(),
+        format!("{}-03", "ab".repeat(32)),
+    ];
     remaining.sort();
     assert_eq!(fixture.store_entries(), remaining);
     assert!(
@@ -495,11 +505,70 @@ fn built_environments_are_read_only_copies_and_a_changed_one_is_rebuilt() {
     std::fs::write(site.join("evil.pth"), "import os\n").unwrap();
     let rebuilt = store.ensure(&spec).unwrap();
     assert!(!rebuilt.reused);
-    assert_eq!(rebuilt.path, venv.path);
-    assert!(!site.join("evil.pth").exists());
-    assert_eq!(
-        *events.lock().unwrap(),
-        ["files in it changed after it was built"]
+    let python = site
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let reason = format!(
+        "files in it changed after it was built: lib/{python}/site-packages/evil.pth, \
+         lib/{python}/site-packages"
     );
+    assert_eq!(*events.lock().unwrap(), std::slice::from_ref(&reason));
+    assert_eq!(rebuilt.rebuilt_because, Some(reason));
+    // Built beside the changed one, which instances may still run from:
+    // that one is left exactly as it is until nothing uses it.
+    assert_eq!(rebuilt.id.as_str(), format!("{}-1", venv.key));
+    assert_ne!(rebuilt.path, venv.path);
+    assert!(site.join("evil.pth").exists());
+    assert!(site.join("demo_pkg/__init__.py").exists());
+    let again = store.ensure(&spec).unwrap();
+    assert!(again.reused);
+    assert_eq!(again.id, rebuilt.id);
+    assert_eq!(again.rebuilt_because, None);
+
+    assert_eq!(
+        store
+            .remove_unused(&BTreeSet::from([rebuilt.id.clone()]))
+            .unwrap(),
+        [venv.id]
+    );
+    assert!(!venv.path.exists());
     assert!(store.ensure(&spec).unwrap().reused);
+}
+
+#[test]
+fn a_changed_environment_in_use_elsewhere_stays_while_the_fresh_one_changes_too() {
+    let fixture = Fixture::new("generations");
+    let store = fixture.store(uv());
+    let requirements = fixture.path("requirements.txt");
+    let dist = fixture.path("dist");
+    let spec = spec("python3", &requirements, &dist);
+    let tamper = |venv: &sarge_venv::Venv| {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&venv.path).unwrap().permissions().mode();
+        std::fs::set_permissions(&venv.path, std::fs::Permissions::from_mode(mode | 0o200))
+            .unwrap();
+        std::fs::write(venv.path.join("tampered"), "").unwrap();
+    };
+    let first = store.ensure(&spec).unwrap();
+    tamper(&first);
+    let second = store.ensure(&spec).unwrap();
+    tamper(&second);
+    let third = store.ensure(&spec).unwrap();
+    assert_eq!(third.id.as_str(), format!("{}-2", first.key));
+    assert!(first.path.join("tampered").exists());
+    assert!(second.path.join("tampered").exists());
+    // Only the newest generation is ever handed out.
+    assert_eq!(store.ensure(&spec).unwrap().id, third.id);
+    let removed = store
+        .remove_unused(&BTreeSet::from([first.id.clone(), third.id.clone()]))
+        .unwrap();
+    assert_eq!(removed, [second.id]);
+    assert_eq!(
+        fixture.store_entries(),
+        [first.id.to_string(), third.id.to_string()]
+    );
 }
