@@ -42,6 +42,8 @@ env: {{}}
 # ready_timeout: 30
 # Seconds old instances get to finish open requests after the switch:
 # drain_timeout: 10
+# Bytes an app tarball may unpack to (also bounded by the free disk space):
+# max_unpacked_bytes: 2147483648
 # HTTP check a new instance must pass (a 2xx answer) before it gets traffic;
 # add host: NAME to send that Host header instead of localhost:
 # healthcheck:
@@ -86,6 +88,8 @@ env: {}
 # ready_timeout: 30
 # Seconds old instances get to finish open requests after the switch:
 # drain_timeout: 10
+# Bytes an app tarball may unpack to (also bounded by the free disk space):
+# max_unpacked_bytes: 2147483648
 # HTTP check a new instance must pass (a 2xx answer) before it gets traffic;
 # add host: NAME to send that Host header instead of localhost:
 # healthcheck:
