@@ -2,8 +2,11 @@
 //! printing each step as it finishes.
 //!
 //! ```sh
-//! cargo run -p sarge-examples --example deploy -- $SARGE_HOME app.tar web
+//! cargo run -p sarge-examples --example deploy -- $SARGE_HOME app.tar [PROCESS...]
 //! ```
+//!
+//! Then rolls back to the release before, if there is one, and lists the
+//! kept releases.
 
 use std::time::Duration;
 
@@ -25,15 +28,34 @@ impl Progress for Print {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let (Some(home), Some(tarball), Some(process)) = (args.next(), args.next(), args.next()) else {
-        return Err("usage: deploy SARGE_HOME TARBALL PROCESS".into());
+    let (Some(home), Some(tarball)) = (args.next(), args.next()) else {
+        return Err("usage: deploy SARGE_HOME TARBALL [PROCESS...]".into());
     };
+    let processes: Vec<String> = args.collect();
+    let processes: Vec<&str> = processes.iter().map(String::as_str).collect();
     let sarge = Sarge::open(Home::new(home))?;
-    let deployed = sarge.deploy(std::fs::File::open(tarball)?, &process, &mut Print)?;
-    println!(
-        "{} is live on port {} ({:?} in all)",
-        deployed.instance.id, deployed.instance.port, deployed.elapsed
-    );
+    let deployed = sarge.deploy(std::fs::File::open(tarball)?, &processes, &mut Print)?;
+    for (instance, _) in &deployed.rolled_out.instances {
+        println!(
+            "{} of release {} is live on port {}",
+            instance.id, deployed.rolled_out.release, instance.port
+        );
+    }
+    println!("deployed in {:?}", deployed.elapsed);
+    if sarge.releases()?.len() > 1 {
+        let rolled_back = sarge.rollback(None, &mut Print)?;
+        println!(
+            "rolled back to {} as {} in {:?}",
+            rolled_back.target, rolled_back.rolled_out.release, rolled_back.elapsed
+        );
+    }
+    for release in sarge.releases()? {
+        let mark = if release.current { "*" } else { " " };
+        println!(
+            "{mark} {} {} {}",
+            release.id, release.created, release.description
+        );
+    }
     for instance in sarge.list()? {
         println!(
             "{} {} {} {}",

@@ -31,8 +31,20 @@ enum Command {
     Deploy {
         /// Path of the tarball, or `-` for standard input.
         tarball: String,
-        /// The Procfile process type to deploy.
-        process: String,
+        /// The Procfile process types that get the new code (default: all
+        /// but `release`); the release keeps the others on their code.
+        processes: Vec<String>,
+    },
+    /// List the releases you can roll back to, newest first.
+    Releases {
+        /// Print JSON: {"releases": [{id, created, current, description, processes}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll back to RELEASE (default: the one before the current one).
+    Rollback {
+        /// A release id, e.g. `v6`.
+        release: Option<String>,
     },
     /// List the current instances.
     List {
@@ -127,33 +139,83 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
             eprintln!("start supervisord now:  {}", done.start_command);
             eprintln!("and at boot (e.g. in /etc/rc.local):  {}", done.boot_line);
         }
-        Command::Deploy { tarball, process } => {
+        Command::Deploy { tarball, processes } => {
             let sarge = open()?;
             let mut progress = StderrProgress;
+            let processes: Vec<&str> = processes.iter().map(String::as_str).collect();
             let deployed = if tarball == "-" {
-                sarge.deploy(std::io::stdin().lock(), &process, &mut progress)?
+                sarge.deploy(std::io::stdin().lock(), &processes, &mut progress)?
             } else {
                 let file = fs_err::File::open(&tarball)?;
-                sarge.deploy(file, &process, &mut progress)?
+                sarge.deploy(file, &processes, &mut progress)?
             };
-            let instance = &deployed.instance;
-            match &deployed.stable_address {
-                Some(address) => eprintln!(
-                    "deployed {} ({}) on port {}, serving {} [{}]",
-                    instance.id,
-                    instance.process,
-                    instance.port,
-                    address,
-                    millis(deployed.elapsed)
-                ),
-                None => eprintln!(
-                    "deployed {} ({}) on port {} [{}]",
-                    instance.id,
-                    instance.process,
-                    instance.port,
-                    millis(deployed.elapsed)
-                ),
+            print_rolled_out(&deployed.rolled_out);
+            eprintln!(
+                "deployed release {} [{}]",
+                deployed.rolled_out.release,
+                millis(deployed.elapsed)
+            );
+        }
+        Command::Releases { json } => {
+            let releases = open()?.releases()?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let value = serde_json::json!({ "releases": releases });
+                writeln!(out, "{value}")?;
+            } else if releases.is_empty() {
+                writeln!(out, "no releases")?;
+            } else {
+                for release in releases {
+                    let processes: Vec<String> = release
+                        .processes
+                        .iter()
+                        .map(|(process, count)| format!("{process}={count}"))
+                        .collect();
+                    writeln!(
+                        out,
+                        "{} {:<5} {}  {:<30} {}",
+                        if release.current { "*" } else { " " },
+                        release.id.to_string(),
+                        release.created,
+                        release.description,
+                        processes.join(" ")
+                    )?;
+                }
             }
+        }
+        Command::Rollback { release } => {
+            let sarge = open()?;
+            let target = release
+                .as_deref()
+                .map(str::parse::<sarge_core::ReleaseId>)
+                .transpose()?;
+            let rolled_back = sarge.rollback(target, &mut StderrProgress)?;
+            print_rolled_out(&rolled_back.rolled_out);
+            if !rolled_back.env_differs.is_empty() {
+                eprintln!(
+                    "note: {} runs with its own env; these names differ from etc/sarge.yaml now: {}",
+                    rolled_back.target,
+                    rolled_back.env_differs.join(", ")
+                );
+            }
+            if !rolled_back.crossed_release_commands.is_empty() {
+                eprintln!(
+                    "warning: the release command of {} ran after {}; what it changed (a migration) was not undone",
+                    rolled_back
+                        .crossed_release_commands
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    rolled_back.target
+                );
+            }
+            eprintln!(
+                "rolled back to {} as release {} [{}]",
+                rolled_back.target,
+                rolled_back.rolled_out.release,
+                millis(rolled_back.elapsed)
+            );
         }
         Command::List { json } => {
             let instances = open()?.list()?;
@@ -166,17 +228,20 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
             } else {
                 writeln!(
                     out,
-                    "{:<20} {:<12} {:>5}  {:<9} CREATED",
-                    "ID", "PROCESS", "PORT", "STATE"
+                    "{:<20} {:<12} {:>5}  {:<9} {:<8} CREATED",
+                    "ID", "PROCESS", "PORT", "STATE", "RELEASE"
                 )?;
                 for instance in instances {
                     writeln!(
                         out,
-                        "{:<20} {:<12} {:>5}  {:<9} {}",
+                        "{:<20} {:<12} {:>5}  {:<9} {:<8} {}",
                         instance.id,
                         instance.process,
                         instance.port,
                         instance.state,
+                        instance
+                            .release
+                            .map_or_else(|| "-".to_owned(), |id| id.to_string()),
                         instance.created
                     )?;
                 }
@@ -265,6 +330,22 @@ fn report_orphans(stopped: &sarge_core::StoppedOrphans) {
             "warning: still running after SIGKILL, their ports may stay taken: pids {:?}",
             stopped.survivors
         );
+    }
+}
+
+/// One line per new instance of a rollout: what now serves where.
+fn print_rolled_out(rolled_out: &sarge_core::RolledOut) {
+    for (instance, address) in &rolled_out.instances {
+        match address {
+            Some(address) => eprintln!(
+                "deployed {} ({}) on port {}, serving {address}",
+                instance.id, instance.process, instance.port
+            ),
+            None => eprintln!(
+                "deployed {} ({}) on port {}",
+                instance.id, instance.process, instance.port
+            ),
+        }
     }
 }
 

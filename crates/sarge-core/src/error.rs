@@ -176,6 +176,34 @@ pub enum Error {
         /// Its last lines.
         log_tail: String,
     },
+    /// Text that is not a release id.
+    #[error("{id:?} is not a release id: release ids are v1, v2, ...")]
+    BadReleaseId {
+        /// What was given.
+        id: String,
+    },
+    /// A release that is not kept (never made, or pruned).
+    #[error("release {id} is not one you can roll back to (kept releases: {known})")]
+    UnknownRelease {
+        /// The release asked for.
+        id: String,
+        /// The kept releases, newest first.
+        known: String,
+    },
+    /// Nothing to roll back to.
+    #[error("there is no release before {current} to roll back to")]
+    NothingToRollBackTo {
+        /// The current release, or `none`.
+        current: String,
+    },
+    /// A rollout was asked for a process its release does not run.
+    #[error("release {release} has no process {process:?}")]
+    ProcessNotInRelease {
+        /// The process.
+        process: String,
+        /// The release.
+        release: crate::ReleaseId,
+    },
     /// A target names no instance.
     #[error("no instance or process named {target:?} (current instances: {known})")]
     UnknownTarget {

@@ -11,7 +11,8 @@ use camino::{Utf8Path, Utf8PathBuf};
 /// etc/       sarge.yaml, supervisord.conf, supervisor.d/, haproxy.cfg
 /// var/log/   supervisord's, haproxy's and every instance's log
 /// var/run/   sockets and pid files
-/// var/instances/<id>/   one folder per instance: app/, instance.json, env.json
+/// var/releases/vN/     one folder per kept release: app/, release.json, env.json
+/// var/instances/<id>/   one folder per instance: instance.json, env.sh, run
 /// var/venvs/<key>/      shared, immutable virtualenvs
 /// var/state/            current instances, last allocated port
 /// ```
@@ -112,6 +113,14 @@ impl Home {
     pub fn instance_dir(&self, id: &str) -> Utf8PathBuf {
         self.instances_dir().join(id)
     }
+    /// `var/releases/`: one folder per kept release.
+    pub fn releases_dir(&self) -> Utf8PathBuf {
+        self.root.join("var/releases")
+    }
+    /// The folder of release `id`: `release.json`, `env.json`, `app/`.
+    pub fn release_dir(&self, id: crate::ReleaseId) -> Utf8PathBuf {
+        self.releases_dir().join(id.to_string())
+    }
     /// `var/venvs/`: the shared virtualenv store.
     pub fn venvs_dir(&self) -> Utf8PathBuf {
         self.root.join("var/venvs")
@@ -148,6 +157,7 @@ impl Home {
             self.log_dir(),
             self.run_dir(),
             self.instances_dir(),
+            self.releases_dir(),
             self.venvs_dir(),
             self.cache_dir(),
             self.state_dir(),

@@ -40,6 +40,8 @@ pub struct InstanceStatus {
     pub state: String,
     /// When it was deployed, RFC 3339.
     pub created: String,
+    /// The release it runs (none for an instance deployed before releases).
+    pub release: Option<crate::ReleaseId>,
 }
 
 impl Sarge {
@@ -77,6 +79,7 @@ impl Sarge {
                 port: record.port,
                 state,
                 created: record.created,
+                release: record.release,
             });
         }
         Ok(statuses)
@@ -247,6 +250,20 @@ impl Sarge {
                 }
             }
         }
+        match self.remove_unkept_releases(&current) {
+            Ok(abandoned) if !abandoned.is_empty() => steps.done(
+                "recover",
+                format!(
+                    "removed releases of an interrupted deploy: {}",
+                    abandoned.join(", ")
+                ),
+            ),
+            Ok(_) => {}
+            Err(error) => steps.note(format!(
+                "could not remove an abandoned release ({}); the next sarge command will try again",
+                described(&error)
+            )),
+        }
         if leftovers.is_empty() && gone.is_empty() {
             return Ok(());
         }
@@ -285,6 +302,20 @@ impl Sarge {
                 "could not remove unused virtualenvs ({}); the next sarge command will try again",
                 described(&error)
             ));
+        }
+        match self.remove_unkept_releases(&current) {
+            Ok(abandoned) if !abandoned.is_empty() => steps.done(
+                "recover",
+                format!(
+                    "removed releases of an interrupted deploy: {}",
+                    abandoned.join(", ")
+                ),
+            ),
+            Ok(_) => {}
+            Err(error) => steps.note(format!(
+                "could not remove an abandoned release ({}); the next sarge command will try again",
+                described(&error)
+            )),
         }
         if !removed.is_empty() {
             steps.done(
@@ -378,6 +409,18 @@ impl Sarge {
                 if let Some(key) = record.venv {
                     keep.insert(sarge_venv::VenvId::new(key));
                 }
+            }
+        }
+        // A kept release rolls back without an install.
+        for id in &current.history {
+            if let Ok(release) = crate::release::Release::load(&self.home, *id) {
+                keep.extend(
+                    release
+                        .processes
+                        .values()
+                        .filter_map(|spec| spec.venv.clone())
+                        .map(sarge_venv::VenvId::new),
+                );
             }
         }
         self.venv_store().remove_unused(&keep)?;

@@ -6,12 +6,18 @@
 //! [`sarge_venv`] provides the virtualenv, [`sarge_supervisor`] runs the
 //! process and [`sarge_haproxy`] routes its stable address to it.
 //!
-//! A deploy ([`Sarge::deploy`]) unpacks the app, reads its `Procfile`,
-//! installs `requirements.txt` offline from `dist/`, starts the process
-//! under supervisord with `$PORT` and the configured env, waits until it
-//! listens, switches haproxy to it without a restart, and removes the old
-//! instance. Until the switch nothing the old instance needs is touched, so
-//! any failure leaves it serving.
+//! Every change is a [`Release`] (`v1`, `v2`, ...): what each process type
+//! runs (code, virtualenv, command, instances) and the env. A deploy
+//! ([`Sarge::deploy`]) unpacks the app once, reads its `Procfile`, installs
+//! `requirements.txt` offline from `dist/` and makes a release of it; a
+//! rollback ([`Sarge::rollback`]) makes a release of an older one's parts,
+//! with no unpack and no install. One rollout engine takes either live:
+//! new instances under supervisord with `$PORT` and the release's env,
+//! ready, haproxy switched without a restart and the end state verified,
+//! then the old instances drained and stopped. Until the switch nothing
+//! the old instances need is touched, so any failure leaves them serving.
+//! The last `keep_releases` releases keep their code and virtualenv;
+//! [`Sarge::releases`] lists them.
 //!
 //! Before `bin/supervisord` starts supervisord, [`Sarge::stop_orphans`]
 //! stops the programs a supervisord that was killed left holding the ports.
@@ -25,11 +31,17 @@
 //! // ... edit etc/sarge.yaml, start bin/supervisord ...
 //! let sarge = Sarge::open(home)?;
 //! let tarball = std::fs::File::open("app.tar")?;
-//! let deployed = sarge.deploy(tarball, "web", &mut Silent)?;
-//! println!("{} listens on {}", deployed.instance.id, deployed.instance.port);
-//! for instance in sarge.list()? {
-//!     println!("{} {} {}", instance.id, instance.port, instance.state);
+//! // Every process type of the Procfile (or name some: &["web"]).
+//! let deployed = sarge.deploy(tarball, &[], &mut Silent)?;
+//! for (instance, address) in &deployed.rolled_out.instances {
+//!     println!("{} listens on {} ({address:?})", instance.id, instance.port);
 //! }
+//! for release in sarge.releases()? {
+//!     println!("{} {}", release.id, release.description);
+//! }
+//! // Back to the release before, as a new release: no unpack, no install.
+//! let rolled_back = sarge.rollback(None, &mut Silent)?;
+//! println!("now {}", rolled_back.rolled_out.release);
 //! # Ok(())
 //! # }
 //! ```
@@ -42,10 +54,15 @@ mod init;
 mod instances;
 mod launcher;
 mod lock;
+mod logs;
 mod orphans;
 mod privacy;
+mod probe;
 mod procfile;
 mod progress;
+mod release;
+mod rollback;
+mod rollout;
 mod routing;
 mod state;
 mod timestamp;
@@ -66,6 +83,9 @@ pub use instances::InstanceStatus;
 pub use orphans::{Orphan, StoppedOrphans, SUPERVISORD_MARKER};
 pub use procfile::{is_valid_process_name, Procfile};
 pub use progress::{Progress, Silent};
+pub use release::{ProcessSpec, Release, ReleaseId, ReleaseSummary};
+pub use rollback::RolledBack;
+pub use rollout::RolledOut;
 pub use state::{CurrentInstance, CurrentInstances, InstanceRecord};
 
 /// An initialised `$SARGE_HOME` with its configuration loaded.

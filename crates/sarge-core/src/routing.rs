@@ -220,13 +220,13 @@ impl<'a> Router<'a> {
     pub(crate) fn stage_switch(
         &self,
         routing: &Routing,
-        process: &str,
-        slot: Slot,
-        port: u16,
+        changes: &[(String, Slot, u16)],
     ) -> Result<StagedSwitch> {
         let bin = self.haproxy_bin()?;
         let mut next = routing.clone();
-        next.insert(process.to_owned(), (slot, port));
+        for (process, slot, port) in changes {
+            next.insert(process.clone(), (*slot, *port));
+        }
         let staged = staged_path(&self.home.haproxy_config());
         self.render(&next)?.write(&staged)?;
         let check = match sarge_haproxy::spawn_check(&bin, &staged) {
@@ -237,9 +237,7 @@ impl<'a> Router<'a> {
             }
         };
         Ok(StagedSwitch {
-            process: process.to_owned(),
-            slot,
-            port,
+            changes: changes.to_vec(),
             staged,
             check: Some(check),
         })
@@ -258,9 +256,10 @@ impl<'a> Router<'a> {
         if let Some(check) = staged.check.take() {
             check.wait()?;
         }
-        let switched = live
-            .admin
-            .switch(&staged.process, staged.slot, staged.port)
+        let switched = staged
+            .changes
+            .iter()
+            .try_for_each(|(process, slot, port)| live.admin.switch(process, *slot, *port))
             .map_err(Error::from)
             .and_then(|()| Ok(fs_err::rename(&staged.staged, self.home.haproxy_config())?));
         if switched.is_err() {
@@ -416,7 +415,7 @@ impl<'a> Router<'a> {
         let log = self.home.program_log(HAPROXY_PROGRAM);
         Error::HaproxyNotUp {
             problem,
-            log_tail: crate::deploy::log_tail(&log),
+            log_tail: crate::logs::log_tail(&log),
             log,
         }
     }
@@ -442,7 +441,7 @@ pub(crate) struct Probe<'a> {
 impl Probe<'_> {
     /// Sends the request and returns the status of the answer, whatever it is.
     fn send(&self, address: SocketAddr) -> std::io::Result<u16> {
-        crate::deploy::http_status(address, self.host, self.path)
+        crate::probe::http_status(address, self.host, self.path)
     }
 }
 
@@ -485,9 +484,8 @@ fn excerpt(stdout: &str, stderr: &[u8]) -> String {
 /// and being checked. Dropped without [`Router::switch`], it leaves the
 /// live config alone.
 pub(crate) struct StagedSwitch {
-    process: String,
-    slot: Slot,
-    port: u16,
+    /// Each process to switch, to which slot and port.
+    changes: Vec<(String, Slot, u16)>,
     staged: Utf8PathBuf,
     check: Option<sarge_haproxy::PendingCheck>,
 }

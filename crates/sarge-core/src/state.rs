@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::home::Home;
+use crate::release::ReleaseId;
 
 /// What an instance is: written into its folder as `instance.json` before
 /// it is started, never changed afterwards.
@@ -28,6 +29,9 @@ pub struct InstanceRecord {
     /// The shared virtualenv it runs in (its folder name in the store, a
     /// `sarge_venv::VenvId`), if the app has requirements.
     pub venv: Option<String>,
+    /// The release it runs (none for an instance deployed before releases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseId>,
 }
 
 impl InstanceRecord {
@@ -52,6 +56,13 @@ impl InstanceRecord {
 pub struct CurrentInstances {
     /// Process name to its current instance.
     pub processes: BTreeMap<String, CurrentInstance>,
+    /// The current release (none before the first release was made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseId>,
+    /// The releases that were rolled out and are kept, oldest first; the
+    /// last is the current one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<ReleaseId>,
 }
 
 /// The current instance of one process.

@@ -1,0 +1,174 @@
+//! Reading the kept releases, and rolling back to one: a new release made
+//! of an old one's code, virtualenv and env, rolled out like any other. A
+//! rollback is a switch, never a build: nothing is unpacked or installed.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::{Error, Result};
+use crate::lock::HomeLock;
+use crate::progress::{Progress, Steps};
+use crate::release::{Release, ReleaseId, ReleaseSummary};
+use crate::rollout::RolledOut;
+use crate::state::CurrentInstances;
+use crate::timestamp::rfc3339;
+use crate::Sarge;
+
+/// What a rollback did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RolledBack {
+    /// The release rolled back to.
+    pub target: ReleaseId,
+    /// The new release (with the target's code, virtualenv and env) and
+    /// its instances.
+    pub rolled_out: RolledOut,
+    /// Env names whose value in the target release differs from
+    /// `etc/sarge.yaml` now (names only: values may be secrets).
+    pub env_differs: Vec<String>,
+    /// Releases between the target and the one replaced whose release
+    /// command ran: a migration may not be reversible.
+    pub crossed_release_commands: Vec<ReleaseId>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl Sarge {
+    /// The releases you can roll back to, newest first, the current one
+    /// marked. Reads only.
+    pub fn releases(&self) -> Result<Vec<ReleaseSummary>> {
+        let current = CurrentInstances::load(&self.home)?;
+        let mut releases = Vec::new();
+        for id in current.history.iter().rev() {
+            let release = Release::load(&self.home, *id)?;
+            releases.push(ReleaseSummary::from((
+                &release,
+                current.release == Some(*id),
+            )));
+        }
+        Ok(releases)
+    }
+
+    /// Rolls back to `target` (default: the release before the current
+    /// one) by making and rolling out a new release with its code,
+    /// virtualenv and env, with no failed request. An unknown or pruned
+    /// release is an error naming what exists; nothing changes then.
+    pub fn rollback(
+        &self,
+        target: Option<ReleaseId>,
+        progress: &mut dyn Progress,
+    ) -> Result<RolledBack> {
+        let started = Instant::now();
+        let mut steps = Steps::new(progress);
+        let supervisor = self.supervisor_checked()?;
+        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        self.clean_leftovers(&supervisor, &mut steps)?;
+        let current = CurrentInstances::load(&self.home)?;
+        let known = || {
+            let ids: Vec<String> = current
+                .history
+                .iter()
+                .rev()
+                .map(ToString::to_string)
+                .collect();
+            if ids.is_empty() {
+                "none".to_owned()
+            } else {
+                ids.join(", ")
+            }
+        };
+        let target = match target {
+            Some(id) => id,
+            None => {
+                let position = current
+                    .release
+                    .and_then(|id| current.history.iter().position(|kept| *kept == id));
+                match position {
+                    Some(position) if position > 0 => current.history[position - 1],
+                    _ => {
+                        return Err(Error::NothingToRollBackTo {
+                            current: current
+                                .release
+                                .map_or_else(|| "none".to_owned(), |id| id.to_string()),
+                        })
+                    }
+                }
+            }
+        };
+        if !current.history.contains(&target) || Some(target) == current.release {
+            return Err(Error::UnknownRelease {
+                id: target.to_string(),
+                known: if Some(target) == current.release {
+                    format!("{} (it is the current release)", known())
+                } else {
+                    known()
+                },
+            });
+        }
+        let old = Release::load(&self.home, target)?;
+        let env = Release::env(&self.home, target)?;
+        // Every part must still be on disk: a rollback never builds.
+        for spec in old.processes.values() {
+            let app = Release::app_dir(&self.home, spec);
+            if !app.is_dir() {
+                return Err(Error::UnknownRelease {
+                    id: format!("{target} (its code in {app} is gone)"),
+                    known: known(),
+                });
+            }
+            if let Some(venv) = &spec.venv {
+                if !self.home.venvs_dir().join(venv).is_dir() {
+                    return Err(Error::UnknownRelease {
+                        id: format!("{target} (its virtualenv {venv} is gone)"),
+                        known: known(),
+                    });
+                }
+            }
+        }
+        let crossed_release_commands: Vec<ReleaseId> = current
+            .history
+            .iter()
+            .filter(|id| **id > target)
+            .filter(|id| {
+                Release::load(&self.home, **id).is_ok_and(|release| release.release_command_ran)
+            })
+            .copied()
+            .collect();
+        let id = current
+            .history
+            .last()
+            .map_or(ReleaseId::new(1), |last| last.next());
+        let release = Release {
+            id,
+            created: rfc3339(SystemTime::now()),
+            description: format!("rollback to {target}"),
+            processes: old.processes.clone(),
+            release_command_ran: false,
+        };
+        release.save(&self.home, &env)?;
+        steps.done(
+            "release",
+            format!("{id}: the code, virtualenv and env of {target}"),
+        );
+        let rolled_out = match self.roll_out(&supervisor, &release, &[], &mut steps) {
+            Ok(rolled_out) => rolled_out,
+            Err(error) => {
+                let _ = sarge_venv::remove_tree(&self.home.release_dir(id));
+                return Err(error);
+            }
+        };
+        let names: BTreeSet<&String> = env.keys().chain(self.config.env.keys()).collect();
+        let env_differs = names
+            .into_iter()
+            .filter(|name| env.get(*name) != self.config.env.get(*name))
+            .cloned()
+            .collect();
+        Ok(RolledBack {
+            target,
+            rolled_out,
+            env_differs,
+            crossed_release_commands,
+            elapsed: started.elapsed(),
+        })
+    }
+}

@@ -1,0 +1,544 @@
+//! The rollout engine: takes the current state to a release, process by
+//! process, with no failed request. Every change (a deploy, a rollback)
+//! is a release rolled out here, in the steps the user waits on:
+//!
+//! 1. **start** a new instance of each process being rolled out, all at once;
+//! 2. **ready**: wait until each answers (its port, its health check);
+//! 3. **switch** haproxy's stable addresses to them, through the live
+//!    worker, and **verify** the end state;
+//! 4. **commit**: `current.json` names the release and its instances;
+//! 5. **drain** the old instances' open requests, then **stop** them.
+//!
+//! A failure before the commit puts every route back and removes the new
+//! instances: each process stays wholly on the release before.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::time::{Duration, Instant, SystemTime};
+
+use camino::Utf8Path;
+use sarge_haproxy::Slot;
+use sarge_supervisor::{Client, ProcessState, Program};
+
+use crate::error::{Error, Result};
+use crate::launcher::{launcher_path, write_launcher};
+use crate::logs::log_tail;
+use crate::probe::{accepts_connections, http_status};
+use crate::progress::Steps;
+use crate::release::{Release, ReleaseId};
+use crate::routing::{slot_char, slot_from_char, Probe, Router};
+use crate::state::{CurrentInstance, CurrentInstances, InstanceRecord};
+use crate::timestamp::rfc3339;
+use crate::Sarge;
+
+/// What a rollout did, per process rolled out.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RolledOut {
+    /// The release now current.
+    pub release: ReleaseId,
+    /// The new instances, with the stable address each serves (if routed).
+    pub instances: Vec<(InstanceRecord, Option<String>)>,
+    /// The instances they replaced, now stopped and removed.
+    pub replaced: Vec<String>,
+}
+
+/// One new instance during a rollout.
+struct Starting {
+    record: InstanceRecord,
+    previous: Option<CurrentInstance>,
+    slot: Option<Slot>,
+}
+
+impl Sarge {
+    /// Rolls `release` out for `processes` (all of them in the release when
+    /// empty), replacing their current instances; the others are left as
+    /// they are. The home lock must be held and leftovers cleaned.
+    pub(crate) fn roll_out(
+        &self,
+        supervisor: &Client,
+        release: &Release,
+        processes: &[String],
+        steps: &mut Steps<'_>,
+    ) -> Result<RolledOut> {
+        let mut current = CurrentInstances::load(&self.home)?;
+        let env = Release::env(&self.home, release.id)?;
+        let router = Router::new(&self.home, &self.config, supervisor);
+        let rolled: Vec<&String> = if processes.is_empty() {
+            release.processes.keys().collect()
+        } else {
+            processes.iter().collect()
+        };
+        if rolled
+            .iter()
+            .any(|process| self.config.port_map.contains_key(*process))
+        {
+            router.haproxy_bin()?;
+        }
+
+        // 1. Start every new instance; they start up side by side.
+        let mut pending = PendingInstances {
+            sarge: self,
+            supervisor,
+            ids: Vec::new(),
+        };
+        let mut starting = Vec::new();
+        for process in &rolled {
+            let spec =
+                release
+                    .processes
+                    .get(*process)
+                    .ok_or_else(|| Error::ProcessNotInRelease {
+                        process: (*process).clone(),
+                        release: release.id,
+                    })?;
+            let port = self.allocate_port()?;
+            let id = self.claim_instance_dir(process)?;
+            pending.ids.push(id.clone());
+            let record = InstanceRecord {
+                id: id.clone(),
+                process: (*process).clone(),
+                port,
+                created: rfc3339(SystemTime::now()),
+                command: spec.command.clone(),
+                venv: spec.venv.clone(),
+                release: Some(release.id),
+            };
+            record.save(&self.home)?;
+            let mut instance_env = env.clone();
+            instance_env.insert("PORT".to_owned(), port.to_string());
+            let venv_bin = spec
+                .venv
+                .as_ref()
+                .map(|venv| self.home.venvs_dir().join(venv).join("bin"));
+            let app_dir = Release::app_dir(&self.home, spec);
+            write_launcher(
+                &self.home.instance_dir(&id),
+                &app_dir,
+                &instance_env,
+                venv_bin.as_deref(),
+                &spec.command,
+            )?;
+            self.add_program(supervisor, &id, &app_dir)?;
+            steps.done("start", format!("supervisord program {id}, port {port}"));
+            let previous = current.processes.get(*process).cloned();
+            let slot = self.config.port_map.contains_key(*process).then(|| {
+                match previous
+                    .as_ref()
+                    .and_then(|p| p.slot)
+                    .and_then(slot_from_char)
+                {
+                    Some(Slot::A) => Slot::B,
+                    _ => Slot::A,
+                }
+            });
+            starting.push(Starting {
+                record,
+                previous,
+                slot,
+            });
+        }
+
+        // haproxy checks the next config, and starts or reloads for a new
+        // stable address, while the apps start; it serves the committed
+        // routes meanwhile, so the old instances are unaffected.
+        let routing = Router::committed(&self.home, &current);
+        let changes: Vec<(String, Slot, u16)> = starting
+            .iter()
+            .filter_map(|new| {
+                new.slot
+                    .map(|slot| (new.record.process.clone(), slot, new.record.port))
+            })
+            .collect();
+        let staged = if changes.is_empty() {
+            None
+        } else {
+            Some(router.stage_switch(&routing, &changes)?)
+        };
+        let live = match staged {
+            Some(_) => Some(router.ensure(&routing)?),
+            None => None,
+        };
+
+        // 2. Ready.
+        for new in &starting {
+            let process = &new.record.process;
+            let health = self.config.healthcheck.get(process.as_str());
+            let needs_port = new.slot.is_some() || health.is_some();
+            self.wait_ready(supervisor, &new.record, needs_port)?;
+            steps.done(
+                "ready",
+                if needs_port {
+                    format!("{} answers on port {}", new.record.id, new.record.port)
+                } else {
+                    format!("{} is running under supervisord", new.record.id)
+                },
+            );
+        }
+
+        // 3. Switch, then check the end state; anything amiss puts every
+        // committed route back while the old instances still run.
+        if let (Some(staged), Some(live)) = (staged, &live) {
+            router.switch(live, &routing, staged)?;
+            for new in &starting {
+                let Some(slot) = new.slot else { continue };
+                let process = &new.record.process;
+                let health = self.config.healthcheck.get(process.as_str());
+                let probe = Probe {
+                    path: health.map_or("/", |health| health.path.as_str()),
+                    host: health.map_or("localhost", |health| health.host.as_str()),
+                };
+                let confirmed = self
+                    .confirm_alive(supervisor, &new.record)
+                    .and_then(|_| router.verify(live, process, slot, &probe));
+                if let Err(error) = confirmed {
+                    router.restore(live, &routing);
+                    return Err(error);
+                }
+                if let Some(address) = self.config.port_map.get(process.as_str()) {
+                    steps.done(
+                        "switch",
+                        format!("{address} -> 127.0.0.1:{}", new.record.port),
+                    );
+                }
+            }
+        }
+
+        // 4. The commit point: from here on the new instances are current.
+        let mut ready_pids = BTreeMap::new();
+        for new in &starting {
+            ready_pids.insert(
+                new.record.id.clone(),
+                self.confirm_alive(supervisor, &new.record)?,
+            );
+        }
+        for new in &starting {
+            current.processes.insert(
+                new.record.process.clone(),
+                CurrentInstance {
+                    id: new.record.id.clone(),
+                    slot: new.slot.map(slot_char),
+                    ready_pid: ready_pids.get(&new.record.id).copied(),
+                },
+            );
+        }
+        current.release = Some(release.id);
+        current.history.retain(|id| *id != release.id);
+        current.history.push(release.id);
+        if let Err(error) = current.save(&self.home) {
+            // The state still names the old instances: they get their
+            // traffic back before the new ones are removed.
+            if let Some(live) = &live {
+                router.restore(live, &routing);
+            }
+            return Err(error);
+        }
+        pending.ids.clear();
+        steps.done("commit", format!("release {}", release.id));
+        if let Some(last) = starting.last() {
+            // Only a hint for where the next allocation starts.
+            if let Err(error) = self.record_port(last.record.port) {
+                steps.note(format!(
+                    "could not record port {} as the last one used ({error})",
+                    last.record.port
+                ));
+            }
+        }
+
+        // 5. Drain and stop what was replaced. The rollout has succeeded:
+        // a failed cleanup is a note, and the next command finishes it.
+        let mut replaced = Vec::new();
+        for new in &starting {
+            let Some(old) = &new.previous else { continue };
+            if let (Some(slot), Some(live)) = (old.slot.and_then(slot_from_char), &live) {
+                let waited =
+                    router.drain(live, &new.record.process, slot, self.config.drain_timeout);
+                steps.done(
+                    "drain",
+                    format!("{} after {} ms", old.id, waited.as_millis()),
+                );
+            }
+            match self.remove_instance(supervisor, &old.id) {
+                Ok(()) => steps.done("cleanup", format!("removed {}", old.id)),
+                Err(error) => steps.note(format!(
+                    "could not remove the old instance {} ({error}); the next sarge command will",
+                    old.id
+                )),
+            }
+            replaced.push(old.id.clone());
+        }
+        if let Err(error) = self.prune_releases(&mut current) {
+            steps.note(format!("could not prune old releases ({error})"));
+        }
+        if let Err(error) = self.collect_venvs(&current) {
+            steps.note(format!("could not remove unused virtualenvs ({error})"));
+        }
+        Ok(RolledOut {
+            release: release.id,
+            instances: starting
+                .into_iter()
+                .map(|new| {
+                    let address = self
+                        .config
+                        .port_map
+                        .get(new.record.process.as_str())
+                        .map(ToString::to_string);
+                    (new.record, address)
+                })
+                .collect(),
+            replaced,
+        })
+    }
+
+    /// A new, empty instance folder; created here so two rollouts never
+    /// share an id.
+    fn claim_instance_dir(&self, process: &str) -> Result<String> {
+        crate::privacy::create_private_dir(&self.home.instances_dir())?;
+        loop {
+            let id = format!("{process}-{}", random_hex());
+            match std::fs::DirBuilder::new()
+                .mode(crate::privacy::PRIVATE_DIR)
+                .create(self.home.instance_dir(&id))
+            {
+                Ok(()) => return Ok(id),
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Keeps the newest `keep_releases` releases of the history (the
+    /// current one always) and the folders whose code a kept release
+    /// runs; removes the rest.
+    pub(crate) fn prune_releases(&self, current: &mut CurrentInstances) -> Result<()> {
+        let keep = KEEP_RELEASES;
+        if current.history.len() > keep {
+            let cut = current.history.len() - keep;
+            current.history.drain(..cut);
+            current.save(&self.home)?;
+        }
+        self.remove_unkept_releases(current).map(drop)
+    }
+
+    /// Removes every release folder neither in the history nor holding
+    /// code a release of the history runs (abandoned deploys, pruned
+    /// releases), except uploads still being read.
+    pub(crate) fn remove_unkept_releases(&self, current: &CurrentInstances) -> Result<Vec<String>> {
+        let mut kept: BTreeSet<ReleaseId> = current.history.iter().copied().collect();
+        for id in &current.history {
+            if let Ok(release) = Release::load(&self.home, *id) {
+                kept.extend(release.processes.values().map(|spec| spec.code));
+            }
+        }
+        let mut removed = Vec::new();
+        let dir = self.home.releases_dir();
+        if !dir.is_dir() {
+            return Ok(removed);
+        }
+        for entry in fs_err::read_dir(&dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            let path = dir.join(&name);
+            let keep = match name.parse::<ReleaseId>() {
+                Ok(id) => kept.contains(&id),
+                // An upload another deploy is still reading.
+                Err(_) => crate::lock::UploadMark::is_held(&path),
+            };
+            if !keep {
+                sarge_venv::remove_tree(&path)?;
+                removed.push(name);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// How many releases keep their code and virtualenv for rollback.
+pub(crate) const KEEP_RELEASES: usize = 5;
+
+/// Six random hex digits, for instance and upload folder names.
+pub(crate) fn random_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS: a cheap, dependency-free source
+    // of unique names.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:06x}", hasher.finish() & 0xff_ffff)
+}
+
+/// Removes the instances of a rollout that never became current, unless
+/// the rollout committed (it then empties the list).
+struct PendingInstances<'a> {
+    sarge: &'a Sarge,
+    supervisor: &'a Client,
+    ids: Vec<String>,
+}
+
+impl Drop for PendingInstances<'_> {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            let _ = self.sarge.remove_instance(self.supervisor, id);
+        }
+    }
+}
+
+impl Sarge {
+    pub(crate) fn add_program(
+        &self,
+        supervisor: &sarge_supervisor::Client,
+        id: &str,
+        app_dir: &Utf8Path,
+    ) -> Result<()> {
+        let program = Program {
+            name: id.to_owned(),
+            command: vec![launcher_path(&self.home.instance_dir(id)).to_string()],
+            directory: app_dir.to_owned(),
+            log_file: self.home.program_log(id),
+            autostart: true,
+            autorestart: true,
+            start_secs: 1,
+            start_retries: 3,
+            stop_wait_secs: 10,
+            stop_as_group: true,
+        };
+        crate::state::write_atomic(
+            &self.home.program_file(id),
+            program.render()?.as_bytes(),
+            crate::privacy::PRIVATE_FILE,
+        )?;
+        supervisor.reload_config()?;
+        supervisor.add_process_group(id)?;
+        supervisor.start_process(id, false)?;
+        Ok(())
+    }
+
+    /// Polls until the instance listens on its port (and answers its health
+    /// check, if one is set), or fails as soon as its process exits.
+    pub(crate) fn wait_ready(
+        &self,
+        supervisor: &sarge_supervisor::Client,
+        record: &InstanceRecord,
+        needs_port: bool,
+    ) -> Result<()> {
+        let health = self.config.healthcheck.get(&record.process);
+        let limit = health
+            .and_then(|health| health.timeout)
+            .unwrap_or(self.config.ready_timeout);
+        let address = SocketAddr::from(([127, 0, 0, 1], record.port));
+        let log = self.home.program_log(&record.id);
+        let started = Instant::now();
+        let mut waiting_for = if needs_port {
+            format!("waiting for it to listen on port {}", record.port)
+        } else {
+            "waiting for supervisord to report it running".to_owned()
+        };
+        loop {
+            let info = supervisor.process_info(&record.id)?;
+            match info.state {
+                ProcessState::Exited | ProcessState::Fatal | ProcessState::Backoff => {
+                    return Err(self.exited(record, &info));
+                }
+                ProcessState::Running if !needs_port => return Ok(()),
+                ProcessState::Running | ProcessState::Starting
+                    if needs_port && accepts_connections(address) =>
+                {
+                    match health {
+                        None => return Ok(()),
+                        Some(health) => match http_status(address, &health.host, &health.path) {
+                            // Only 2xx: a redirect is often to a login page
+                            // of an app that is not working.
+                            Ok(status) if (200..300).contains(&status) => return Ok(()),
+                            Ok(status) => {
+                                waiting_for = format!("GET {} answered {status}", health.path)
+                            }
+                            Err(error) => {
+                                waiting_for = format!("GET {} failed: {error}", health.path)
+                            }
+                        },
+                    }
+                }
+                _ => {}
+            }
+            if started.elapsed() >= limit {
+                return Err(Error::InstanceNotReady {
+                    id: record.id.clone(),
+                    seconds: limit.as_secs_f64(),
+                    what: waiting_for,
+                    log_tail: log_tail(&log),
+                    log,
+                });
+            }
+            // Poll fast at first: most apps are up within a few hundred ms.
+            let pause = if started.elapsed() < Duration::from_secs(2) {
+                5
+            } else {
+                50
+            };
+            std::thread::sleep(Duration::from_millis(pause));
+        }
+    }
+
+    /// Fails if the instance's process is no longer starting or running;
+    /// its pid if it is.
+    pub(crate) fn confirm_alive(
+        &self,
+        supervisor: &sarge_supervisor::Client,
+        record: &InstanceRecord,
+    ) -> Result<u32> {
+        let info = supervisor.process_info(&record.id)?;
+        if matches!(info.state, ProcessState::Running | ProcessState::Starting) {
+            return Ok(info.pid);
+        }
+        Err(self.exited(record, &info))
+    }
+
+    /// The error for an instance whose process is no longer up.
+    fn exited(&self, record: &InstanceRecord, info: &sarge_supervisor::ProcessInfo) -> Error {
+        let log = self.home.program_log(&record.id);
+        Error::InstanceExited {
+            id: record.id.clone(),
+            state: format!(
+                "{}: {}",
+                info.state.name().to_ascii_lowercase(),
+                info.description
+            ),
+            log_tail: log_tail(&log),
+            log,
+        }
+    }
+
+    pub(crate) fn allocate_port(&self) -> Result<u16> {
+        let used: BTreeSet<u16> = self
+            .instance_ids()?
+            .iter()
+            .filter_map(|id| InstanceRecord::load(&self.home, id).ok())
+            .map(|record| record.port)
+            .collect();
+        let allocator = sarge_ports::PortAllocator::new(
+            self.home.ports_file(),
+            self.config.port_range.as_range(),
+        );
+        let last = allocator.last_allocated()?;
+        sarge_ports::next_free_port(self.config.port_range.as_range(), last, |port| {
+            used.contains(&port) || !sarge_ports::port_is_bindable(port)
+        })
+        .ok_or(Error::Ports(sarge_ports::Error::Exhausted {
+            first: self.config.port_range.first,
+            last: self.config.port_range.last,
+        }))
+    }
+
+    pub(crate) fn record_port(&self, port: u16) -> Result<()> {
+        let allocator = sarge_ports::PortAllocator::new(
+            self.home.ports_file(),
+            self.config.port_range.as_range(),
+        );
+        allocator.record(port)?;
+        Ok(())
+    }
+}
