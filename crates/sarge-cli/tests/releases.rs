@@ -1,0 +1,186 @@
+#![allow(clippy::unwrap_used)]
+//! Releases end to end: one tarball deploys every process type, each
+//! deploy and rollback is a release, a rollback is a switch (no unpack, no
+//! install, zero failed requests), and disk stays bounded.
+
+mod common;
+
+use common::*;
+
+/// The hello app plus a `worker` process type that serves nothing.
+fn app_with_worker(name: &str) -> std::path::PathBuf {
+    let dir = app_copy(name);
+    std::fs::write(
+        dir.join("Procfile"),
+        "web: python app.py $PORT\nworker: python -c 'import time; time.sleep(100000)'\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn releases(home: &TestHome) -> Vec<serde_json::Value> {
+    let out = home.sarge(&["releases", "--json"]);
+    assert!(out.status.success(), "releases failed: {}", stderr(&out));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    value["releases"].as_array().unwrap().clone()
+}
+
+fn deploy_all(home: &TestHome, app: &std::path::Path) -> String {
+    let out = home
+        .command(&["deploy", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&tar_of(app))?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "deploy failed:\n{}", stderr(&out));
+    stderr(&out)
+}
+
+#[test]
+fn one_tarball_deploys_every_process_type_as_one_release() {
+    let home = TestHome::new("multi", "  MESSAGE: one");
+    let app = app_with_worker("multi");
+    let progress = deploy_all(&home, &app);
+    assert_eq!(progress.matches("-----> unpack").count(), 1, "{progress}");
+    assert!(progress.contains("deployed release v1"), "{progress}");
+
+    let instances = home.instances();
+    assert_eq!(instances.len(), 2, "{instances:?}");
+    for instance in &instances {
+        assert_eq!(instance["release"], "v1", "{instance}");
+    }
+    assert_eq!(
+        http_get(home.stable, "/").unwrap(),
+        (200, "one\n".to_owned())
+    );
+    // One app folder for both processes.
+    let dirs: Vec<String> = std::fs::read_dir(home.root.join("var/releases"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(dirs, vec!["v1".to_owned()]);
+
+    // Naming one process: only it gets the new code; the release keeps the
+    // worker on v1's.
+    home.write_config("  MESSAGE: two", "");
+    home.deploy_ok(&app, "web");
+    let listed = releases(&home);
+    assert_eq!(listed[0]["id"], "v2");
+    assert_eq!(listed[0]["current"], true);
+    assert_eq!(listed[0]["description"], "deploy web");
+    assert_eq!(
+        listed[0]["processes"],
+        serde_json::json!({"web": 1, "worker": 1})
+    );
+    let worker = home.instance_of("worker");
+    assert_eq!(worker["release"], "v1", "{worker}");
+    assert_eq!(home.instance_of("web")["release"], "v2");
+    let _ = std::fs::remove_dir_all(app);
+}
+
+#[test]
+fn rollback_is_a_switch_with_no_failed_request_and_no_install() {
+    let home = TestHome::new("rollback", "  MESSAGE: one");
+    home.deploy_ok(&hello_app(), "web");
+    home.write_config("  MESSAGE: two", "");
+    home.deploy_ok(&hello_app(), "web");
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "two\n");
+
+    // No wheels, no network: a rollback never installs.
+    let empty_dist = home.root.join("empty-dist");
+    std::fs::create_dir_all(&empty_dist).unwrap();
+    let config = std::fs::read_to_string(home.config_path()).unwrap();
+    let dist_line = config
+        .lines()
+        .find(|line| line.starts_with("python_dist:"))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        home.config_path(),
+        config.replace(
+            &dist_line,
+            &format!("python_dist: {}", empty_dist.display()),
+        ),
+    )
+    .unwrap();
+
+    let load = Load::start(home.stable);
+    let out = home.sarge(&["rollback"]);
+    let (fresh, kept) = load.finish();
+    let text = stderr(&out);
+    assert!(out.status.success(), "rollback failed:\n{text}");
+    assert!(!text.contains("installed"), "{text}");
+    assert!(!text.contains("unpack"), "{text}");
+    // v1's env came back with its code, and sarge says which names differ.
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "one\n");
+    assert!(
+        text.contains("differ from etc/sarge.yaml now: MESSAGE"),
+        "{text}"
+    );
+    assert!(!text.contains("one\n"), "a value was printed:\n{text}");
+    assert!(text.contains("rolled back to v1 as release v3"), "{text}");
+    assert_eq!(fresh.failed + kept.failed, 0, "{fresh:?} {kept:?}");
+    assert!(fresh.served + kept.served > 0);
+
+    let listed = releases(&home);
+    let ids: Vec<&str> = listed.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["v3", "v2", "v1"]);
+    assert_eq!(listed[0]["description"], "rollback to v1");
+    assert_eq!(listed[0]["current"], true);
+
+    // A named rollback; then ids that name nothing change nothing.
+    let out = home.sarge(&["rollback", "v2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "two\n");
+    let before = home.snapshot();
+    for (bad, says) in [
+        (
+            "v99",
+            "release v99 is not one you can roll back to (kept releases: v4, v3, v2, v1)",
+        ),
+        ("v4", "(it is the current release)"),
+        ("latest", "\"latest\" is not a release id"),
+    ] {
+        let out = home.sarge(&["rollback", bad]);
+        assert!(!out.status.success(), "{bad}: rollback succeeded");
+        assert!(stderr(&out).contains(says), "{bad}: {}", stderr(&out));
+        assert_unchanged(&home, &before, bad);
+    }
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "two\n");
+}
+
+#[test]
+fn only_the_newest_releases_keep_their_code_and_virtualenv() {
+    let home = TestHome::new("prune", "  MESSAGE: v0");
+    for round in 1..=7 {
+        home.write_config(&format!("  MESSAGE: v{round}"), "");
+        home.deploy_ok(&hello_app(), "web");
+    }
+    let listed = releases(&home);
+    let ids: Vec<&str> = listed.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["v7", "v6", "v5", "v4", "v3"]);
+    let mut dirs: Vec<String> = std::fs::read_dir(home.root.join("var/releases"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs, ["v3", "v4", "v5", "v6", "v7"]);
+    // The oldest kept one still rolls back; a pruned one is refused by name.
+    let out = home.sarge(&["rollback", "v2"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("release v2 is not one you can roll back to"));
+    let out = home.sarge(&["rollback", "v3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "v3\n");
+    // v3's folder is kept for the code the new v8 runs.
+    let listed = releases(&home);
+    assert_eq!(listed[0]["id"], "v8");
+    assert_eq!(listed.len(), 5);
+    assert!(home.root.join("var/releases/v3/app/app.py").is_file());
+}
