@@ -670,13 +670,16 @@ fn secrets_stay_private() {
         ) & 0o777
     };
     assert_eq!(mode(&format!("var/instances/{id}/env.sh")), 0o600);
+    assert_eq!(mode("var/releases/v1/env.json"), 0o600);
     assert_eq!(mode("var/run/supervisor.sock"), 0o700);
     assert_eq!(mode("var/run/haproxy.sock"), 0o600);
     // No other file in the home holds the secret.
     for (path, content) in home.snapshot() {
         if String::from_utf8_lossy(&content).contains("s3cr3t-value") {
             assert!(
-                path == "etc/sarge.yaml" || path.ends_with("/env.sh"),
+                path == "etc/sarge.yaml"
+                    || path.ends_with("/env.sh")
+                    || (path.starts_with("var/releases/") && path.ends_with("/env.json")),
                 "{path} holds the secret"
             );
         }

@@ -250,21 +250,31 @@ impl Sarge {
                 }
             }
         }
-        match self.remove_unkept_releases(&current) {
-            Ok(abandoned) if !abandoned.is_empty() => steps.done(
+        let abandoned = match self.remove_unkept_releases(&current) {
+            Ok(abandoned) => abandoned,
+            Err(error) => {
+                steps.note(format!(
+                    "could not remove an abandoned release ({}); the next sarge command will try again",
+                    described(&error)
+                ));
+                Vec::new()
+            }
+        };
+        if !abandoned.is_empty() {
+            steps.done(
                 "recover",
-                format!(
-                    "removed releases of an interrupted deploy: {}",
-                    abandoned.join(", ")
-                ),
-            ),
-            Ok(_) => {}
-            Err(error) => steps.note(format!(
-                "could not remove an abandoned release ({}); the next sarge command will try again",
-                described(&error)
-            )),
+                format!("removed releases of an interrupted deploy: {}", abandoned.join(", ")),
+            );
         }
         if leftovers.is_empty() && gone.is_empty() {
+            if !abandoned.is_empty() {
+                if let Err(error) = self.collect_venvs(&current) {
+                    steps.note(format!(
+                        "could not remove unused virtualenvs ({}); the next sarge command will try again",
+                        described(&error)
+                    ));
+                }
+            }
             return Ok(());
         }
         if !self.config.port_map.is_empty()
@@ -411,7 +421,9 @@ impl Sarge {
                 }
             }
         }
-        // A kept release rolls back without an install.
+        // A kept release rolls back without an install, if its virtualenv
+        // is as it was built (a changed one is never run again).
+        let store = self.venv_store();
         for id in &current.history {
             if let Ok(release) = crate::release::Release::load(&self.home, *id) {
                 keep.extend(
@@ -419,11 +431,12 @@ impl Sarge {
                         .processes
                         .values()
                         .filter_map(|spec| spec.venv.clone())
-                        .map(sarge_venv::VenvId::new),
+                        .map(sarge_venv::VenvId::new)
+                        .filter(|venv| store.check_unchanged(venv).is_ok()),
                 );
             }
         }
-        self.venv_store().remove_unused(&keep)?;
+        store.remove_unused(&keep)?;
         Ok(())
     }
 }

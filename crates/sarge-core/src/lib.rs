@@ -85,7 +85,7 @@ pub use procfile::{is_valid_process_name, Procfile};
 pub use progress::{Progress, Silent};
 pub use release::{ProcessSpec, Release, ReleaseId, ReleaseSummary};
 pub use rollback::RolledBack;
-pub use rollout::RolledOut;
+pub use rollout::{RolledOut, INSTANCE_VARIABLE};
 pub use state::{CurrentInstance, CurrentInstances, InstanceRecord};
 
 /// An initialised `$SARGE_HOME` with its configuration loaded.

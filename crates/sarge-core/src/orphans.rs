@@ -282,8 +282,18 @@ impl Scan {
             .any(|pair| pair[0] == "-f" && pair[1] == self.haproxy_config)
     }
 
-    /// The instance whose folder `process` works in, if any.
+    /// The instance `process` belongs to, if any: the id in its
+    /// environment, or (instances of an older sarge) the instance folder
+    /// it works in.
     fn instance_of(&self, process: &Process) -> Option<String> {
+        let prefix = format!("{}=", crate::rollout::INSTANCE_VARIABLE);
+        if let Some(id) = process
+            .environ
+            .as_ref()
+            .and_then(|environ| environ.iter().find_map(|entry| entry.strip_prefix(&prefix)))
+        {
+            return Some(id.to_owned());
+        }
         let relative = process
             .cwd
             .as_ref()?

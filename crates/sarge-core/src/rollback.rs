@@ -117,9 +117,12 @@ impl Sarge {
                 });
             }
             if let Some(venv) = &spec.venv {
-                if !self.home.venvs_dir().join(venv).is_dir() {
+                if let Err(problem) = self
+                    .venv_store()
+                    .check_unchanged(&sarge_venv::VenvId::new(venv.clone()))
+                {
                     return Err(Error::UnknownRelease {
-                        id: format!("{target} (its virtualenv {venv} is gone)"),
+                        id: format!("{target} (its virtualenv: {problem})"),
                         known: known(),
                     });
                 }

@@ -108,6 +108,9 @@ impl Sarge {
             record.save(&self.home)?;
             let mut instance_env = env.clone();
             instance_env.insert("PORT".to_owned(), port.to_string());
+            // Which instance this is, as Heroku's DYNO says: also how
+            // `bin/supervisord` names what a killed supervisord left.
+            instance_env.insert(INSTANCE_VARIABLE.to_owned(), id.clone());
             let venv_bin = spec
                 .venv
                 .as_ref()
@@ -352,6 +355,9 @@ impl Sarge {
         Ok(removed)
     }
 }
+
+/// The environment variable that holds an instance's id.
+pub const INSTANCE_VARIABLE: &str = "SARGE_INSTANCE";
 
 /// How many releases keep their code and virtualenv for rollback.
 pub(crate) const KEEP_RELEASES: usize = 5;

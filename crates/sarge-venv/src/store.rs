@@ -360,6 +360,17 @@ impl VenvStore {
         Ok(output)
     }
 
+    /// Whether environment `id` is ready and as it was built (nothing in it
+    /// changed since); the error says why not. A rollback runs an old
+    /// environment again only if it is.
+    pub fn check_unchanged(&self, id: &VenvId) -> std::result::Result<(), String> {
+        let path = self.root.join(id.as_str());
+        if !is_ready(&path) {
+            return Err(format!("{path} is gone"));
+        }
+        unchanged(&path)
+    }
+
     /// Removes every environment whose id is not in `keep` (and leftover
     /// folders without the marker). Returns the removed ids.
     ///
