@@ -524,6 +524,23 @@ fn deploy_killed_after(home: &TestHome, app: &std::path::Path, after: &str) {
     );
 }
 
+/// The virtualenvs the kept releases run.
+fn kept_venvs(home: &TestHome) -> std::collections::BTreeSet<String> {
+    let mut venvs = std::collections::BTreeSet::new();
+    for release in home.releases() {
+        let id = release["id"].as_str().unwrap();
+        let path = home.root.join("var/releases").join(id).join("release.json");
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        for spec in record["processes"].as_object().unwrap().values() {
+            if let Some(venv) = spec["venv"].as_str() {
+                venvs.insert(venv.to_owned());
+            }
+        }
+    }
+    venvs
+}
+
 /// What a truthful state looks like: one listed web instance that answers,
 /// no other instance folder, no other program.
 fn assert_truthful(home: &TestHome, phase: &str) {
@@ -569,15 +586,18 @@ fn assert_truthful(home: &TestHome, phase: &str) {
         "after a kill {phase}: supervisord runs {status}"
     );
     // An installer orphaned by the kill may still be writing its
-    // environment; once it is done, the next command removes it.
+    // environment; once it is done, the next command removes it. What
+    // stays is what a kept release runs (a rollback installs nothing).
     wait_for(
         Duration::from_secs(20),
         || {
             home.instances();
-            std::fs::read_dir(home.root.join("var/venvs"))
-                .unwrap()
-                .count()
-                == 1
+            let venvs: std::collections::BTreeSet<String> =
+                std::fs::read_dir(home.root.join("var/venvs"))
+                    .unwrap()
+                    .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+            venvs == kept_venvs(home)
         },
         &format!("unused virtualenvs to be removed after a kill {phase}"),
     );

@@ -35,12 +35,24 @@ fn instance_folders(home: &TestHome) -> Vec<String> {
     names
 }
 
+/// `home` keeping one release only: a redeploy prunes the one before, so
+/// what the app left in its folder is removed right away.
+fn keeping_one_release(home: TestHome) -> TestHome {
+    let config = std::fs::read_to_string(home.config_path()).unwrap();
+    std::fs::write(home.config_path(), format!("{config}\nkeep_releases: 1\n")).unwrap();
+    home
+}
+
 /// After a redeploy: the old instance is gone without a note about it, and
 /// `list` and `destroy` work.
 fn assert_old_instance_removed_and_home_usable(home: &TestHome, redeploy: &str, first: &str) {
     assert!(
-        !redeploy.contains("could not remove"),
-        "the old instance was not removed:\n{redeploy}"
+        !redeploy.contains("could not remove") && !redeploy.contains("could not prune"),
+        "the old instance or release was not removed:\n{redeploy}"
+    );
+    assert!(
+        !home.root.join("var/releases/v1").exists(),
+        "the pruned release v1 is still there"
     );
     let folders = instance_folders(home);
     assert!(
@@ -57,16 +69,12 @@ fn assert_old_instance_removed_and_home_usable(home: &TestHome, redeploy: &str, 
 
 #[test]
 fn a_mode_000_folder_in_the_tarball_does_not_wedge_the_home() {
-    let home = TestHome::new_unprivileged("mode000", "  MESSAGE: locked");
+    let home = keeping_one_release(TestHome::new_unprivileged("mode000", "  MESSAGE: locked"));
     let tarball = tarball_with_mode_000_folder();
     let out = home.deploy_bytes(&tarball, "web");
     assert!(out.status.success(), "deploy failed:\n{}", stderr(&out));
     let first = home.instance_of("web")["id"].as_str().unwrap().to_owned();
-    let locked = home
-        .root
-        .join("var/instances")
-        .join(&first)
-        .join("app/locked");
+    let locked = home.root.join("var/releases/v1/app/locked");
     // The first defence: unpacking gives every folder u+rwx. The second
     // (removal makes folders writable) is pinned by the test of a folder
     // the app makes read-only.
@@ -82,7 +90,7 @@ fn a_mode_000_folder_in_the_tarball_does_not_wedge_the_home() {
 
 #[test]
 fn a_folder_the_app_made_read_only_does_not_wedge_the_home() {
-    let home = TestHome::new_unprivileged("chmod555", "  MESSAGE: locked");
+    let home = keeping_one_release(TestHome::new_unprivileged("chmod555", "  MESSAGE: locked"));
     let app = app_copy("chmod555");
     std::fs::write(
         app.join("Procfile"),
@@ -91,11 +99,7 @@ fn a_folder_the_app_made_read_only_does_not_wedge_the_home() {
     .unwrap();
     home.deploy_ok(&app, "web");
     let first = home.instance_of("web")["id"].as_str().unwrap().to_owned();
-    let made = home
-        .root
-        .join("var/instances")
-        .join(&first)
-        .join("app/made");
+    let made = home.root.join("var/releases/v1/app/made");
     assert_eq!(
         std::fs::metadata(&made).unwrap().permissions().mode() & 0o777,
         0o555
@@ -107,7 +111,10 @@ fn a_folder_the_app_made_read_only_does_not_wedge_the_home() {
 
 #[test]
 fn a_folder_sarge_cannot_delete_is_reported_and_blocks_no_command() {
-    let home = TestHome::new_unprivileged("undeletable", "  MESSAGE: stuck");
+    let home = keeping_one_release(TestHome::new_unprivileged(
+        "undeletable",
+        "  MESSAGE: stuck",
+    ));
     if !home.is_unprivileged() {
         eprintln!("not run: only a suite run as root can make a folder sarge's user cannot delete");
         return;
@@ -116,19 +123,16 @@ fn a_folder_sarge_cannot_delete_is_reported_and_blocks_no_command() {
     let first = home.instance_of("web")["id"].as_str().unwrap().to_owned();
     // A folder of root's inside the instance: no chmod by the instance's
     // user can make it deletable.
-    let stuck = home
-        .root
-        .join("var/instances")
-        .join(&first)
-        .join("app/stuck");
+    let stuck = home.root.join("var/releases/v1/app/stuck");
     std::fs::create_dir(&stuck).unwrap();
     std::fs::write(stuck.join("file"), "root's").unwrap();
 
     let redeploy = home.deploy_ok(&hello_app(), "web");
     assert!(
-        redeploy.contains(&format!("could not remove the old instance {first}")),
+        redeploy.contains("could not prune old releases"),
         "the failed cleanup was not reported:\n{redeploy}"
     );
+    assert!(!instance_folders(&home).contains(&first));
     let out = home.sarge(&["list"]);
     assert!(out.status.success(), "list failed: {}", stderr(&out));
     let out = home.deploy(&hello_app(), "web");
@@ -137,7 +141,7 @@ fn a_folder_sarge_cannot_delete_is_reported_and_blocks_no_command() {
     let file = stuck.join("file");
     assert!(
         stderr(&out).contains(&format!(
-            "could not remove {first}, left by an earlier deploy (remove file {}: Permission denied",
+            "could not remove an old release's folder (remove file {}: Permission denied",
             file.display()
         )),
         "the retry's failure was not reported:\n{}",

@@ -396,8 +396,11 @@ fn modes_are_tamed_and_a_procfile_may_have_a_bom_or_be_an_inner_link() {
     ]);
     let output = home.deploy_bytes(&bytes, "web");
     assert!(output.status.success(), "{}", stderr(&output));
-    let id = home.instance_of("web")["id"].as_str().unwrap().to_owned();
-    let app = home.root.join("var/instances").join(id).join("app");
+    let release = home.instance_of("web")["release"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let app = home.root.join("var/releases").join(release).join("app");
     let mode = |path: &str| {
         std::fs::symlink_metadata(app.join(path))
             .unwrap()

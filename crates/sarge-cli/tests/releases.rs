@@ -19,10 +19,7 @@ fn app_with_worker(name: &str) -> std::path::PathBuf {
 }
 
 fn releases(home: &TestHome) -> Vec<serde_json::Value> {
-    let out = home.sarge(&["releases", "--json"]);
-    assert!(out.status.success(), "releases failed: {}", stderr(&out));
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    value["releases"].as_array().unwrap().clone()
+    home.releases()
 }
 
 fn deploy_all(home: &TestHome, app: &std::path::Path) -> String {

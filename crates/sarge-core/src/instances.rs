@@ -254,7 +254,7 @@ impl Sarge {
             Ok(abandoned) => abandoned,
             Err(error) => {
                 steps.note(format!(
-                    "could not remove an abandoned release ({}); the next sarge command will try again",
+                    "could not remove an old release's folder ({}); the next sarge command will try again",
                     described(&error)
                 ));
                 Vec::new()
@@ -263,7 +263,10 @@ impl Sarge {
         if !abandoned.is_empty() {
             steps.done(
                 "recover",
-                format!("removed releases of an interrupted deploy: {}", abandoned.join(", ")),
+                format!(
+                    "removed releases of an interrupted deploy: {}",
+                    abandoned.join(", ")
+                ),
             );
         }
         if leftovers.is_empty() && gone.is_empty() {
@@ -323,7 +326,7 @@ impl Sarge {
             ),
             Ok(_) => {}
             Err(error) => steps.note(format!(
-                "could not remove an abandoned release ({}); the next sarge command will try again",
+                "could not remove an old release's folder ({}); the next sarge command will try again",
                 described(&error)
             )),
         }

@@ -315,7 +315,7 @@ impl Sarge {
     /// current one always) and the folders whose code a kept release
     /// runs; removes the rest.
     pub(crate) fn prune_releases(&self, current: &mut CurrentInstances) -> Result<()> {
-        let keep = KEEP_RELEASES;
+        let keep = usize::try_from(self.config.keep_releases.max(1)).unwrap_or(usize::MAX);
         if current.history.len() > keep {
             let cut = current.history.len() - keep;
             current.history.drain(..cut);
@@ -358,9 +358,6 @@ impl Sarge {
 
 /// The environment variable that holds an instance's id.
 pub const INSTANCE_VARIABLE: &str = "SARGE_INSTANCE";
-
-/// How many releases keep their code and virtualenv for rollback.
-pub(crate) const KEEP_RELEASES: usize = 5;
 
 /// Six random hex digits, for instance and upload folder names.
 pub(crate) fn random_hex() -> String {

@@ -365,6 +365,14 @@ impl TestHome {
         value["instances"].as_array().unwrap().clone()
     }
 
+    /// `releases --json`, parsed.
+    pub fn releases(&self) -> Vec<serde_json::Value> {
+        let out = self.sarge(&["releases", "--json"]);
+        assert!(out.status.success(), "releases failed: {}", stderr(&out));
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        value["releases"].as_array().unwrap().clone()
+    }
+
     pub fn instance_of(&self, process: &str) -> serde_json::Value {
         self.instances()
             .into_iter()
