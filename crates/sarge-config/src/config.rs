@@ -54,6 +54,15 @@ pub struct Config {
     /// 2 GiB): a small gzip can expand a thousandfold, and the instances
     /// share the disk with the rest of the server.
     pub max_unpacked_bytes: u64,
+    /// How many releases keep their app folder and virtualenv so that a
+    /// rollback can start them again (`keep_releases`, default 5, at
+    /// least 1: the live release itself is always kept).
+    pub keep_releases: u32,
+    /// How long the Procfile's `release:` command may run before it is
+    /// killed and the deploy fails (`release_timeout`, seconds, default
+    /// 300): migrations can be slow, but a hung one must not hold the
+    /// deploy lock forever. Never zero.
+    pub release_timeout: Duration,
 }
 
 /// An HTTP check that a new instance must pass before it gets traffic: a
@@ -75,6 +84,12 @@ const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// 2 GiB: far above any Python web app, far below a disk.
 const DEFAULT_MAX_UNPACKED_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Enough to roll back past a few bad deploys without filling the disk with
+/// virtualenvs.
+const DEFAULT_KEEP_RELEASES: u32 = 5;
+/// Long enough for a real migration, short enough that a command waiting on
+/// a lock or on input is noticed the same day.
+const DEFAULT_RELEASE_TIMEOUT: Duration = Duration::from_secs(300);
 
 const TOP_LEVEL_KEYS: &[&str] = &[
     "port_range",
@@ -90,6 +105,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "ready_timeout",
     "drain_timeout",
     "max_unpacked_bytes",
+    "keep_releases",
+    "release_timeout",
 ];
 
 const HEALTHCHECK_KEYS: &[&str] = &["path", "host", "timeout"];
@@ -114,6 +131,8 @@ impl Config {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES,
+            keep_releases: DEFAULT_KEEP_RELEASES,
+            release_timeout: DEFAULT_RELEASE_TIMEOUT,
         }
     }
 
@@ -215,6 +234,39 @@ impl Parser<'_> {
                     ))
                 }
             };
+        }
+        if let Some(value) = top.get("keep_releases") {
+            config.keep_releases = match resolve(value) {
+                Some(Resolved::Int(count)) if count >= 1 => {
+                    u32::try_from(count).map_err(|_| {
+                        self.invalid(
+                            "keep_releases",
+                            format!("{} releases is more than sarge can count", describe(value)),
+                        )
+                    })?
+                }
+                _ => {
+                    return Err(self.invalid(
+                        "keep_releases",
+                        format!(
+                            "expected a number of releases of 1 or more (the live one is always kept), found {}",
+                            describe(value)
+                        ),
+                    ))
+                }
+            };
+        }
+        if let Some(value) = top.get("release_timeout") {
+            let timeout = self.seconds("release_timeout", value)?;
+            // Unlike drain_timeout, where 0 means "switch at once", a zero
+            // here would kill every release command before it starts.
+            if timeout.is_zero() {
+                return Err(self.invalid(
+                    "release_timeout",
+                    "0 would kill the release command before it runs; expected seconds above 0",
+                ));
+            }
+            config.release_timeout = timeout;
         }
         Ok(config)
     }

@@ -44,6 +44,10 @@ env: {{}}
 # drain_timeout: 10
 # Bytes an app tarball may unpack to (also bounded by the free disk space):
 # max_unpacked_bytes: 2147483648
+# Releases that keep their app folder and virtualenv for rollback:
+# keep_releases: 5
+# Seconds the Procfile's release: command may run:
+# release_timeout: 300
 # HTTP check a new instance must pass (a 2xx answer) before it gets traffic;
 # add host: NAME to send that Host header instead of localhost:
 # healthcheck:
@@ -90,6 +94,10 @@ env: {}
 # drain_timeout: 10
 # Bytes an app tarball may unpack to (also bounded by the free disk space):
 # max_unpacked_bytes: 2147483648
+# Releases that keep their app folder and virtualenv for rollback:
+# keep_releases: 5
+# Seconds the Procfile's release: command may run:
+# release_timeout: 300
 # HTTP check a new instance must pass (a 2xx answer) before it gets traffic;
 # add host: NAME to send that Host header instead of localhost:
 # healthcheck:

@@ -51,6 +51,8 @@ fn minimal_file_gets_defaults() {
             ready_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             max_unpacked_bytes: 2147483648,
+            keep_releases: 5,
+            release_timeout: Duration::from_secs(300),
         }
     );
 }
@@ -79,6 +81,8 @@ healthcheck:
     host: app.example.com:8000
 ready_timeout: 2.5
 drain_timeout: 0
+keep_releases: 3
+release_timeout: 600
 "#,
     );
     assert_eq!(
@@ -137,6 +141,8 @@ drain_timeout: 0
     );
     assert_eq!(config.ready_timeout, Duration::from_millis(2500));
     assert_eq!(config.drain_timeout, Duration::ZERO);
+    assert_eq!(config.keep_releases, 3);
+    assert_eq!(config.release_timeout, Duration::from_secs(600));
 }
 
 #[test]
@@ -320,6 +326,8 @@ fn default_yaml_optional_keys_are_valid_when_uncommented() {
     );
     assert_eq!(config.healthcheck["web"].path, "/up");
     assert_eq!(config.ready_timeout, Duration::from_secs(30));
+    assert_eq!(config.keep_releases, 5);
+    assert_eq!(config.release_timeout, Duration::from_secs(300));
 }
 
 #[test]
@@ -399,7 +407,7 @@ fn top_level_must_be_a_mapping() {
 
 #[test]
 fn unknown_keys_are_named() {
-    let known = "port_range, port_map, env, haproxy_bin, supervisord_bin, supervisorctl_bin, python_bin, virtualenv_python_bin, python_dist, healthcheck, ready_timeout, drain_timeout, max_unpacked_bytes";
+    let known = "port_range, port_map, env, haproxy_bin, supervisord_bin, supervisorctl_bin, python_bin, virtualenv_python_bin, python_dist, healthcheck, ready_timeout, drain_timeout, max_unpacked_bytes, keep_releases, release_timeout";
     assert_eq!(
         error_with_range("haproxy_binn: /usr/sbin/haproxy\n"),
         format!("/h/etc/sarge.yaml: unknown key \"haproxy_binn\" (known keys here: {known})")
@@ -737,6 +745,82 @@ fn max_unpacked_bytes_is_a_positive_number_of_bytes() {
         assert_eq!(
             error_with_range(text),
             format!("/h/etc/sarge.yaml: max_unpacked_bytes: expected a number of bytes above 0, found {found}"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn keep_releases_is_a_count_of_one_or_more() {
+    assert_eq!(parse(RANGE).keep_releases, 5);
+    assert_eq!(
+        parse(&format!("{RANGE}keep_releases: 1\n")).keep_releases,
+        1
+    );
+    assert_eq!(
+        parse(&format!("{RANGE}keep_releases: 40\n")).keep_releases,
+        40
+    );
+    for (text, found) in [
+        ("keep_releases: 0\n", "0"),
+        ("keep_releases: -2\n", "-2"),
+        ("keep_releases: 2.5\n", "2.5"),
+        ("keep_releases: five\n", "\"five\""),
+        ("keep_releases: \"5\"\n", "\"5\""),
+        ("keep_releases:\n", "nothing"),
+    ] {
+        assert_eq!(
+            error_with_range(text),
+            format!("{ORIGIN}: keep_releases: expected a number of releases of 1 or more (the live one is always kept), found {found}"),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        error_with_range("keep_releases: 5000000000\n"),
+        format!("{ORIGIN}: keep_releases: 5000000000 releases is more than sarge can count")
+    );
+}
+
+#[test]
+fn release_timeout_is_seconds_like_the_other_timeouts() {
+    assert_eq!(parse(RANGE).release_timeout, Duration::from_secs(300));
+    assert_eq!(
+        parse(&format!("{RANGE}release_timeout: 900\n")).release_timeout,
+        Duration::from_secs(900)
+    );
+    assert_eq!(
+        parse(&format!("{RANGE}release_timeout: 1.5\n")).release_timeout,
+        Duration::from_millis(1500)
+    );
+    for (text, problem) in [
+        (
+            "release_timeout: 0\n",
+            "release_timeout: 0 would kill the release command before it runs; expected seconds above 0",
+        ),
+        (
+            "release_timeout: 0.0\n",
+            "release_timeout: 0 would kill the release command before it runs; expected seconds above 0",
+        ),
+        (
+            "release_timeout: -1\n",
+            "release_timeout: -1 is negative; expected seconds >= 0",
+        ),
+        (
+            "release_timeout: ten\n",
+            r#"release_timeout: expected a number of seconds, found "ten""#,
+        ),
+        (
+            "release_timeout: .nan\n",
+            "release_timeout: .nan is not a number of seconds",
+        ),
+        (
+            "release_timeout:\n",
+            "release_timeout: expected a number of seconds, found nothing",
+        ),
+    ] {
+        assert_eq!(
+            error_with_range(text),
+            format!("{ORIGIN}: {problem}"),
             "{text}"
         );
     }
