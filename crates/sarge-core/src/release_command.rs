@@ -129,6 +129,10 @@ impl ReleaseCommand<'_> {
         // waiting for the rest of its output.
         let mut ended: Option<(ExitStatus, Instant)> = None;
         let status = loop {
+            // The clocks below are looked at after every read, not only
+            // when the pipe is empty: a command that writes faster than
+            // this loop reads (`yes`) must still meet its timeout.
+            let mut got_output = false;
             if pipe_open {
                 match reader.read(&mut buffer) {
                     // Every writer is gone; a command that closed its
@@ -137,7 +141,7 @@ impl ReleaseCommand<'_> {
                     Ok(read) => {
                         output.write_all(&buffer[..read])?;
                         lines.push(&buffer[..read], on_line);
-                        continue;
+                        got_output = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -166,7 +170,9 @@ impl ReleaseCommand<'_> {
                     }
                 }
             }
-            std::thread::sleep(POLL);
+            if !got_output {
+                std::thread::sleep(POLL);
+            }
         };
         lines.finish(on_line);
         output.flush()?;
@@ -240,9 +246,15 @@ impl ReleaseCommand<'_> {
         env
     }
 
+    /// std cannot tell a missing `bash` from a missing working directory
+    /// (both are ENOENT), so the message names both.
     fn spawn_error(&self, source: io::Error) -> Error {
         Error::Spawn {
-            program: format!("the release command `{}`", excerpt(self.command)),
+            program: format!(
+                "the release command `{}` (bash -c, in {})",
+                excerpt(self.command),
+                self.app_dir
+            ),
             source,
         }
     }

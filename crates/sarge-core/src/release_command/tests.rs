@@ -350,7 +350,9 @@ fn release_command_that_cannot_start_names_the_folder_problem() {
     };
     let error = release.run(&mut |_| {}).unwrap_err().to_string();
     assert!(
-        error.starts_with("cannot run the release command `true`"),
+        error.starts_with(&format!(
+            "cannot run the release command `true` (bash -c, in {missing}): "
+        )),
         "{error}"
     );
 }
@@ -373,4 +375,30 @@ fn release_command_escaped_into_its_own_session_does_not_hold_the_deploy() {
     );
     assert_eq!(texts(&outcome), ["started"]);
     outcome.result.unwrap();
+}
+
+#[test]
+fn release_command_flooding_its_output_still_meets_the_timeout() {
+    let dir = TempDir::new("flood");
+    let output_file = dir.0.join("release.log");
+    let env = BTreeMap::new();
+    let release = ReleaseCommand {
+        command: "yes flood",
+        app_dir: &dir.0,
+        env: &env,
+        venv_bin: None,
+        timeout: Duration::from_secs(1),
+        output_file: &output_file,
+    };
+    let started = Instant::now();
+    let mut count = 0_usize;
+    let error = release.run(&mut |_| count += 1).unwrap_err();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(
+        matches!(error, Error::ReleaseCommandTimedOut { .. }),
+        "{error}"
+    );
+    assert!(count > 0);
+    assert!(error.to_string().ends_with("\n  flood"), "{error}");
 }
