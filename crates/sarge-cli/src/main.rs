@@ -40,6 +40,9 @@ enum Command {
         /// Print JSON: {"releases": [{id, created, current, description, processes}]}.
         #[arg(long)]
         json: bool,
+        /// Print what the release command of RELEASE printed.
+        #[arg(long, value_name = "RELEASE", conflicts_with = "json")]
+        output: Option<String>,
     },
     /// Roll back to RELEASE (default: the one before the current one).
     Rollback {
@@ -156,7 +159,13 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
                 millis(deployed.elapsed)
             );
         }
-        Command::Releases { json } => {
+        Command::Releases {
+            output: Some(id), ..
+        } => {
+            let output = open()?.release_output(id.parse()?)?;
+            std::io::stdout().lock().write_all(output.as_bytes())?;
+        }
+        Command::Releases { json, output: None } => {
             let releases = open()?.releases()?;
             let mut out = std::io::stdout().lock();
             if json {

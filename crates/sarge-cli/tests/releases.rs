@@ -181,3 +181,88 @@ fn only_the_newest_releases_keep_their_code_and_virtualenv() {
     assert_eq!(listed.len(), 5);
     assert!(home.root.join("var/releases/v3/app/app.py").is_file());
 }
+
+#[test]
+fn a_release_command_runs_once_before_the_switch_and_gates_it() {
+    let home = TestHome::new("relcmd", "  MESSAGE: one");
+    home.deploy_ok(&hello_app(), "web");
+    let app = app_with_worker("relcmd");
+    let procfile = std::fs::read_to_string(app.join("Procfile")).unwrap();
+    std::fs::write(
+        app.join("Procfile"),
+        format!(
+            "{procfile}release: echo \"migrating with $MESSAGE\" && python -c 'import importlib.metadata as m; print(\"flask\", m.version(\"flask\"))' && echo \"port=${{PORT:-none}}\"\n"
+        ),
+    )
+    .unwrap();
+    let progress = deploy_all(&home, &app);
+    // Once for the release, not per process; with the env and the venv.
+    assert_eq!(
+        progress.matches("release | migrating with one").count(),
+        1,
+        "{progress}"
+    );
+    assert!(progress.contains("release | flask 3."), "{progress}");
+    assert!(progress.contains("release | port=none"), "{progress}");
+    let out = home.sarge(&["releases", "--output", "v2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("migrating with one\nflask 3."),
+        "{}",
+        stdout(&out)
+    );
+
+    // Rolling back across it says the migration was not undone.
+    let out = home.sarge(&["rollback", "v1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the release command of v2 ran after v1"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A release command that fails, or runs too long, fails the deploy:
+    // nothing switches and no release is made.
+    for (command, extra, says) in [
+        ("echo boom; exit 3", "", "exited with status 3"),
+        (
+            "echo slow; sleep 30",
+            "release_timeout: 1",
+            "ran past release_timeout (1 s)",
+        ),
+    ] {
+        home.write_config("  MESSAGE: two", extra);
+        std::fs::write(
+            app.join("Procfile"),
+            format!("{procfile}release: {command}\n"),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let out = home
+            .command(&["deploy", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(&tar_of(&app))?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        let text = stderr(&out);
+        assert!(
+            !out.status.success(),
+            "{command}: deploy succeeded:\n{text}"
+        );
+        assert!(text.contains(says), "{command}:\n{text}");
+        assert!(
+            text.contains("boom") || text.contains("slow"),
+            "{command}:\n{text}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert_eq!(http_get(home.stable, "/").unwrap().1, "one\n", "{command}");
+        assert_eq!(releases(&home)[0]["id"], "v3", "{command}");
+        assert_eq!(home.instances().len(), 2);
+    }
+    let _ = std::fs::remove_dir_all(app);
+}

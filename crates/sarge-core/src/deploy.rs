@@ -17,6 +17,7 @@ use crate::lock::{HomeLock, UploadMark};
 use crate::procfile::{is_valid_process_name, Procfile};
 use crate::progress::{Progress, Steps};
 use crate::release::{ProcessSpec, Release, ReleaseId};
+use crate::release_command::ReleaseCommand;
 use crate::rollout::{random_hex, RolledOut};
 use crate::state::CurrentInstances;
 use crate::timestamp::rfc3339;
@@ -143,15 +144,22 @@ impl Sarge {
                 },
             );
         }
-        let release = Release {
+        let mut release = Release {
             id,
             created: rfc3339(SystemTime::now()),
             description: format!("deploy {}", rolled.join(", ")),
             processes: release_processes,
             release_command_ran: false,
         };
-        release.save(&self.home, &self.config.env)?;
-        let rolled_out = match self.roll_out(&supervisor, &release, &rolled, &mut steps) {
+        let made = (|| {
+            if let Some(command) = procfile.command(RELEASE_PROCESS) {
+                self.run_release_command(command, id, &release_dir, venv.as_ref(), &mut steps)?;
+                release.release_command_ran = true;
+            }
+            release.save(&self.home, &self.config.env)?;
+            self.roll_out(&supervisor, &release, &rolled, &mut steps)
+        })();
+        let rolled_out = match made {
             Ok(rolled_out) => rolled_out,
             Err(error) => {
                 // Never current: nothing may keep it.
@@ -202,6 +210,36 @@ impl Sarge {
             },
         );
         Ok(Some(venv))
+    }
+
+    /// Runs the Procfile's `release:` command once, in the new release's
+    /// app folder with its env and virtualenv, before any of its instances
+    /// starts: its output streams into the progress and is kept in
+    /// `var/log/release-vN.log` (also when it fails, for a look at why).
+    fn run_release_command(
+        &self,
+        command: &str,
+        id: ReleaseId,
+        release_dir: &Utf8Path,
+        venv: Option<&Venv>,
+        steps: &mut Steps<'_>,
+    ) -> Result<()> {
+        let venv_bin = venv.map(Venv::bin_dir);
+        let output_file = self.home.release_output(id);
+        let runner = ReleaseCommand {
+            command,
+            app_dir: &release_dir.join("app"),
+            env: &self.config.env,
+            venv_bin: venv_bin.as_deref(),
+            timeout: self.config.release_timeout,
+            output_file: &output_file,
+        };
+        let ran = runner.run(&mut |line| steps.note(format!("release | {line}")))?;
+        steps.done(
+            "release",
+            format!("`{command}` ran ({} lines of output)", ran.lines),
+        );
+        Ok(())
     }
 
     /// A new upload folder under `var/releases/`, marked as being read.

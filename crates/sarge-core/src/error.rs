@@ -190,6 +190,12 @@ pub enum Error {
         /// The kept releases, newest first.
         known: String,
     },
+    /// A release whose deploy ran no release command.
+    #[error("release {id} ran no release command (its Procfile has no release: line)")]
+    NoReleaseOutput {
+        /// The release.
+        id: crate::ReleaseId,
+    },
     /// Nothing to roll back to.
     #[error("there is no release before {current} to roll back to")]
     NothingToRollBackTo {
@@ -232,6 +238,32 @@ pub enum Error {
     /// A file system operation failed (the message names the path).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The Procfile's `release:` command exited non-zero or was killed by
+    /// a signal; no instance of the new release was started.
+    #[error("the release command `{command}` {status}, so the new release was not started; last lines of its output (all of it is in {output_file}):\n{last_lines}")]
+    ReleaseCommandFailed {
+        /// The command, as in the Procfile (cut if long).
+        command: String,
+        /// `exited with status 3` or `was killed by signal 9`.
+        status: String,
+        /// The file that holds the whole output.
+        output_file: Utf8PathBuf,
+        /// The last lines, indented, one per line.
+        last_lines: String,
+    },
+    /// The Procfile's `release:` command ran past `release_timeout`; it and
+    /// every process it started in its group were killed.
+    #[error("the release command `{command}` ran past release_timeout ({seconds} s) and was killed, so the new release was not started; raise release_timeout in sarge.yaml if it needs longer. Last lines of its output (all of it is in {output_file}):\n{last_lines}")]
+    ReleaseCommandTimedOut {
+        /// The command, as in the Procfile (cut if long).
+        command: String,
+        /// `release_timeout`, in seconds.
+        seconds: f64,
+        /// The file that holds the whole output.
+        output_file: Utf8PathBuf,
+        /// The last lines, indented, one per line.
+        last_lines: String,
+    },
 }
 
 /// `Result` with sarge-core's [`Error`].

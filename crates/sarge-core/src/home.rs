@@ -121,6 +121,10 @@ impl Home {
     pub fn release_dir(&self, id: crate::ReleaseId) -> Utf8PathBuf {
         self.releases_dir().join(id.to_string())
     }
+    /// The output of release `id`'s release command.
+    pub fn release_output(&self, id: crate::ReleaseId) -> Utf8PathBuf {
+        self.log_dir().join(format!("release-{id}.log"))
+    }
     /// `var/venvs/`: the shared virtualenv store.
     pub fn venvs_dir(&self) -> Utf8PathBuf {
         self.root.join("var/venvs")

@@ -61,6 +61,7 @@ mod probe;
 mod procfile;
 mod progress;
 mod release;
+mod release_command;
 mod rollback;
 mod rollout;
 mod routing;

@@ -49,6 +49,32 @@ impl Sarge {
         Ok(releases)
     }
 
+    /// The output of `id`'s release command, as it ran; an error if `id` is
+    /// not a kept release or ran none. Reads only.
+    pub fn release_output(&self, id: ReleaseId) -> Result<String> {
+        let current = CurrentInstances::load(&self.home)?;
+        if !current.history.contains(&id) {
+            return Err(Error::UnknownRelease {
+                id: id.to_string(),
+                known: current
+                    .history
+                    .iter()
+                    .rev()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let path = self.home.release_output(id);
+        match fs_err::read(&path) {
+            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::NoReleaseOutput { id })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// Rolls back to `target` (default: the release before the current
     /// one) by making and rolling out a new release with its code,
     /// virtualenv and env, with no failed request. An unknown or pruned

@@ -349,6 +349,11 @@ impl Sarge {
             };
             if !keep {
                 sarge_venv::remove_tree(&path)?;
+                if let Ok(id) = name.parse::<ReleaseId>() {
+                    if !current.history.contains(&id) {
+                        let _ = fs_err::remove_file(self.home.release_output(id));
+                    }
+                }
                 removed.push(name);
             }
         }
