@@ -266,3 +266,96 @@ fn a_release_command_runs_once_before_the_switch_and_gates_it() {
     }
     let _ = std::fs::remove_dir_all(app);
 }
+
+/// Starts `sarge deploy -` of `app` and SIGKILLs it once its progress
+/// shows the `nth` line starting with `-----> {step}`.
+fn deploy_killed_at(home: &TestHome, app: &std::path::Path, step: &str, nth: usize) {
+    use std::io::{BufRead, Write};
+    let mut child = home
+        .command(&["deploy", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&tar_of(app)).unwrap();
+    let marker = format!("-----> {step}");
+    let mut seen = 0;
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.starts_with(&marker) {
+            seen += 1;
+            if seen == nth {
+                child.kill().unwrap();
+                break;
+            }
+        }
+        lines.push(line);
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "deploy finished before the kill at {step}: {lines:?}"
+    );
+}
+
+#[test]
+fn a_multi_process_deploy_killed_at_any_step_leaves_each_process_on_one_release() {
+    let home = TestHome::new("relkill", "  MESSAGE: one");
+    let app = app_with_worker("relkill");
+    let procfile = std::fs::read_to_string(app.join("Procfile")).unwrap();
+    std::fs::write(
+        app.join("Procfile"),
+        format!("{procfile}release: echo migrating\n"),
+    )
+    .unwrap();
+    deploy_all(&home, &app);
+    for (round, (step, nth)) in [
+        ("release |", 1),
+        ("release ", 1),
+        ("start", 1),
+        ("start", 2),
+        ("ready", 1),
+        ("ready", 2),
+        ("switch", 1),
+        ("commit", 1),
+        ("drain", 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let case = format!("killed at {step} #{nth}");
+        home.write_config(&format!("  MESSAGE: r{round}"), "");
+        deploy_killed_at(&home, &app, step, nth);
+        // The next command recovers: both processes on one release, the
+        // stable address answering, and only kept releases on disk.
+        let instances = home.instances();
+        assert_eq!(instances.len(), 2, "{case}: {instances:?}");
+        assert_eq!(
+            instances[0]["release"], instances[1]["release"],
+            "{case}: the processes run different releases: {instances:?}"
+        );
+        let current = releases(&home);
+        assert_eq!(current[0]["id"], instances[0]["release"], "{case}");
+        assert_eq!(http_get(home.stable, "/").unwrap().0, 200, "{case}");
+        let kept: std::collections::BTreeSet<String> = current
+            .iter()
+            .map(|release| release["id"].as_str().unwrap().to_owned())
+            .collect();
+        let on_disk: std::collections::BTreeSet<String> =
+            std::fs::read_dir(home.root.join("var/releases"))
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+        assert_eq!(on_disk, kept, "{case}: release folders");
+        let progress = deploy_all(&home, &app);
+        assert!(progress.contains("deployed release"), "{case}: {progress}");
+        assert_eq!(
+            http_get(home.stable, "/").unwrap().1,
+            format!("r{round}\n"),
+            "{case}"
+        );
+        assert_eq!(home.instances().len(), 2, "{case}");
+    }
+    let _ = std::fs::remove_dir_all(app);
+}
