@@ -8,8 +8,8 @@ mod common;
 
 use common::*;
 
-/// The longest process name sarge takes (`sarge_config::ProcessName::MAX_LEN`).
-const LIMIT: usize = 40;
+/// The longest process name sarge takes.
+const LIMIT: usize = sarge_core::ProcessName::MAX_LEN;
 
 /// A name of `len` characters that uses the whole character set.
 fn name_of_len(len: usize) -> String {
@@ -38,7 +38,10 @@ fn a_port_map_key_over_the_limit_is_refused_by_the_config_naming_key_and_limit()
     home.start_supervisord();
     let long = name_of_len(LIMIT + 1);
     write_config(&home, &long);
-    let app = app_with("name-over", &[("Procfile", &format!("{long}: python app.py $PORT\n"))]);
+    let app = app_with(
+        "name-over",
+        &[("Procfile", &format!("{long}: python app.py $PORT\n"))],
+    );
     for (command, out) in [
         ("list", home.sarge(&["list"])),
         ("deploy", home.deploy(&app, &long)),
@@ -46,7 +49,8 @@ fn a_port_map_key_over_the_limit_is_refused_by_the_config_naming_key_and_limit()
         let message = stderr(&out);
         assert!(!out.status.success(), "{command} accepted {long:?}");
         assert!(
-            message.contains(&format!("port_map: {long:?}")) && message.contains("40 characters"),
+            message.contains(&format!("port_map: {long:?}"))
+                && message.contains(&format!("1 to {LIMIT} characters")),
             "{command} does not name the key and the limit:\n{message}"
         );
     }
@@ -58,7 +62,10 @@ fn a_process_name_at_the_limit_deploys_and_answers_on_its_stable_port() {
     let name = name_of_len(LIMIT);
     write_config(&home, &name);
     home.start_supervisord();
-    let app = app_with("name-limit", &[("Procfile", &format!("{name}: python app.py $PORT\n"))]);
+    let app = app_with(
+        "name-limit",
+        &[("Procfile", &format!("{name}: python app.py $PORT\n"))],
+    );
 
     home.deploy_ok(&app, &name);
 

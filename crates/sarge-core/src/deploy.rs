@@ -311,7 +311,7 @@ impl Sarge {
         record: &InstanceRecord,
         needs_port: bool,
     ) -> Result<()> {
-        let health = self.config.healthcheck.get(&record.process);
+        let health = self.config.healthcheck.get(record.process.as_str());
         let limit = health
             .and_then(|health| health.timeout)
             .unwrap_or(self.config.ready_timeout);
