@@ -14,6 +14,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use crate::address::StableAddress;
 use crate::error::{Error, Result};
 use crate::port_range::PortRange;
+use crate::process_name::ProcessName;
 use crate::yaml::{self, Kind, Node, Resolved};
 
 /// Settings from `$SARGE_HOME/etc/sarge.yaml`.
@@ -23,7 +24,7 @@ pub struct Config {
     pub port_range: PortRange,
     /// Stable address per process name that haproxy keeps pointing at the
     /// live deployment (`port_map`).
-    pub port_map: BTreeMap<String, StableAddress>,
+    pub port_map: BTreeMap<ProcessName, StableAddress>,
     /// Environment variables for every application process (`env`). Every
     /// value arrives exactly as written: unquoted `1.10`, `0x1F`, `007` or
     /// `yes` stay those characters; YAML's null (`~`, `null`, nothing) is an
@@ -42,7 +43,7 @@ pub struct Config {
     /// means the caller uses `$SARGE_HOME/dist`.
     pub python_dist: Option<Utf8PathBuf>,
     /// HTTP health check per process name (`healthcheck`).
-    pub healthcheck: BTreeMap<String, HealthCheck>,
+    pub healthcheck: BTreeMap<ProcessName, HealthCheck>,
     /// How long a new instance may take to start listening
     /// (`ready_timeout`, seconds, default 30).
     pub ready_timeout: Duration,
@@ -339,9 +340,9 @@ impl Parser<'_> {
         &self,
         value: &Node,
         port_range: PortRange,
-    ) -> Result<BTreeMap<String, StableAddress>> {
-        let mut port_map: BTreeMap<String, StableAddress> = BTreeMap::new();
-        for (name, value) in self.named_entries("port_map", value, process_name_problem)? {
+    ) -> Result<BTreeMap<ProcessName, StableAddress>> {
+        let mut port_map: BTreeMap<ProcessName, StableAddress> = BTreeMap::new();
+        for (name, value) in self.named_entries("port_map", value, process_name)? {
             let key = format!("port_map.{name}");
             let address: StableAddress = match string(value) {
                 Some(text) => text
@@ -375,7 +376,7 @@ impl Parser<'_> {
 
     fn env(&self, value: &Node) -> Result<BTreeMap<String, String>> {
         let mut env = BTreeMap::new();
-        for (name, value) in self.named_entries("env", value, env_name_problem)? {
+        for (name, value) in self.named_entries("env", value, env_name)? {
             let key = format!("env.{name}");
             // The text as written, whatever YAML would make of it: the app
             // reads strings, and `1.10` or `0x1F` must not come out as `1.1`
@@ -412,9 +413,9 @@ impl Parser<'_> {
         Ok(env)
     }
 
-    fn healthchecks(&self, value: &Node) -> Result<BTreeMap<String, HealthCheck>> {
+    fn healthchecks(&self, value: &Node) -> Result<BTreeMap<ProcessName, HealthCheck>> {
         let mut checks = BTreeMap::new();
-        for (name, value) in self.named_entries("healthcheck", value, process_name_problem)? {
+        for (name, value) in self.named_entries("healthcheck", value, process_name)? {
             let key = format!("healthcheck.{name}");
             let Kind::Mapping(mapping) = &value.kind else {
                 return Err(self.invalid(
@@ -474,14 +475,15 @@ impl Parser<'_> {
     }
 
     /// Entries of a mapping whose keys are user-chosen names (process or
-    /// variable names), each checked by `name_problem`. An empty value (`key:`
-    /// with everything below commented out) counts as an empty mapping.
-    fn named_entries<'v>(
+    /// variable names), each parsed by `parse_name`, whose error message
+    /// names the key. An empty value (`key:` with everything below
+    /// commented out) counts as an empty mapping.
+    fn named_entries<'v, N>(
         &self,
         key: &str,
         value: &'v Node,
-        name_problem: fn(&str) -> Option<&'static str>,
-    ) -> Result<Vec<(String, &'v Node)>> {
+        parse_name: fn(&str) -> Result<N, String>,
+    ) -> Result<Vec<(N, &'v Node)>> {
         let mapping = match &value.kind {
             Kind::Mapping(mapping) => mapping,
             _ if is_null(value) => return Ok(Vec::new()),
@@ -498,10 +500,8 @@ impl Parser<'_> {
                 let text = key_text(name).ok_or_else(|| {
                     self.invalid(key, format!("{} is not a name", describe(name)))
                 })?;
-                if let Some(problem) = name_problem(&text) {
-                    return Err(self.invalid(key, format!("{text:?} {problem}")));
-                }
-                Ok((text, value))
+                let name = parse_name(&text).map_err(|problem| self.invalid(key, problem))?;
+                Ok((name, value))
             })
             .collect()
     }
@@ -564,25 +564,25 @@ impl Parser<'_> {
     }
 }
 
-/// Process names become supervisord program names and file names.
-fn process_name_problem(name: &str) -> Option<&'static str> {
-    let mut chars = name.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    (!valid).then_some(
-        "is not a valid process name (letters, digits, '_', '.', '-'; starting with a letter or digit)",
-    )
+/// A `port_map` or `healthcheck` key: the same rule as the Procfile's
+/// names, so a key that loads here is one a deploy can run and route.
+fn process_name(name: &str) -> Result<ProcessName, String> {
+    name.parse().map_err(|error: Error| error.to_string())
 }
 
-fn env_name_problem(name: &str) -> Option<&'static str> {
+fn env_name(name: &str) -> Result<String, String> {
     let mut chars = name.chars();
     let valid = chars
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    (!valid).then_some(
-        "is not a valid environment variable name (letters, digits, '_'; not starting with a digit)",
-    )
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid environment variable name (letters, digits, '_'; not starting with a digit)"
+        ))
+    }
 }
 
 /// The path goes into an HTTP request line, where whitespace or control

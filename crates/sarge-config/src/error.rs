@@ -77,6 +77,35 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
+
+    /// Text given to [`ProcessName`](crate::ProcessName)'s `FromStr` breaks
+    /// the process-name rule; the message names the problem and states the
+    /// whole rule ([`ProcessName::RULE`](crate::ProcessName::RULE)).
+    #[error(
+        "{} is not a valid process name: {problem} ({})",
+        shown(name),
+        crate::ProcessName::RULE
+    )]
+    InvalidProcessName {
+        /// The rejected text, whole.
+        name: String,
+        /// What is wrong with it, e.g. `it is 41 characters long`.
+        problem: String,
+    },
+}
+
+/// How a rejected name is echoed: quoted, and cut short if long (it may
+/// be a whole Procfile line).
+fn shown(name: &str) -> String {
+    const SHOWN: usize = 60;
+    match name.char_indices().nth(SHOWN) {
+        None => format!("{name:?}"),
+        Some((cut, _)) => format!(
+            "{:?} ({} bytes)",
+            format!("{}...", &name[..cut]),
+            name.len()
+        ),
+    }
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

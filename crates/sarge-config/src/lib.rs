@@ -1,9 +1,10 @@
 //! Reads and checks sarge's settings file, `$SARGE_HOME/etc/sarge.yaml`.
 //!
 //! [`Config::load`] returns a [`Config`] whose values have all been checked:
-//! the [`PortRange`] for new deployments, a [`StableAddress`] per process
-//! type, the environment for the application, program paths, optional
-//! [`HealthCheck`]s and timeouts. Mistakes come back as an [`Error`] that
+//! the [`PortRange`] for new deployments, a [`StableAddress`] per
+//! [`ProcessName`] (the one process-name rule, shared with the Procfile
+//! reader and the rest of sarge), the environment for the application,
+//! program paths, optional [`HealthCheck`]s and timeouts. Mistakes come back as an [`Error`] that
 //! names the file and the dotted key (`port_map.web`), and unknown keys are
 //! errors, so a typo never silently falls back to a default.
 //! [`Config::default_yaml`] produces the commented file a new install starts
@@ -30,6 +31,7 @@ mod address;
 mod config;
 mod error;
 mod port_range;
+mod process_name;
 mod template;
 mod yaml;
 
@@ -37,3 +39,4 @@ pub use address::StableAddress;
 pub use config::{Config, HealthCheck, DEFAULT_HEALTHCHECK_HOST};
 pub use error::{Error, Result};
 pub use port_range::PortRange;
+pub use process_name::ProcessName;

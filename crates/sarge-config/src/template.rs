@@ -20,7 +20,8 @@ impl Config {
 port_range: [{first}, {last}]
 
 # The stable address haproxy listens on for each process type, routed to
-# whichever deployment is live. Must lie outside port_range.
+# whichever deployment is live. Must lie outside port_range. Keys are
+# Procfile process names: 1 to 40 letters, digits, '_', '.' or '-'.
 # Use "*:PORT" to listen on every interface.
 port_map:
   web: 127.0.0.1:{port_base}
@@ -70,7 +71,8 @@ mod tests {
 port_range: [7010, 7099]
 
 # The stable address haproxy listens on for each process type, routed to
-# whichever deployment is live. Must lie outside port_range.
+# whichever deployment is live. Must lie outside port_range. Keys are
+# Procfile process names: 1 to 40 letters, digits, '_', '.' or '-'.
 # Use "*:PORT" to listen on every interface.
 port_map:
   web: 127.0.0.1:7000

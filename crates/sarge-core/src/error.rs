@@ -142,8 +142,12 @@ pub enum Error {
         /// The processes the Procfile declares, comma-separated.
         available: String,
     },
-    /// A process name that cannot be a program or file name.
-    #[error("{name:?} is not a valid process name: use letters, digits, `_`, `.` and `-`, starting with a letter or digit")]
+    /// A process name that breaks [`ProcessName`](crate::ProcessName)'s
+    /// rule, so it cannot be a program, proxy or file name.
+    #[error(
+        "{name:?} is not a valid process name ({})",
+        sarge_config::ProcessName::RULE
+    )]
     InvalidProcessName {
         /// The rejected name.
         name: String,

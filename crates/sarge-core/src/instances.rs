@@ -109,7 +109,7 @@ impl Sarge {
         self.clean_leftovers(&supervisor, &mut steps)?;
         let record = self.resolve(target)?;
         let mut current = CurrentInstances::load(&self.home)?;
-        if self.config.port_map.contains_key(&record.process) {
+        if self.config.port_map.contains_key(record.process.as_str()) {
             let router = Router::new(&self.home, &self.config, &supervisor);
             let routing = Router::committed(&self.home, &current);
             router.unroute(&routing, &record.process)?;
@@ -289,7 +289,7 @@ impl Sarge {
             let routing = Router::committed(&self.home, &current);
             let live = router.ensure(&routing)?;
             for process in self.config.port_map.keys() {
-                let committed = routing.get(process).map(|(slot, _)| *slot);
+                let committed = routing.get(process.as_str()).map(|(slot, _)| *slot);
                 for slot in [Slot::A, Slot::B] {
                     if committed != Some(slot) {
                         router.drain(&live, process, slot, self.config.drain_timeout);
@@ -464,7 +464,8 @@ fn described(error: &Error) -> String {
 /// The instance id a log file name belongs to: `ID.log` or `ID.log.N`
 /// where ID is `PROCESS-xxxxxx` (six hex digits), as deploys name them.
 fn instance_of_log(name: &str) -> Option<&str> {
-    let (id, rotation) = name.split_once(".log")?;
+    // The last `.log`: a process name may hold one (`api.log-0a1b2c.log`).
+    let (id, rotation) = name.rsplit_once(".log")?;
     let rotation_ok = rotation.is_empty()
         || rotation
             .strip_prefix('.')
@@ -487,6 +488,10 @@ mod tests {
         assert_eq!(
             instance_of_log("my-api-0a1b2c.log.10"),
             Some("my-api-0a1b2c")
+        );
+        assert_eq!(
+            instance_of_log("api.logs-0a1b2c.log.1"),
+            Some("api.logs-0a1b2c")
         );
         for other in [
             "supervisord.log",

@@ -87,6 +87,7 @@ pub use progress::{Progress, Silent};
 pub use release::{ProcessSpec, Release, ReleaseId, ReleaseSummary};
 pub use rollback::RolledBack;
 pub use rollout::{RolledOut, INSTANCE_VARIABLE};
+pub use sarge_config::ProcessName;
 pub use state::{CurrentInstance, CurrentInstances, InstanceRecord};
 
 /// An initialised `$SARGE_HOME` with its configuration loaded.

@@ -1,15 +1,20 @@
 //! The `Procfile` format shared by honcho and foreman: `name: command`.
+//!
+//! Names are parsed into [`ProcessName`], the rule `sarge.yaml`'s
+//! `port_map` and `healthcheck` keys follow too, so a Procfile cannot
+//! declare a process that the config could not name, or the reverse.
 
 use std::collections::BTreeMap;
 
 use camino::Utf8Path;
+use sarge_config::ProcessName;
 
 use crate::error::{excerpt, Error, Result};
 
 /// The process types an app declares, in file order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Procfile {
-    commands: BTreeMap<String, String>,
+    commands: BTreeMap<ProcessName, String>,
 }
 
 impl Procfile {
@@ -38,23 +43,24 @@ impl Procfile {
                     excerpt(line)
                 )));
             };
-            let name = name.trim();
+            let name: ProcessName = name
+                .trim()
+                .parse()
+                .map_err(|error: sarge_config::Error| malformed(error.to_string()))?;
             let command = command.trim();
-            if !is_valid_process_name(name) {
+            if command.is_empty() {
                 return Err(malformed(format!(
-                    "{:?} is not a valid process name (letters, digits, `_`, `.`, `-`)",
-                    excerpt(name)
+                    "process {:?} has no command",
+                    name.as_str()
                 )));
             }
-            if command.is_empty() {
-                return Err(malformed(format!("process {name:?} has no command")));
+            if commands.contains_key(&name) {
+                return Err(malformed(format!(
+                    "process {:?} is defined twice",
+                    name.as_str()
+                )));
             }
-            if commands
-                .insert(name.to_owned(), command.to_owned())
-                .is_some()
-            {
-                return Err(malformed(format!("process {name:?} is defined twice")));
-            }
+            commands.insert(name, command.to_owned());
         }
         Ok(Self { commands })
     }
@@ -66,17 +72,20 @@ impl Procfile {
 
     /// The declared process names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.commands.keys().map(String::as_str)
+        self.commands.keys().map(ProcessName::as_str)
+    }
+
+    /// The declared process names as the checked type, sorted.
+    pub fn process_names(&self) -> impl Iterator<Item = &ProcessName> {
+        self.commands.keys()
     }
 }
 
 /// Whether `name` can be a process name: it becomes part of a supervisord
-/// program name, a haproxy proxy name and file names.
+/// program name, a haproxy proxy name and file names. Kept for callers
+/// that only need a yes or no; [`ProcessName`]'s `FromStr` says why not.
 pub fn is_valid_process_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        && name.len() <= 40
+    name.parse::<ProcessName>().is_ok()
 }
 
 #[cfg(test)]
@@ -136,7 +145,10 @@ mod tests {
     fn rejects_bad_names_empty_commands_and_duplicates() {
         assert_eq!(
             parse("we b: x").unwrap_err().to_string(),
-            "app/Procfile line 1: \"we b\" is not a valid process name (letters, digits, `_`, `.`, `-`)"
+            format!(
+                "app/Procfile line 1: \"we b\" is not a valid process name: it contains ' ' ({})",
+                ProcessName::RULE
+            )
         );
         assert_eq!(
             parse("web:   ").unwrap_err().to_string(),
@@ -157,5 +169,32 @@ mod tests {
         assert!(!is_valid_process_name("../web"));
         assert!(!is_valid_process_name("web:1"));
         assert!(!is_valid_process_name("web/1"));
+    }
+
+    #[test]
+    fn names_follow_the_config_rule_of_at_most_40_characters() {
+        let at_limit = "w".repeat(ProcessName::MAX_LEN);
+        let procfile = parse(&format!("web: a\n{at_limit}: b\n")).unwrap();
+        assert_eq!(procfile.command(&at_limit), Some("b"));
+        assert!(is_valid_process_name(&at_limit));
+
+        let over = "w".repeat(41);
+        assert!(!is_valid_process_name(&over));
+        assert_eq!(
+            parse(&format!("web: a\n{over}: b\n")).unwrap_err().to_string(),
+            format!(
+                "app/Procfile line 2: {over:?} is not a valid process name: it is 41 characters long ({})",
+                ProcessName::RULE
+            )
+        );
+    }
+
+    #[test]
+    fn long_bad_names_are_echoed_cut_short() {
+        let message = parse(&format!("{}: x", "x".repeat(10_000)))
+            .unwrap_err()
+            .to_string();
+        assert!(message.starts_with("app/Procfile line 1: \""), "{message}");
+        assert!(message.contains("...\" (10000 bytes) is not"), "{message}");
     }
 }

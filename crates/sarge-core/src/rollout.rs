@@ -72,7 +72,7 @@ impl Sarge {
         };
         if rolled
             .iter()
-            .any(|process| self.config.port_map.contains_key(*process))
+            .any(|process| self.config.port_map.contains_key(process.as_str()))
         {
             router.haproxy_bin()?;
         }
@@ -126,16 +126,20 @@ impl Sarge {
             self.add_program(supervisor, &id, &app_dir)?;
             steps.done("start", format!("supervisord program {id}, port {port}"));
             let previous = current.processes.get(*process).cloned();
-            let slot = self.config.port_map.contains_key(*process).then(|| {
-                match previous
-                    .as_ref()
-                    .and_then(|p| p.slot)
-                    .and_then(slot_from_char)
-                {
-                    Some(Slot::A) => Slot::B,
-                    _ => Slot::A,
-                }
-            });
+            let slot = self
+                .config
+                .port_map
+                .contains_key(process.as_str())
+                .then(|| {
+                    match previous
+                        .as_ref()
+                        .and_then(|p| p.slot)
+                        .and_then(slot_from_char)
+                    {
+                        Some(Slot::A) => Slot::B,
+                        _ => Slot::A,
+                    }
+                });
             starting.push(Starting {
                 record,
                 previous,
@@ -433,7 +437,7 @@ impl Sarge {
         record: &InstanceRecord,
         needs_port: bool,
     ) -> Result<()> {
-        let health = self.config.healthcheck.get(&record.process);
+        let health = self.config.healthcheck.get(record.process.as_str());
         let limit = health
             .and_then(|health| health.timeout)
             .unwrap_or(self.config.ready_timeout);

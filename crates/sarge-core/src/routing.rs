@@ -504,12 +504,12 @@ pub(crate) fn render_config(home: &Home, config: &Config, routing: &Routing) -> 
         .iter()
         .map(|(process, address)| {
             let mut route = Route {
-                name: process.clone(),
+                name: process.to_string(),
                 bind: address.to_string(),
                 active: None,
                 ports: [None, None],
             };
-            if let Some((slot, port)) = routing.get(process) {
+            if let Some((slot, port)) = routing.get(process.as_str()) {
                 route.active = Some(*slot);
                 route.ports[slot_index(*slot)] = Some(*port);
             }

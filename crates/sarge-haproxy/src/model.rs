@@ -188,6 +188,10 @@ pub(crate) fn validate_socket_path(field: &'static str, path: &Utf8Path) -> Resu
     Ok(())
 }
 
+/// Route names become `fe_NAME` and `be_NAME`. haproxy limits proxy names
+/// by characters only, not length, so no length limit here: every process
+/// name sarge-config accepts (at most 40 of `[A-Za-z0-9_.-]`) is a valid
+/// route name.
 fn validate_route(route: &Route) -> Result<()> {
     let name_ok = !route.name.is_empty()
         && route
@@ -298,6 +302,21 @@ mod tests {
             let cfg = config("/run/a.sock", vec![Route::new(name, bind)]);
             assert!(cfg.validate().is_err(), "{name:?} {bind:?}");
         }
+    }
+
+    /// The contract with sarge-core: every process name sarge-config
+    /// accepts (1 to 40 of `[A-Za-z0-9_.-]`, starting with a letter or
+    /// digit) is a valid route name.
+    #[test]
+    fn validate_accepts_every_40_character_process_name() {
+        let name = format!("W9_.-{}", "x".repeat(35));
+        assert_eq!(name.len(), 40);
+        let cfg = config(
+            "/run/a.sock",
+            vec![Route::new(name.as_str(), "127.0.0.1:5000")],
+        );
+        cfg.validate().unwrap();
+        assert!(cfg.render().contains(&format!("backend be_{name}\n")));
     }
 
     #[test]

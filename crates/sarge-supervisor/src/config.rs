@@ -24,7 +24,10 @@ const LOG_MAX_BYTES: &str = "10MB";
 /// Rotated log files kept per program.
 const LOG_BACKUPS: u32 = 3;
 
-/// Longest program name sarge accepts; names end up in file names and logs.
+/// Longest program name sarge accepts; names end up in file names and logs
+/// (supervisord itself sets no limit). sarge's program names are instance
+/// ids, `PROCESS-xxxxxx`: at most 47 characters under sarge-config's
+/// 40-character process-name rule, which leaves room for a longer suffix.
 const MAX_PROGRAM_NAME_LEN: usize = 64;
 
 /// The settings sarge controls in supervisord's main config file.
@@ -540,6 +543,26 @@ killasgroup=false
         assert_eq!(
             validate_program_name("web:1").unwrap_err().to_string(),
             "invalid program name \"web:1\": only letters, digits, '_', '.' and '-' are allowed"
+        );
+    }
+
+    /// The contract with sarge-core: every instance id a valid process name
+    /// makes (`PROCESS-xxxxxx`, PROCESS at most 40 of `[A-Za-z0-9_.-]`,
+    /// starting with a letter or digit) is a valid program name.
+    #[test]
+    fn program_names_take_every_instance_id_of_a_40_character_process() {
+        let process = format!("W9_.-{}", "x".repeat(35));
+        assert_eq!(process.len(), 40);
+        let id = format!("{process}-0a1b2c");
+        assert!(validate_program_name(&id).is_ok(), "{id}");
+        assert_eq!(
+            validate_program_name(&"a".repeat(65))
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "invalid program name {:?}: it is longer than 64 characters",
+                "a".repeat(65)
+            )
         );
     }
 }

@@ -12,6 +12,10 @@ fn parse(text: &str) -> Config {
     Config::from_yaml_str(text, Utf8Path::new(ORIGIN)).unwrap()
 }
 
+fn name(text: &str) -> ProcessName {
+    text.parse().unwrap()
+}
+
 fn error(text: &str) -> String {
     Config::from_yaml_str(text, Utf8Path::new(ORIGIN))
         .unwrap_err()
@@ -95,9 +99,9 @@ release_timeout: 600
     assert_eq!(
         config.port_map,
         BTreeMap::from([
-            ("web".to_owned(), address(Some("127.0.0.1"), 20000)),
-            ("api".to_owned(), address(None, 20001)),
-            ("admin".to_owned(), address(Some("::1"), 20002)),
+            (name("web"), address(Some("127.0.0.1"), 20000)),
+            (name("api"), address(None, 20001)),
+            (name("admin"), address(Some("::1"), 20002)),
         ])
     );
     assert_eq!(
@@ -122,7 +126,7 @@ release_timeout: 600
         config.healthcheck,
         BTreeMap::from([
             (
-                "web".to_owned(),
+                name("web"),
                 HealthCheck {
                     path: "/up".to_owned(),
                     host: "localhost".to_owned(),
@@ -130,7 +134,7 @@ release_timeout: 600
                 }
             ),
             (
-                "api".to_owned(),
+                name("api"),
                 HealthCheck {
                     path: "/health?full=1".to_owned(),
                     host: "app.example.com:8000".to_owned(),
@@ -295,7 +299,7 @@ fn default_yaml_parses_to_the_documented_values() {
     });
     expected
         .port_map
-        .insert("web".to_owned(), address(Some("127.0.0.1"), 7000));
+        .insert(name("web"), address(Some("127.0.0.1"), 7000));
     assert_eq!(config, expected);
 }
 
@@ -516,15 +520,15 @@ fn port_map_errors() {
         ),
         (
             "port_map:\n  web app: 127.0.0.1:5000\n",
-            r#"port_map: "web app" is not a valid process name (letters, digits, '_', '.', '-'; starting with a letter or digit)"#,
+            r#"port_map: "web app" is not a valid process name: it contains ' ' (a process name is 1 to 40 characters: ASCII letters, digits, '_', '.' or '-', starting with a letter or digit)"#,
         ),
         (
             "port_map:\n  _web: 127.0.0.1:5000\n",
-            r#"port_map: "_web" is not a valid process name (letters, digits, '_', '.', '-'; starting with a letter or digit)"#,
+            r#"port_map: "_web" is not a valid process name: it starts with '_' (a process name is 1 to 40 characters: ASCII letters, digits, '_', '.' or '-', starting with a letter or digit)"#,
         ),
         (
             "port_map:\n  web/x: 127.0.0.1:5000\n",
-            r#"port_map: "web/x" is not a valid process name (letters, digits, '_', '.', '-'; starting with a letter or digit)"#,
+            r#"port_map: "web/x" is not a valid process name: it contains '/' (a process name is 1 to 40 characters: ASCII letters, digits, '_', '.' or '-', starting with a letter or digit)"#,
         ),
         (
             "port_map:\n  ~: 127.0.0.1:5000\n",
@@ -540,6 +544,30 @@ fn port_map_errors() {
             error_with_range(text),
             format!("{ORIGIN}: {problem}"),
             "{text}"
+        );
+    }
+}
+
+#[test]
+fn port_map_and_healthcheck_keys_are_process_names_of_at_most_40_characters() {
+    let at_limit = "w".repeat(40);
+    let config = parse(&format!(
+        "{RANGE}port_map:\n  {at_limit}: 127.0.0.1:5000\nhealthcheck:\n  {at_limit}: {{path: /up}}\n"
+    ));
+    assert!(config.port_map.contains_key(at_limit.as_str()));
+    assert!(config.healthcheck.contains_key(at_limit.as_str()));
+    let over = "w".repeat(41);
+    for key in ["port_map", "healthcheck"] {
+        let value = if key == "port_map" {
+            "127.0.0.1:5000"
+        } else {
+            "{path: /up}"
+        };
+        assert_eq!(
+            error_with_range(&format!("{key}:\n  {over}: {value}\n")),
+            format!(
+                "{ORIGIN}: {key}: {over:?} is not a valid process name: it is 41 characters long (a process name is 1 to 40 characters: ASCII letters, digits, '_', '.' or '-', starting with a letter or digit)"
+            )
         );
     }
 }
@@ -659,7 +687,7 @@ fn healthcheck_errors() {
         ),
         (
             "healthcheck:\n  -web: {path: /up}\n",
-            r#"healthcheck: "-web" is not a valid process name (letters, digits, '_', '.', '-'; starting with a letter or digit)"#,
+            r#"healthcheck: "-web" is not a valid process name: it starts with '-' (a process name is 1 to 40 characters: ASCII letters, digits, '_', '.' or '-', starting with a letter or digit)"#,
         ),
         (
             "healthcheck: [web]\n",

@@ -1,0 +1,78 @@
+//! One process-name rule, from `sarge.yaml` to haproxy: a name the config
+//! accepts deploys and routes, and a name that could not deploy is refused
+//! when the config is read, naming the key and the limit.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+
+/// The longest process name sarge takes.
+const LIMIT: usize = sarge_core::ProcessName::MAX_LEN;
+
+/// A name of `len` characters that uses the whole character set.
+fn name_of_len(len: usize) -> String {
+    let stem = "w9_.-";
+    let mut name = stem.to_owned();
+    name.extend(std::iter::repeat_n('x', len - stem.len()));
+    name
+}
+
+/// `sarge.yaml` for `home` with one stable address, for `process`.
+fn write_config(home: &TestHome, process: &str) {
+    let text = format!(
+        "port_range: [{first}, {last}]\nport_map:\n  {process}: 127.0.0.1:{stable}\npython_dist: {dist}\nready_timeout: 20\ndrain_timeout: 5\n",
+        first = home.first_port,
+        last = home.last_port,
+        stable = home.stable,
+        dist = test_wheels().display(),
+    );
+    std::fs::write(home.config_path(), text).unwrap();
+}
+
+#[test]
+fn a_port_map_key_over_the_limit_is_refused_by_the_config_naming_key_and_limit() {
+    let mut home = TestHome::initialised("name-over");
+    write_config(&home, "web");
+    home.start_supervisord();
+    let long = name_of_len(LIMIT + 1);
+    write_config(&home, &long);
+    let app = app_with(
+        "name-over",
+        &[("Procfile", &format!("{long}: python app.py $PORT\n"))],
+    );
+    for (command, out) in [
+        ("list", home.sarge(&["list"])),
+        ("deploy", home.deploy(&app, &long)),
+    ] {
+        let message = stderr(&out);
+        assert!(!out.status.success(), "{command} accepted {long:?}");
+        assert!(
+            message.contains(&format!("port_map: {long:?}"))
+                && message.contains(&format!("1 to {LIMIT} characters")),
+            "{command} does not name the key and the limit:\n{message}"
+        );
+    }
+}
+
+#[test]
+fn a_process_name_at_the_limit_deploys_and_answers_on_its_stable_port() {
+    let mut home = TestHome::initialised("name-limit");
+    let name = name_of_len(LIMIT);
+    write_config(&home, &name);
+    home.start_supervisord();
+    let app = app_with(
+        "name-limit",
+        &[("Procfile", &format!("{name}: python app.py $PORT\n"))],
+    );
+
+    home.deploy_ok(&app, &name);
+
+    let (status, body) = http_get(home.stable, "/").unwrap();
+    assert_eq!((status, body.as_str()), (200, "hello web!\n"));
+    let instance = home.instance_of(&name);
+    let id = instance["id"].as_str().unwrap();
+    assert!(id.starts_with(&format!("{name}-")), "{id}");
+    assert!(home.root.join(format!("var/log/{id}.log")).exists());
+}
