@@ -10,19 +10,30 @@
 
 use std::time::Duration;
 
-use sarge_core::{Home, Progress, Sarge};
+use sarge_core::{Event, Home, Progress, Sarge};
 
+/// Prints each step as it finishes; matches on the events it cares about
+/// and prints the rest as they describe themselves.
 struct Print;
 
 impl Progress for Print {
-    fn step(&mut self, step: &str, detail: &str, elapsed: Duration) {
-        println!(
-            "{step:>10} {:>7.1} ms  {detail}",
-            elapsed.as_secs_f64() * 1e3
-        );
-    }
-    fn note(&mut self, message: &str) {
-        println!("{message}");
+    fn event(&mut self, event: &Event<'_>, elapsed: Duration) {
+        match event {
+            Event::Switched { address, instance } => {
+                println!(
+                    "{address} now reaches {} (port {})",
+                    instance.id, instance.port
+                )
+            }
+            Event::Warning { message } => println!("warning: {message}"),
+            _ => match event.step() {
+                Some(step) => println!(
+                    "{step:>10} {:>7.1} ms  {event}",
+                    elapsed.as_secs_f64() * 1e3
+                ),
+                None => println!("{event}"),
+            },
+        }
     }
 }
 

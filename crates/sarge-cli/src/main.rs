@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use camino::Utf8PathBuf;
 use clap::{Parser, Subcommand};
-use sarge_core::{Home, InitOptions, Progress, Sarge};
+use sarge_core::{Event, Home, InitOptions, Progress, Sarge};
 
 /// Deploy an app on this server: unpack, install, start under supervisord,
 /// route its stable address through haproxy.
@@ -376,12 +376,11 @@ fn describe(error: &dyn std::error::Error) -> String {
 struct StderrProgress;
 
 impl Progress for StderrProgress {
-    fn step(&mut self, step: &str, detail: &str, elapsed: Duration) {
-        eprintln!("-----> {step:<10} {:>8}  {detail}", millis(elapsed));
-    }
-
-    fn note(&mut self, message: &str) {
-        eprintln!("-----> {message}");
+    fn event(&mut self, event: &Event<'_>, elapsed: Duration) {
+        match event.step() {
+            Some(step) => eprintln!("-----> {step:<10} {:>8}  {event}", millis(elapsed)),
+            None => eprintln!("-----> {event}"),
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use sarge_venv::{EnvironmentSpec, Venv};
 use crate::error::{excerpt, Error, Result};
 use crate::lock::{HomeLock, UploadMark};
 use crate::procfile::{is_valid_process_name, Procfile};
-use crate::progress::{Progress, Steps};
+use crate::progress::{Event, Progress, Steps};
 use crate::release::{ProcessSpec, Release, ReleaseId};
 use crate::release_command::ReleaseCommand;
 use crate::rollout::{random_hex, RolledOut};
@@ -76,7 +76,10 @@ impl Sarge {
             )?;
             unpack_tarball(tarball, &app_dir, &limits)
         })()?;
-        steps.done("unpack", format!("{entries} entries into {}", upload.dir));
+        steps.report(Event::Unpacked {
+            entries,
+            folder: &upload.dir,
+        });
 
         let _lock = HomeLock::acquire(&self.home, &mut steps)?;
         self.clean_leftovers(&supervisor, &mut steps)?;
@@ -109,14 +112,16 @@ impl Sarge {
                 available: excerpt(&procfile.names().collect::<Vec<_>>().join(", ")),
             });
         }
-        steps.done(
-            "procfile",
-            rolled
-                .iter()
-                .map(|process| format!("{process}: {}", procfile.command(process).unwrap_or("")))
-                .collect::<Vec<_>>()
-                .join("; "),
-        );
+        let commands: Vec<(String, String)> = rolled
+            .iter()
+            .map(|process| {
+                let command = procfile.command(process).unwrap_or("").to_owned();
+                (process.clone(), command)
+            })
+            .collect();
+        steps.report(Event::Procfile {
+            processes: &commands,
+        });
 
         let venv = self.install_requirements(&app_dir, &mut steps)?;
 
@@ -182,7 +187,7 @@ impl Sarge {
         steps: &mut Steps<'_>,
     ) -> Result<Option<Venv>> {
         if !check_requirements(app_dir)? {
-            steps.done("virtualenv", "no requirements.txt, none needed");
+            steps.report(Event::NoVirtualenv);
             return Ok(None);
         }
         let requirements = app_dir.join("requirements.txt");
@@ -194,21 +199,18 @@ impl Sarge {
         };
         let venv = self.venv_store().ensure(&spec)?;
         if let Some(note) = venv.rebuild_note() {
-            steps.note(note);
+            steps.warn(note);
         }
         if !venv.reused {
             // The store seals venvs owner-only; uv makes some cache files
             // readable by all whatever the umask.
             crate::privacy::make_tree_private(&self.home.cache_dir())?;
         }
-        steps.done(
-            "virtualenv",
-            if venv.reused {
-                format!("reused {}", venv.path)
-            } else {
-                format!("installed requirements.txt from {dist} into {}", venv.path)
-            },
-        );
+        steps.report(Event::Virtualenv {
+            path: &venv.path,
+            reused: venv.reused,
+            dist: &dist,
+        });
         Ok(Some(venv))
     }
 
@@ -234,11 +236,11 @@ impl Sarge {
             timeout: self.config.release_timeout,
             output_file: &output_file,
         };
-        let ran = runner.run(&mut |line| steps.note(format!("release | {line}")))?;
-        steps.done(
-            "release",
-            format!("`{command}` ran ({} lines of output)", ran.lines),
-        );
+        let ran = runner.run(&mut |line| steps.report(Event::ReleaseOutput { line }))?;
+        steps.report(Event::ReleaseCommand {
+            command,
+            lines: ran.lines,
+        });
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use sarge_supervisor::{Client, ProcessState};
 use crate::error::{Error, Result};
 use crate::launcher::launcher_path;
 use crate::lock::{HomeLock, UploadMark};
-use crate::progress::{Progress, Steps};
+use crate::progress::{Event, Progress, Steps};
 use crate::routing::{Router, HAPROXY_PROGRAM};
 use crate::state::{CurrentInstances, InstanceRecord};
 use crate::Sarge;
@@ -113,22 +113,26 @@ impl Sarge {
             let router = Router::new(&self.home, &self.config, &supervisor);
             let routing = Router::committed(&self.home, &current);
             router.unroute(&routing, &record.process)?;
-            steps.done("unroute", format!("{} no longer routed", record.process));
+            steps.report(Event::Unrouted {
+                process: &record.process,
+            });
         }
         current.processes.remove(&record.process);
         current.save(&self.home)?;
         // Past this point the instance is no longer current: what cannot be
         // deleted now is a leftover the next command retries.
         match self.remove_instance(&supervisor, &record.id) {
-            Ok(()) => steps.done("destroy", format!("removed {}", record.id)),
-            Err(error) => steps.note(format!(
+            Ok(()) => steps.report(Event::Destroyed {
+                instance: &record.id,
+            }),
+            Err(error) => steps.warn(format!(
                 "{} is destroyed but its files could not all be removed ({}); the next sarge command will try again",
                 record.id,
                 described(&error)
             )),
         }
         if let Err(error) = self.collect_venvs(&current) {
-            steps.note(format!(
+            steps.warn(format!(
                 "could not remove unused virtualenvs ({}); the next sarge command will try again",
                 described(&error)
             ));
@@ -223,7 +227,7 @@ impl Sarge {
             .collect();
         for (process, id) in &gone {
             current.processes.remove(process);
-            steps.note(format!(
+            steps.warn(format!(
                 "the current instance {id} of {process} has no readable instance.json; {process} is no longer deployed"
             ));
         }
@@ -253,7 +257,7 @@ impl Sarge {
         let abandoned = match self.remove_unkept_releases(&current) {
             Ok(abandoned) => abandoned,
             Err(error) => {
-                steps.note(format!(
+                steps.warn(format!(
                     "could not remove an old release's folder ({}); the next sarge command will try again",
                     described(&error)
                 ));
@@ -261,26 +265,16 @@ impl Sarge {
             }
         };
         if !abandoned.is_empty() {
-            steps.done(
-                "recover",
-                format!(
-                    "removed releases of an interrupted deploy: {}",
-                    abandoned.join(", ")
-                ),
-            );
+            steps.report(Event::Recovered {
+                removed: &abandoned,
+                what: "releases",
+            });
         }
-        if leftovers.is_empty() && gone.is_empty() {
-            if !abandoned.is_empty() {
-                if let Err(error) = self.collect_venvs(&current) {
-                    steps.note(format!(
-                        "could not remove unused virtualenvs ({}); the next sarge command will try again",
-                        described(&error)
-                    ));
-                }
-            }
+        if leftovers.is_empty() && gone.is_empty() && abandoned.is_empty() {
             return Ok(());
         }
-        if !self.config.port_map.is_empty()
+        if (!leftovers.is_empty() || !gone.is_empty())
+            && !self.config.port_map.is_empty()
             && matches!(supervisor.process_info(HAPROXY_PROGRAM), Ok(info) if matches!(info.state, ProcessState::Running | ProcessState::Starting))
         {
             // Traffic goes back to the committed instances first; requests
@@ -304,40 +298,23 @@ impl Sarge {
         for id in leftovers {
             match self.remove_instance(supervisor, &id) {
                 Ok(()) => removed.push(id),
-                Err(error) => steps.note(format!(
+                Err(error) => steps.warn(format!(
                     "could not remove {id}, left by an earlier deploy ({}); the next sarge command will try again",
                     described(&error)
                 )),
             }
         }
         if let Err(error) = self.collect_venvs(&current) {
-            steps.note(format!(
+            steps.warn(format!(
                 "could not remove unused virtualenvs ({}); the next sarge command will try again",
                 described(&error)
             ));
         }
-        match self.remove_unkept_releases(&current) {
-            Ok(abandoned) if !abandoned.is_empty() => steps.done(
-                "recover",
-                format!(
-                    "removed releases of an interrupted deploy: {}",
-                    abandoned.join(", ")
-                ),
-            ),
-            Ok(_) => {}
-            Err(error) => steps.note(format!(
-                "could not remove an old release's folder ({}); the next sarge command will try again",
-                described(&error)
-            )),
-        }
         if !removed.is_empty() {
-            steps.done(
-                "recover",
-                format!(
-                    "removed leftovers of an interrupted deploy: {}",
-                    removed.join(", ")
-                ),
-            );
+            steps.report(Event::Recovered {
+                removed: &removed,
+                what: "leftovers",
+            });
         }
         Ok(())
     }

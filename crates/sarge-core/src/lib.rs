@@ -83,7 +83,7 @@ pub use init::{init, InitOptions, Initialised};
 pub use instances::InstanceStatus;
 pub use orphans::{Orphan, StoppedOrphans, SUPERVISORD_MARKER};
 pub use procfile::{is_valid_process_name, Procfile};
-pub use progress::{Progress, Silent};
+pub use progress::{Event, Progress, Silent};
 pub use release::{ProcessSpec, Release, ReleaseId, ReleaseSummary};
 pub use rollback::RolledBack;
 pub use rollout::{RolledOut, INSTANCE_VARIABLE};

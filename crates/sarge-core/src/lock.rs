@@ -4,7 +4,7 @@ use std::fs::TryLockError;
 
 use crate::error::Result;
 use crate::home::Home;
-use crate::progress::Steps;
+use crate::progress::{Event, Steps};
 
 /// Held while a command changes state; released on drop (or when the
 /// process dies, so a killed deploy never leaves the home locked).
@@ -19,10 +19,9 @@ impl HomeLock {
         match file.file().try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                steps.note(format!(
-                    "waiting for another sarge command on this home to finish (lock {})",
-                    home.lock_file()
-                ));
+                steps.report(Event::WaitingForLock {
+                    lock: &home.lock_file(),
+                });
                 file.file().lock()?;
                 steps.restart();
             }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::lock::HomeLock;
-use crate::progress::{Progress, Steps};
+use crate::progress::{Event, Progress, Steps};
 use crate::release::{Release, ReleaseId, ReleaseSummary};
 use crate::rollout::RolledOut;
 use crate::state::CurrentInstances;
@@ -175,10 +175,10 @@ impl Sarge {
             release_command_ran: false,
         };
         release.save(&self.home, &env)?;
-        steps.done(
-            "release",
-            format!("{id}: the code, virtualenv and env of {target}"),
-        );
+        steps.report(Event::ReleaseMade {
+            release: id,
+            from: target,
+        });
         let rolled_out = match self.roll_out(&supervisor, &release, &[], &mut steps) {
             Ok(rolled_out) => rolled_out,
             Err(error) => {

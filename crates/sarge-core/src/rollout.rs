@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::launcher::{launcher_path, write_launcher};
 use crate::logs::log_tail;
 use crate::probe::{accepts_connections, http_status};
-use crate::progress::Steps;
+use crate::progress::{Event, Steps};
 use crate::release::{Release, ReleaseId};
 use crate::routing::{slot_char, slot_from_char, Probe, Router};
 use crate::state::{CurrentInstance, CurrentInstances, InstanceRecord};
@@ -124,7 +124,7 @@ impl Sarge {
                 &spec.command,
             )?;
             self.add_program(supervisor, &id, &app_dir)?;
-            steps.done("start", format!("supervisord program {id}, port {port}"));
+            steps.report(Event::Started { instance: &record });
             let previous = current.processes.get(*process).cloned();
             let slot = self
                 .config
@@ -174,14 +174,10 @@ impl Sarge {
             let health = self.config.healthcheck.get(process.as_str());
             let needs_port = new.slot.is_some() || health.is_some();
             self.wait_ready(supervisor, &new.record, needs_port)?;
-            steps.done(
-                "ready",
-                if needs_port {
-                    format!("{} answers on port {}", new.record.id, new.record.port)
-                } else {
-                    format!("{} is running under supervisord", new.record.id)
-                },
-            );
+            steps.report(Event::Ready {
+                instance: &new.record,
+                answers: needs_port,
+            });
         }
 
         // 3. Switch, then check the end state; anything amiss puts every
@@ -204,10 +200,10 @@ impl Sarge {
                     return Err(error);
                 }
                 if let Some(address) = self.config.port_map.get(process.as_str()) {
-                    steps.done(
-                        "switch",
-                        format!("{address} -> 127.0.0.1:{}", new.record.port),
-                    );
+                    steps.report(Event::Switched {
+                        address: &address.to_string(),
+                        instance: &new.record,
+                    });
                 }
             }
         }
@@ -242,11 +238,13 @@ impl Sarge {
             return Err(error);
         }
         pending.ids.clear();
-        steps.done("commit", format!("release {}", release.id));
+        steps.report(Event::Committed {
+            release: release.id,
+        });
         if let Some(last) = starting.last() {
             // Only a hint for where the next allocation starts.
             if let Err(error) = self.record_port(last.record.port) {
-                steps.note(format!(
+                steps.warn(format!(
                     "could not record port {} as the last one used ({error})",
                     last.record.port
                 ));
@@ -261,14 +259,14 @@ impl Sarge {
             if let (Some(slot), Some(live)) = (old.slot.and_then(slot_from_char), &live) {
                 let waited =
                     router.drain(live, &new.record.process, slot, self.config.drain_timeout);
-                steps.done(
-                    "drain",
-                    format!("{} after {} ms", old.id, waited.as_millis()),
-                );
+                steps.report(Event::Drained {
+                    instance: &old.id,
+                    waited,
+                });
             }
             match self.remove_instance(supervisor, &old.id) {
-                Ok(()) => steps.done("cleanup", format!("removed {}", old.id)),
-                Err(error) => steps.note(format!(
+                Ok(()) => steps.report(Event::Removed { instance: &old.id }),
+                Err(error) => steps.warn(format!(
                     "could not remove the old instance {} ({error}); the next sarge command will",
                     old.id
                 )),
@@ -276,10 +274,10 @@ impl Sarge {
             replaced.push(old.id.clone());
         }
         if let Err(error) = self.prune_releases(&mut current) {
-            steps.note(format!("could not prune old releases ({error})"));
+            steps.warn(format!("could not prune old releases ({error})"));
         }
         if let Err(error) = self.collect_venvs(&current) {
-            steps.note(format!("could not remove unused virtualenvs ({error})"));
+            steps.warn(format!("could not remove unused virtualenvs ({error})"));
         }
         Ok(RolledOut {
             release: release.id,
