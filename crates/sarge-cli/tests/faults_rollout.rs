@@ -14,13 +14,7 @@ use common::*;
 
 /// sarge.yaml with `port_map` as given (the body of the key).
 fn write_config(home: &TestHome, port_map: &str, message: &str, extra: &str) {
-    let text = format!(
-        "port_range: [{first}, {last}]\nport_map:\n{port_map}\npython_dist: {dist}\nready_timeout: 20\ndrain_timeout: 5\nenv:\n  MESSAGE: {message}\n{extra}\n",
-        first = home.first_port,
-        last = home.last_port,
-        dist = test_wheels().display(),
-    );
-    std::fs::write(home.config_path(), text).unwrap();
+    home.write_config_with_port_map(port_map, &format!("  MESSAGE: {message}"), extra);
 }
 
 #[test]

@@ -21,14 +21,11 @@ fn name_of_len(len: usize) -> String {
 
 /// `sarge.yaml` for `home` with one stable address, for `process`.
 fn write_config(home: &TestHome, process: &str) {
-    let text = format!(
-        "port_range: [{first}, {last}]\nport_map:\n  {process}: 127.0.0.1:{stable}\npython_dist: {dist}\nready_timeout: 20\ndrain_timeout: 5\n",
-        first = home.first_port,
-        last = home.last_port,
-        stable = home.stable,
-        dist = test_wheels().display(),
+    home.write_config_with_port_map(
+        &format!("  {process}: 127.0.0.1:{}", home.stable),
+        "  {}",
+        "",
     );
-    std::fs::write(home.config_path(), text).unwrap();
 }
 
 #[test]

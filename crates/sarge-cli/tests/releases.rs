@@ -23,18 +23,7 @@ fn releases(home: &TestHome) -> Vec<serde_json::Value> {
 }
 
 fn deploy_all(home: &TestHome, app: &std::path::Path) -> String {
-    let out = home
-        .command(&["deploy", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(&tar_of(app))?;
-            child.wait_with_output()
-        })
-        .unwrap();
+    let out = home.deploy_processes(&tar_of(app), &[]);
     assert!(out.status.success(), "deploy failed:\n{}", stderr(&out));
     stderr(&out)
 }
@@ -238,17 +227,7 @@ fn a_release_command_runs_once_before_the_switch_and_gates_it() {
         )
         .unwrap();
         let started = std::time::Instant::now();
-        let out = home
-            .command(&["deploy", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child.stdin.take().unwrap().write_all(&tar_of(&app))?;
-                child.wait_with_output()
-            })
-            .unwrap();
+        let out = home.deploy_processes(&tar_of(&app), &[]);
         let text = stderr(&out);
         assert!(
             !out.status.success(),

@@ -204,6 +204,18 @@ impl TestHome {
         home
     }
 
+    /// Writes sarge.yaml with `port_map` as given (the body of the key),
+    /// for tests whose stable addresses are not this home's web and api.
+    pub fn write_config_with_port_map(&self, port_map: &str, env_yaml: &str, extra: &str) {
+        let text = format!(
+            "port_range: [{first}, {last}]\nport_map:\n{port_map}\npython_dist: {dist}\nready_timeout: 20\ndrain_timeout: 5\nenv:\n{env_yaml}\n{extra}\n",
+            first = self.first_port,
+            last = self.last_port,
+            dist = test_wheels().display(),
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.root.join("etc/sarge.yaml")
     }
@@ -337,8 +349,16 @@ impl TestHome {
     }
 
     pub fn deploy_bytes(&self, tarball: &[u8], process: &str) -> Output {
+        self.deploy_processes(tarball, &[process])
+    }
+
+    /// `sarge deploy - PROCESS...` of `tarball`; with no process, every
+    /// process type of its Procfile.
+    pub fn deploy_processes(&self, tarball: &[u8], processes: &[&str]) -> Output {
+        let mut args = vec!["deploy", "-"];
+        args.extend_from_slice(processes);
         let mut child = self
-            .command(&["deploy", "-", process])
+            .command(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
