@@ -305,16 +305,20 @@ impl<'a> Router<'a> {
         let Some(address) = self.config.port_map.get(process) else {
             return Ok(());
         };
+        // haproxy counts a request against the server it picks before the
+        // answer comes, so a slow page still proves the route.
         let before = live.admin.sessions_total(process, slot)?;
         let answer = probe.send(connect_address(address));
         let after = live.admin.sessions_total(process, slot)?;
-        match answer {
-            Ok(_) if after > before => Ok(()),
-            Ok(status) => Err(failed(format!(
-                "a request on {address} was answered ({status}) but not by the new instance"
-            ))),
-            Err(error) => Err(failed(format!("a request on {address} failed: {error}"))),
+        if after > before {
+            return Ok(());
         }
+        Err(failed(match answer {
+            Ok(status) => format!(
+                "a request on {address} was answered ({status}) but not by the new instance"
+            ),
+            Err(error) => format!("a request on {address} did not reach the new instance: {error}"),
+        }))
     }
 
     /// Puts back the routes of `routing` (the committed state), in the

@@ -2,9 +2,16 @@
 //! address while deploys move it between instances, with no restart of
 //! haproxy and no dropped request.
 //!
-//! haproxy runs under supervisord as `haproxy -W -db -f CONFIG`. Every
-//! [`Route`] becomes a frontend on the stable address and a backend with two
-//! server slots ([`Slot::A`], [`Slot::B`]); one slot serves, the other sits
+//! haproxy runs under supervisord as `haproxy -W -db -S MASTER -f CONFIG`.
+//! The [`MasterClient`] speaks to its master process: which worker is the
+//! live one ([`MasterClient::processes`]), reloads whose outcome is known
+//! ([`MasterClient::reload`] waits for the new worker, or fails when
+//! haproxy refused the config), and an [`AdminClient`] bound to one worker
+//! ([`MasterClient::worker`]), so no command lands on a worker on its way
+//! out.
+//!
+//! Every [`Route`] becomes a frontend on the stable address and a backend
+//! with two server slots ([`Slot::A`], [`Slot::B`]); one slot serves, the other sits
 //! in maintenance. A deploy starts the new instance, then:
 //!
 //! 1. [`AdminClient::switch`] points the idle slot at the new port, makes it
