@@ -402,18 +402,19 @@ impl Sarge {
             }
         }
         // A kept release rolls back without an install, if its virtualenv
-        // is as it was built (a changed one is never run again).
+        // is as it was built (a changed one is never run again). Each is
+        // checked once, however many releases share it.
         let store = self.venv_store();
+        let mut of_releases = BTreeSet::new();
         for id in &current.history {
             if let Ok(release) = crate::release::Release::load(&self.home, *id) {
-                keep.extend(
-                    release
-                        .processes
-                        .values()
-                        .filter_map(|spec| spec.venv.clone())
-                        .map(sarge_venv::VenvId::new)
-                        .filter(|venv| store.check_unchanged(venv).is_ok()),
-                );
+                of_releases.extend(release.processes.into_values().filter_map(|spec| spec.venv));
+            }
+        }
+        for venv in of_releases {
+            let venv = sarge_venv::VenvId::new(venv);
+            if !keep.contains(&venv) && store.check_unchanged(&venv).is_ok() {
+                keep.insert(venv);
             }
         }
         store.remove_unused(&keep)?;
