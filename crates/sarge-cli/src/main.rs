@@ -83,6 +83,12 @@ enum Command {
         /// An instance id or a process name.
         target: String,
     },
+    /// Clean up what a killed or failed command left (instances that never
+    /// became current, their routes, unused releases and virtualenvs).
+    ///
+    /// Every command that changes state does this first; `list` and
+    /// `releases` only read, so run this to tidy the home without deploying.
+    Recover,
     /// Run supervisord with this home's config (what bin/supervisord does).
     #[command(hide = true)]
     Supervisord {
@@ -277,6 +283,10 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
         Command::Destroy { target } => {
             let record = open()?.destroy(&target, &mut StderrProgress)?;
             eprintln!("destroyed {}", record.id);
+        }
+        Command::Recover => {
+            open()?.recover(&mut StderrProgress)?;
+            eprintln!("recovered {}", home.root());
         }
         Command::Supervisord { args } => {
             let sarge = open()?;

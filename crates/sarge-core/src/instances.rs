@@ -1,5 +1,10 @@
 //! Operations on existing instances: list, start, stop, destroy, run, and
-//! the housekeeping every state-changing command does first.
+//! the recovery every state-changing command does first.
+//!
+//! Reads (`list`, `resolve`, `run_command`) change nothing: they show what
+//! `var/state/current.json` committed, whatever a killed command left
+//! around it. Cleaning that up is [`Sarge::recover`], an explicit step
+//! that every command which changes state runs under the lock first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -45,14 +50,13 @@ pub struct InstanceStatus {
 }
 
 impl Sarge {
-    /// The current instances, one per deployed process. Leftovers of a
-    /// failed or killed deploy are not shown (and are cleaned up first when
-    /// no other command is running).
+    /// The current instances, one per deployed process, with supervisord's
+    /// state of each. Reads only: what a failed or killed deploy left (an
+    /// instance that never became current) is never shown, and stays on
+    /// disk until the next command that changes state, or
+    /// [`Sarge::recover`], removes it.
     pub fn list(&self) -> Result<Vec<InstanceStatus>> {
         let supervisor = self.supervisor_checked()?;
-        if let Some(_lock) = HomeLock::try_acquire(&self.home)? {
-            self.clean_leftovers(&supervisor, &mut Steps::new(&mut crate::Silent))?;
-        }
         let states = supervisor.all_process_info()?;
         let current = CurrentInstances::load(&self.home)?;
         let mut statuses = Vec::new();
@@ -85,19 +89,55 @@ impl Sarge {
         Ok(statuses)
     }
 
-    /// Starts the process of `target` (an instance id or a process name).
+    /// Cleans up what a failed or killed command left, so that the home is
+    /// exactly what `var/state/current.json` committed: haproxy routes
+    /// back to the committed instances (a kill after the switch left it on
+    /// a new one), then instance folders and supervisord programs that
+    /// never became current, releases that were never rolled out, unused
+    /// virtualenvs and the temp files of interrupted writes are removed.
+    ///
+    /// Every command that changes state ([`Sarge::deploy`],
+    /// [`Sarge::rollback`], [`Sarge::destroy`], [`Sarge::start`],
+    /// [`Sarge::stop`]) runs this first under the home's lock, so calling
+    /// it yourself is only needed to clean up without changing anything
+    /// else (`sarge recover`). It waits for a running command to finish,
+    /// and leaves alone the upload a deploy is still reading. What cannot
+    /// be removed (a folder owned by someone else) is reported to
+    /// `progress` and tried again next time; it is not an error.
+    pub fn recover(&self, progress: &mut dyn Progress) -> Result<()> {
+        let mut steps = Steps::new(progress);
+        let supervisor = self.supervisor_checked()?;
+        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        self.clean_leftovers(&supervisor, &mut steps)
+    }
+
+    /// Starts the process of `target` (an instance id or a process name),
+    /// after [`Sarge::recover`].
     pub fn start(&self, target: &str) -> Result<InstanceRecord> {
-        let _lock = HomeLock::acquire(&self.home, &mut Steps::new(&mut crate::Silent))?;
+        let mut silent = crate::Silent;
+        let mut steps = Steps::new(&mut silent);
+        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        let supervisor = self.supervisor_checked()?;
+        // Recover first, as every changing command does: a killed deploy may
+        // have left the stable address on an instance that is not current.
+        self.clean_leftovers(&supervisor, &mut steps)?;
         let record = self.resolve(target)?;
-        self.supervisor_checked()?.start_process(&record.id, true)?;
+        supervisor.start_process(&record.id, true)?;
         Ok(record)
     }
 
     /// Stops the process of `target`; it stays deployed and can be started.
+    /// Runs [`Sarge::recover`] first.
     pub fn stop(&self, target: &str) -> Result<InstanceRecord> {
-        let _lock = HomeLock::acquire(&self.home, &mut Steps::new(&mut crate::Silent))?;
+        let mut silent = crate::Silent;
+        let mut steps = Steps::new(&mut silent);
+        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        let supervisor = self.supervisor_checked()?;
+        // Else a leftover a killed deploy switched to would go on serving
+        // the stable address of a process that `stop` says is stopped.
+        self.clean_leftovers(&supervisor, &mut steps)?;
         let record = self.resolve(target)?;
-        self.supervisor_checked()?.stop_process(&record.id, true)?;
+        supervisor.stop_process(&record.id, true)?;
         Ok(record)
     }
 
@@ -182,7 +222,8 @@ impl Sarge {
 
     /// Removes what a failed or killed deploy left behind: instance folders
     /// and programs that never became current. Routes are re-applied first,
-    /// so haproxy never points at an instance about to go.
+    /// so haproxy never points at an instance about to go. The caller holds
+    /// the home lock; [`Sarge::recover`] is the public entry.
     pub(crate) fn clean_leftovers(&self, supervisor: &Client, steps: &mut Steps<'_>) -> Result<()> {
         // What a killed command was writing: a config staged for a switch,
         // and the temp files of atomic writes (`.NAME.PID.tmp`).

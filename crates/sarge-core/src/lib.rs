@@ -19,6 +19,15 @@
 //! The last `keep_releases` releases keep their code and virtualenv;
 //! [`Sarge::releases`] lists them.
 //!
+//! Reads only read: [`Sarge::list`], [`Sarge::releases`] and
+//! [`Sarge::release_output`] show what `var/state/current.json` committed
+//! and change nothing, so a leftover of a killed deploy is never shown.
+//! Recovery is its own step, [`Sarge::recover`]: under the home's lock it
+//! routes haproxy back to the committed instances and removes what never
+//! became current. Every command that changes state (deploy, rollback,
+//! destroy, start, stop) runs it first; call it yourself only to tidy a
+//! home without changing anything else.
+//!
 //! Before `bin/supervisord` starts supervisord, [`Sarge::stop_orphans`]
 //! stops the programs a supervisord that was killed left holding the ports.
 //!
