@@ -38,15 +38,83 @@ pub struct InstanceStatus {
     pub process: String,
     /// Its own port (`$PORT`).
     pub port: u16,
-    /// supervisord's state of its process, lowercase (`running`,
-    /// `stopped`, `backoff`, ...; `running` too for a process supervisord
-    /// still calls `starting` once sarge has seen it ready), or `missing`
-    /// if supervisord does not know it.
-    pub state: String,
+    /// supervisord's state of its process (`running` too for a process
+    /// supervisord still calls `starting` once sarge has seen it ready), or
+    /// [`InstanceState::Missing`] if supervisord does not know it.
+    pub state: InstanceState,
     /// When it was deployed, RFC 3339.
     pub created: String,
     /// The release it runs (none for an instance deployed before releases).
     pub release: Option<crate::ReleaseId>,
+}
+
+/// The state of an instance's process: supervisord's
+/// [`ProcessState`], or [`InstanceState::Missing`] when supervisord does
+/// not know the program at all. It serializes (`list --json`) and displays
+/// as the lowercase name: `running`, `starting`, `missing`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum InstanceState {
+    /// Stopped on request, or never started.
+    Stopped,
+    /// Started, not yet up for supervisord's `startsecs`, and not yet seen
+    /// ready by sarge.
+    Starting,
+    /// Up.
+    Running,
+    /// Exited while starting; supervisord will retry.
+    Backoff,
+    /// Stop signal sent, waiting for exit.
+    Stopping,
+    /// Exited on its own after running.
+    Exited,
+    /// Could not be started; supervisord gave up.
+    Fatal,
+    /// supervisord reported a state sarge does not know.
+    Unknown,
+    /// supervisord has no such program (a supervisord restarted without
+    /// its program files, or a program removed by hand).
+    Missing,
+}
+
+impl InstanceState {
+    /// The lowercase name, as `list` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stopped => "stopped",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Backoff => "backoff",
+            Self::Stopping => "stopping",
+            Self::Exited => "exited",
+            Self::Fatal => "fatal",
+            Self::Unknown => "unknown",
+            Self::Missing => "missing",
+        }
+    }
+}
+
+impl From<ProcessState> for InstanceState {
+    fn from(state: ProcessState) -> Self {
+        match state {
+            ProcessState::Stopped => Self::Stopped,
+            ProcessState::Starting => Self::Starting,
+            ProcessState::Running => Self::Running,
+            ProcessState::Backoff => Self::Backoff,
+            ProcessState::Stopping => Self::Stopping,
+            ProcessState::Exited => Self::Exited,
+            ProcessState::Fatal => Self::Fatal,
+            ProcessState::Unknown => Self::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that the CLI's table can align it with `{:<9}`.
+        f.pad(self.as_str())
+    }
 }
 
 impl Sarge {
@@ -72,10 +140,10 @@ impl Sarge {
                     if info.state == ProcessState::Starting
                         && instance.ready_pid == Some(info.pid) =>
                 {
-                    "running".to_owned()
+                    InstanceState::Running
                 }
-                Some(info) => info.state.name().to_ascii_lowercase(),
-                None => "missing".to_owned(),
+                Some(info) => info.state.into(),
+                None => InstanceState::Missing,
             };
             statuses.push(InstanceStatus {
                 id: record.id,
@@ -545,5 +613,37 @@ mod tests {
         ] {
             assert_eq!(instance_of_log(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn instance_states_serialize_and_display_as_list_has_always_shown_them() {
+        for (state, text) in [
+            (InstanceState::Running, "running"),
+            (InstanceState::Starting, "starting"),
+            (InstanceState::Missing, "missing"),
+            (InstanceState::Backoff, "backoff"),
+            (InstanceState::from(ProcessState::Fatal), "fatal"),
+            (InstanceState::from(ProcessState::Stopped), "stopped"),
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), text);
+            assert_eq!(state.to_string(), text);
+        }
+        // Every supervisord state keeps its (lowercased) supervisord name.
+        for state in [
+            ProcessState::Stopped,
+            ProcessState::Starting,
+            ProcessState::Running,
+            ProcessState::Backoff,
+            ProcessState::Stopping,
+            ProcessState::Exited,
+            ProcessState::Fatal,
+            ProcessState::Unknown,
+        ] {
+            assert_eq!(
+                InstanceState::from(state).as_str(),
+                state.name().to_ascii_lowercase()
+            );
+        }
+        assert_eq!(format!("{:<9}|", InstanceState::Running), "running  |");
     }
 }

@@ -89,7 +89,7 @@ pub use deploy::Deployed;
 pub use error::{Error, Result};
 pub use home::Home;
 pub use init::{init, InitOptions, Initialised};
-pub use instances::InstanceStatus;
+pub use instances::{InstanceState, InstanceStatus};
 pub use orphans::{Orphan, StoppedOrphans, SUPERVISORD_MARKER};
 pub use procfile::{is_valid_process_name, Procfile};
 pub use progress::{Progress, Silent};
@@ -97,6 +97,7 @@ pub use release::{ProcessSpec, Release, ReleaseId, ReleaseSummary};
 pub use rollback::RolledBack;
 pub use rollout::{RolledOut, INSTANCE_VARIABLE};
 pub use sarge_config::ProcessName;
+pub use sarge_haproxy::Slot;
 pub use state::{CurrentInstance, CurrentInstances, InstanceRecord};
 
 /// An initialised `$SARGE_HOME` with its configuration loaded.
