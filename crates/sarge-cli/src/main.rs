@@ -1,5 +1,15 @@
 //! The `sarge` command: parses arguments, calls one `sarge-core` operation
 //! per command, and prints. All deploy logic lives in `sarge-core`.
+//!
+//! # Stability
+//!
+//! sarge is before 1.0, but scripts may rely on the commands, their
+//! arguments, the exit status (0 on success, 1 on an error; `run` exits as
+//! its command does) and the `--json` output of `list` and `releases`
+//! (fields and `state` values are only added). The text output, the
+//! progress lines on stderr and the error messages are for people and may
+//! be reworded in any release. This crate has no library API; embed
+//! `sarge-core` instead.
 
 use std::ffi::OsString;
 use std::io::Write;

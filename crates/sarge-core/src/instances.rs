@@ -31,6 +31,7 @@ const KEPT_REMOVED_LOGS: usize = 5;
 
 /// One current instance, as `sarge list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct InstanceStatus {
     /// Instance id.
     pub id: String,

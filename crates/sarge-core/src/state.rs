@@ -16,6 +16,7 @@ use sarge_haproxy::Slot;
 /// What an instance is: written into its folder as `instance.json` before
 /// it is started, never changed afterwards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct InstanceRecord {
     /// Unique id, `<process>-<hex>`; also its supervisord program name.
     pub id: String,
@@ -54,6 +55,7 @@ impl InstanceRecord {
 /// the commit point of a deploy: an instance folder not named here is a
 /// leftover of a failed or killed deploy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CurrentInstances {
     /// Process name to its current instance.
     pub processes: BTreeMap<String, CurrentInstance>,
@@ -68,6 +70,7 @@ pub struct CurrentInstances {
 
 /// The current instance of one process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CurrentInstance {
     /// Instance id.
     pub id: String,
