@@ -634,6 +634,9 @@ fn assert_truthful(home: &TestHome, phase: &str) {
 fn a_deploy_killed_at_any_phase_leaves_a_truthful_state() {
     let home = TestHome::new("killed", "  MESSAGE: old");
     home.deploy_ok(&hello_app(), "web");
+    // The kills after which a leftover instance was on disk while `list`
+    // ran: it must have shown only the committed one.
+    let mut left_a_leftover = Vec::new();
     // A changed requirements.txt makes the install step real (not reused).
     let mut variant = 0;
     for after in [
@@ -656,6 +659,12 @@ fn a_deploy_killed_at_any_phase_leaves_a_truthful_state() {
         );
         deploy_killed_after(&home, &app, after);
         let phase = format!("after {after}");
+        let folders = std::fs::read_dir(home.root.join("var/instances"))
+            .unwrap()
+            .count();
+        if folders > 1 {
+            left_a_leftover.push(after);
+        }
         // `list` reads only: right after the kill it already tells the
         // truth, and the disk is clean once a recovery ran.
         assert_listed_truthfully(&home, &phase);
@@ -666,6 +675,10 @@ fn a_deploy_killed_at_any_phase_leaves_a_truthful_state() {
         assert_truthful(&home, &format!("{phase}, then a deploy"));
         let _ = std::fs::remove_dir_all(app);
     }
+    assert!(
+        left_a_leftover.len() >= 3,
+        "too few kills left a leftover for list to hide: {left_a_leftover:?}"
+    );
 }
 
 #[test]
