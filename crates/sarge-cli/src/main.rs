@@ -1,5 +1,15 @@
 //! The `sarge` command: parses arguments, calls one `sarge-core` operation
 //! per command, and prints. All deploy logic lives in `sarge-core`.
+//!
+//! # Stability
+//!
+//! sarge is before 1.0, but scripts may rely on the commands, their
+//! arguments, the exit status (0 on success, 1 on an error; `run` exits as
+//! its command does) and the `--json` output of `list` and `releases`
+//! (fields and `state` values are only added). The text output, the
+//! progress lines on stderr and the error messages are for people and may
+//! be reworded in any release. This crate has no library API; embed
+//! `sarge-core` instead.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -83,6 +93,12 @@ enum Command {
         /// An instance id or a process name.
         target: String,
     },
+    /// Clean up what a killed or failed command left (instances that never
+    /// became current, their routes, unused releases and virtualenvs).
+    ///
+    /// Every command that changes state does this first; `list` and
+    /// `releases` only read, so run this to tidy the home without deploying.
+    Recover,
     /// Run supervisord with this home's config (what bin/supervisord does).
     #[command(hide = true)]
     Supervisord {
@@ -277,6 +293,10 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
         Command::Destroy { target } => {
             let record = open()?.destroy(&target, &mut StderrProgress)?;
             eprintln!("destroyed {}", record.id);
+        }
+        Command::Recover => {
+            open()?.recover(&mut StderrProgress)?;
+            eprintln!("recovered {}", home.root());
         }
         Command::Supervisord { args } => {
             let sarge = open()?;

@@ -541,12 +541,25 @@ fn kept_venvs(home: &TestHome) -> std::collections::BTreeSet<String> {
     venvs
 }
 
-/// What a truthful state looks like: one listed web instance that answers,
-/// no other instance folder, no other program.
-fn assert_truthful(home: &TestHome, phase: &str) {
+/// What `list` (which only reads) must show right after a kill, before
+/// anything recovers: the one committed web instance, running and
+/// answering, never the leftover the killed deploy may have left on disk.
+/// Returns its id.
+fn assert_listed_truthfully(home: &TestHome, phase: &str) -> String {
     let instances = home.instances();
     assert_eq!(instances.len(), 1, "after a kill {phase}: {instances:?}");
     let id = instances[0]["id"].as_str().unwrap().to_owned();
+    let current: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.root.join("var/state/current.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        current["processes"]["web"]["id"], id,
+        "after a kill {phase}: list shows an instance that is not committed"
+    );
+    assert_eq!(
+        instances[0]["state"], "running",
+        "after a kill {phase}: {instances:?}"
+    );
     let port = instances[0]["port"].as_u64().unwrap() as u16;
     assert_eq!(
         http_get(port, "/").unwrap().0,
@@ -558,6 +571,20 @@ fn assert_truthful(home: &TestHome, phase: &str) {
         200,
         "after a kill {phase}: the stable port does not answer"
     );
+    id
+}
+
+/// `sarge recover`: what every changing command runs first.
+fn recover(home: &TestHome) {
+    let out = home.sarge(&["recover"]);
+    assert!(out.status.success(), "recover failed: {}", stderr(&out));
+}
+
+/// What a truthful state looks like once a changing command (or `sarge
+/// recover`) ran: one listed web instance that answers, no other instance
+/// folder, no other program.
+fn assert_truthful(home: &TestHome, phase: &str) {
+    let id = assert_listed_truthfully(home, phase);
     let dirs: Vec<String> = std::fs::read_dir(home.root.join("var/instances"))
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
@@ -586,12 +613,12 @@ fn assert_truthful(home: &TestHome, phase: &str) {
         "after a kill {phase}: supervisord runs {status}"
     );
     // An installer orphaned by the kill may still be writing its
-    // environment; once it is done, the next command removes it. What
+    // environment; once it is done, the next recovery removes it. What
     // stays is what a kept release runs (a rollback installs nothing).
     wait_for(
         Duration::from_secs(20),
         || {
-            home.instances();
+            recover(home);
             let venvs: std::collections::BTreeSet<String> =
                 std::fs::read_dir(home.root.join("var/venvs"))
                     .unwrap()
@@ -607,6 +634,9 @@ fn assert_truthful(home: &TestHome, phase: &str) {
 fn a_deploy_killed_at_any_phase_leaves_a_truthful_state() {
     let home = TestHome::new("killed", "  MESSAGE: old");
     home.deploy_ok(&hello_app(), "web");
+    // The kills after which a leftover instance was on disk while `list`
+    // ran: it must have shown only the committed one.
+    let mut left_a_leftover = Vec::new();
     // A changed requirements.txt makes the install step real (not reused).
     let mut variant = 0;
     for after in [
@@ -629,12 +659,26 @@ fn a_deploy_killed_at_any_phase_leaves_a_truthful_state() {
         );
         deploy_killed_after(&home, &app, after);
         let phase = format!("after {after}");
+        let folders = std::fs::read_dir(home.root.join("var/instances"))
+            .unwrap()
+            .count();
+        if folders > 1 {
+            left_a_leftover.push(after);
+        }
+        // `list` reads only: right after the kill it already tells the
+        // truth, and the disk is clean once a recovery ran.
+        assert_listed_truthfully(&home, &phase);
+        recover(&home);
         assert_truthful(&home, &phase);
         let progress = home.deploy_ok(&hello_app(), "web");
         assert!(!progress.contains("error"), "{progress}");
         assert_truthful(&home, &format!("{phase}, then a deploy"));
         let _ = std::fs::remove_dir_all(app);
     }
+    assert!(
+        left_a_leftover.len() >= 3,
+        "too few kills left a leftover for list to hide: {left_a_leftover:?}"
+    );
 }
 
 #[test]

@@ -150,8 +150,12 @@ fn a_folder_sarge_cannot_delete_is_reported_and_blocks_no_command() {
     let out = home.sarge(&["destroy", "web"]);
     assert!(out.status.success(), "destroy failed: {}", stderr(&out));
 
-    // Once it can be deleted, the next command removes it.
+    // Once it can be deleted, the next recovery removes it (`list` only
+    // reads).
     std::fs::remove_dir_all(&stuck).unwrap();
+    let out = home.sarge(&["recover"]);
+    assert!(out.status.success(), "recover failed: {}", stderr(&out));
+    assert!(!home.root.join("var/releases/v1").exists());
     assert!(home.instances().is_empty());
     assert_eq!(instance_folders(&home), Vec::<String>::new());
 }

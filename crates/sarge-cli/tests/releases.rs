@@ -306,8 +306,9 @@ fn a_multi_process_deploy_killed_at_any_step_leaves_each_process_on_one_release(
         let case = format!("killed at {step} #{nth}");
         home.write_config(&format!("  MESSAGE: r{round}"), "");
         deploy_killed_at(&home, &app, step, nth);
-        // The next command recovers: both processes on one release, the
-        // stable address answering, and only kept releases on disk.
+        // `list` and `releases` read only, and right after the kill they
+        // already show both processes on one (committed) release, the
+        // stable address answering.
         let instances = home.instances();
         assert_eq!(instances.len(), 2, "{case}: {instances:?}");
         assert_eq!(
@@ -317,6 +318,15 @@ fn a_multi_process_deploy_killed_at_any_step_leaves_each_process_on_one_release(
         let current = releases(&home);
         assert_eq!(current[0]["id"], instances[0]["release"], "{case}");
         assert_eq!(http_get(home.stable, "/").unwrap().0, 200, "{case}");
+        // Once a recovery ran (as every changing command does first), only
+        // kept releases are on disk.
+        let out = home.sarge(&["recover"]);
+        assert!(out.status.success(), "{case}: recover: {}", stderr(&out));
+        assert_eq!(
+            releases(&home),
+            current,
+            "{case}: recover changed the releases"
+        );
         let kept: std::collections::BTreeSet<String> = current
             .iter()
             .map(|release| release["id"].as_str().unwrap().to_owned())

@@ -18,7 +18,12 @@ use crate::process_name::ProcessName;
 use crate::yaml::{self, Kind, Node, Resolved};
 
 /// Settings from `$SARGE_HOME/etc/sarge.yaml`.
+///
+/// New settings come in minor versions, so it cannot be written as a struct
+/// literal: start from [`Config::new`] (or a file) and set fields, then
+/// [`Config::check`] what you built.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Config {
     /// Ports handed out to new deployments (`port_range`, required).
     pub port_range: PortRange,
@@ -69,6 +74,7 @@ pub struct Config {
 /// An HTTP check that a new instance must pass before it gets traffic: a
 /// 2xx answer to `GET path` (a redirect, say to a login page, is not one).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HealthCheck {
     /// Request path, always starting with `/`.
     pub path: String,
@@ -79,6 +85,18 @@ pub struct HealthCheck {
     pub host: String,
     /// How long to keep trying; `None` leaves the choice to the caller.
     pub timeout: Option<Duration>,
+}
+
+impl HealthCheck {
+    /// A check of `GET path` with the default `Host`
+    /// ([`DEFAULT_HEALTHCHECK_HOST`]) and no timeout of its own.
+    pub fn new(path: impl Into<String>) -> HealthCheck {
+        HealthCheck {
+            path: path.into(),
+            host: DEFAULT_HEALTHCHECK_HOST.to_owned(),
+            timeout: None,
+        }
+    }
 }
 
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -150,6 +168,86 @@ impl Config {
     /// messages.
     pub fn from_yaml_str(text: &str, origin: &Utf8Path) -> Result<Config> {
         Parser { origin }.parse(text)
+    }
+
+    /// Checks a config built in code by the rules a file must pass: what
+    /// the field types alone cannot hold (a `port_map` port inside
+    /// `port_range`, two stable addresses that clash, `keep_releases` of 0,
+    /// an env name or health check path that cannot be sent, ...). `origin`
+    /// names the config in errors, as the file does for [`Config::load`].
+    /// A config from [`Config::load`] or [`Config::from_yaml_str`] always
+    /// passes.
+    pub fn check(&self, origin: &Utf8Path) -> Result<()> {
+        let invalid = |key: String, problem: String| Error::Invalid {
+            path: origin.to_owned(),
+            key,
+            problem,
+        };
+        let range = self.port_range;
+        if range.first < 1024 || range.first > range.last {
+            return Err(invalid(
+                "port_range".into(),
+                format!("{range} is not a range of ports within 1024..=65535"),
+            ));
+        }
+        let mut seen: Vec<(&ProcessName, &StableAddress)> = Vec::new();
+        for (name, address) in &self.port_map {
+            let key = format!("port_map.{name}");
+            if range.contains(address.port) {
+                return Err(invalid(
+                    key,
+                    format!("port {} is inside port_range {range}", address.port),
+                ));
+            }
+            if let Some((other, other_address)) =
+                seen.iter().find(|(_, taken)| taken.overlaps(address))
+            {
+                return Err(invalid(
+                    key,
+                    format!("{address} clashes with port_map.{other} ({other_address})"),
+                ));
+            }
+            seen.push((name, address));
+        }
+        for (name, value) in &self.env {
+            env_name(name).map_err(|problem| invalid(format!("env.{name}"), problem))?;
+            if value.contains('\0') {
+                return Err(invalid(
+                    format!("env.{name}"),
+                    "contains a NUL character".into(),
+                ));
+            }
+        }
+        for (name, check) in &self.healthcheck {
+            if !is_request_path(&check.path) {
+                return Err(invalid(
+                    format!("healthcheck.{name}.path"),
+                    format!(
+                        "{:?} is not a URL path starting with '/' (no spaces)",
+                        check.path
+                    ),
+                ));
+            }
+            if !is_host_header(&check.host) {
+                return Err(invalid(
+                    format!("healthcheck.{name}.host"),
+                    format!("{:?} is not a host name (no spaces)", check.host),
+                ));
+            }
+        }
+        if self.keep_releases == 0 {
+            return Err(invalid(
+                "keep_releases".into(),
+                "0; expected 1 or more (the live release is always kept)".into(),
+            ));
+        }
+        if self.release_timeout.is_zero() {
+            return Err(invalid(
+                "release_timeout".into(),
+                "0 would kill the release command before it runs; expected seconds above 0".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -25,6 +25,18 @@
 //! assert!(error.to_string().starts_with("sarge.yaml: unknown key \"port_mapp\""));
 //! # Ok::<(), sarge_config::Error>(())
 //! ```
+//!
+//! # Stability
+//!
+//! sarge is before 1.0: a minor release (0.x to 0.(x+1)) may change this API, a patch release does not, and every change is in the changelog. The `sarge.yaml` format is the firmer promise: keys are only added,
+//! and a renamed key keeps being read under its old name (as
+//! `virtualenv_python_bin` is). [`Config`], [`HealthCheck`] and [`Error`] are
+//! `#[non_exhaustive]`: new settings and error cases arrive in minor releases,
+//! so build a config with [`Config::new`] (then [`Config::check`] it) and
+//! match errors with a `_` arm. Error messages are for people and may be
+//! reworded. [`PortRange`], [`StableAddress`] and [`ProcessName`] are whole
+//! values and do not grow; [`ProcessName::RULE`] changes only in a major
+//! release, since names already deployed must keep parsing.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod address;

@@ -12,6 +12,7 @@ use crate::state::write_atomic;
 
 /// Options of [`init`].
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct InitOptions {
     /// The sarge binary to install as `opt/sarge`, which `bin/sarge` runs.
     /// Default: the running executable (right for the `sarge` CLI; an
@@ -19,8 +20,19 @@ pub struct InitOptions {
     pub sarge_binary: Option<Utf8PathBuf>,
 }
 
+impl InitOptions {
+    /// Sets [`sarge_binary`](InitOptions::sarge_binary). Options grow in
+    /// minor versions, so an embedder sets them through methods:
+    /// `InitOptions::default().with_sarge_binary(path)`.
+    pub fn with_sarge_binary(mut self, binary: impl Into<Utf8PathBuf>) -> Self {
+        self.sarge_binary = Some(binary.into());
+        self
+    }
+}
+
 /// What [`init`] did, and how to start supervisord.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Initialised {
     /// The home.
     pub home: Home,

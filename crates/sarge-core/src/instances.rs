@@ -1,5 +1,10 @@
 //! Operations on existing instances: list, start, stop, destroy, run, and
-//! the housekeeping every state-changing command does first.
+//! the recovery every state-changing command does first.
+//!
+//! Reads (`list`, `resolve`, `run_command`) change nothing: they show what
+//! `var/state/current.json` committed, whatever a killed command left
+//! around it. Cleaning that up is [`Sarge::recover`], an explicit step
+//! that every command which changes state runs under the lock first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -26,6 +31,7 @@ const KEPT_REMOVED_LOGS: usize = 5;
 
 /// One current instance, as `sarge list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct InstanceStatus {
     /// Instance id.
     pub id: String,
@@ -33,26 +39,93 @@ pub struct InstanceStatus {
     pub process: String,
     /// Its own port (`$PORT`).
     pub port: u16,
-    /// supervisord's state of its process, lowercase (`running`,
-    /// `stopped`, `backoff`, ...; `running` too for a process supervisord
-    /// still calls `starting` once sarge has seen it ready), or `missing`
-    /// if supervisord does not know it.
-    pub state: String,
+    /// supervisord's state of its process (`running` too for a process
+    /// supervisord still calls `starting` once sarge has seen it ready), or
+    /// [`InstanceState::Missing`] if supervisord does not know it.
+    pub state: InstanceState,
     /// When it was deployed, RFC 3339.
     pub created: String,
     /// The release it runs (none for an instance deployed before releases).
     pub release: Option<crate::ReleaseId>,
 }
 
+/// The state of an instance's process: supervisord's
+/// [`ProcessState`], or [`InstanceState::Missing`] when supervisord does
+/// not know the program at all. It serializes (`list --json`) and displays
+/// as the lowercase name: `running`, `starting`, `missing`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum InstanceState {
+    /// Stopped on request, or never started.
+    Stopped,
+    /// Started, not yet up for supervisord's `startsecs`, and not yet seen
+    /// ready by sarge.
+    Starting,
+    /// Up.
+    Running,
+    /// Exited while starting; supervisord will retry.
+    Backoff,
+    /// Stop signal sent, waiting for exit.
+    Stopping,
+    /// Exited on its own after running.
+    Exited,
+    /// Could not be started; supervisord gave up.
+    Fatal,
+    /// supervisord reported a state sarge does not know.
+    Unknown,
+    /// supervisord has no such program (a supervisord restarted without
+    /// its program files, or a program removed by hand).
+    Missing,
+}
+
+impl InstanceState {
+    /// The lowercase name, as `list` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stopped => "stopped",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Backoff => "backoff",
+            Self::Stopping => "stopping",
+            Self::Exited => "exited",
+            Self::Fatal => "fatal",
+            Self::Unknown => "unknown",
+            Self::Missing => "missing",
+        }
+    }
+}
+
+impl From<ProcessState> for InstanceState {
+    fn from(state: ProcessState) -> Self {
+        match state {
+            ProcessState::Stopped => Self::Stopped,
+            ProcessState::Starting => Self::Starting,
+            ProcessState::Running => Self::Running,
+            ProcessState::Backoff => Self::Backoff,
+            ProcessState::Stopping => Self::Stopping,
+            ProcessState::Exited => Self::Exited,
+            ProcessState::Fatal => Self::Fatal,
+            ProcessState::Unknown => Self::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that the CLI's table can align it with `{:<9}`.
+        f.pad(self.as_str())
+    }
+}
+
 impl Sarge {
-    /// The current instances, one per deployed process. Leftovers of a
-    /// failed or killed deploy are not shown (and are cleaned up first when
-    /// no other command is running).
+    /// The current instances, one per deployed process, with supervisord's
+    /// state of each. Reads only: what a failed or killed deploy left (an
+    /// instance that never became current) is never shown, and stays on
+    /// disk until the next command that changes state, or
+    /// [`Sarge::recover`], removes it.
     pub fn list(&self) -> Result<Vec<InstanceStatus>> {
         let supervisor = self.supervisor_checked()?;
-        if let Some(_lock) = HomeLock::try_acquire(&self.home)? {
-            self.clean_leftovers(&supervisor, &mut Steps::new(&mut crate::Silent))?;
-        }
         let states = supervisor.all_process_info()?;
         let current = CurrentInstances::load(&self.home)?;
         let mut statuses = Vec::new();
@@ -68,10 +141,10 @@ impl Sarge {
                     if info.state == ProcessState::Starting
                         && instance.ready_pid == Some(info.pid) =>
                 {
-                    "running".to_owned()
+                    InstanceState::Running
                 }
-                Some(info) => info.state.name().to_ascii_lowercase(),
-                None => "missing".to_owned(),
+                Some(info) => info.state.into(),
+                None => InstanceState::Missing,
             };
             statuses.push(InstanceStatus {
                 id: record.id,
@@ -85,19 +158,55 @@ impl Sarge {
         Ok(statuses)
     }
 
-    /// Starts the process of `target` (an instance id or a process name).
+    /// Cleans up what a failed or killed command left, so that the home is
+    /// exactly what `var/state/current.json` committed: haproxy routes
+    /// back to the committed instances (a kill after the switch left it on
+    /// a new one), then instance folders and supervisord programs that
+    /// never became current, releases that were never rolled out, unused
+    /// virtualenvs and the temp files of interrupted writes are removed.
+    ///
+    /// Every command that changes state ([`Sarge::deploy`],
+    /// [`Sarge::rollback`], [`Sarge::destroy`], [`Sarge::start`],
+    /// [`Sarge::stop`]) runs this first under the home's lock, so calling
+    /// it yourself is only needed to clean up without changing anything
+    /// else (`sarge recover`). It waits for a running command to finish,
+    /// and leaves alone the upload a deploy is still reading. What cannot
+    /// be removed (a folder owned by someone else) is reported to
+    /// `progress` and tried again next time; it is not an error.
+    pub fn recover(&self, progress: &mut dyn Progress) -> Result<()> {
+        let mut steps = Steps::new(progress);
+        let supervisor = self.supervisor_checked()?;
+        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        self.clean_leftovers(&supervisor, &mut steps)
+    }
+
+    /// Starts the process of `target` (an instance id or a process name),
+    /// after [`Sarge::recover`].
     pub fn start(&self, target: &str) -> Result<InstanceRecord> {
-        let _lock = HomeLock::acquire(&self.home, &mut Steps::new(&mut crate::Silent))?;
+        let mut silent = crate::Silent;
+        let mut steps = Steps::new(&mut silent);
+        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        let supervisor = self.supervisor_checked()?;
+        // Recover first, as every changing command does: a killed deploy may
+        // have left the stable address on an instance that is not current.
+        self.clean_leftovers(&supervisor, &mut steps)?;
         let record = self.resolve(target)?;
-        self.supervisor_checked()?.start_process(&record.id, true)?;
+        supervisor.start_process(&record.id, true)?;
         Ok(record)
     }
 
     /// Stops the process of `target`; it stays deployed and can be started.
+    /// Runs [`Sarge::recover`] first.
     pub fn stop(&self, target: &str) -> Result<InstanceRecord> {
-        let _lock = HomeLock::acquire(&self.home, &mut Steps::new(&mut crate::Silent))?;
+        let mut silent = crate::Silent;
+        let mut steps = Steps::new(&mut silent);
+        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        let supervisor = self.supervisor_checked()?;
+        // Else a leftover a killed deploy switched to would go on serving
+        // the stable address of a process that `stop` says is stopped.
+        self.clean_leftovers(&supervisor, &mut steps)?;
         let record = self.resolve(target)?;
-        self.supervisor_checked()?.stop_process(&record.id, true)?;
+        supervisor.stop_process(&record.id, true)?;
         Ok(record)
     }
 
@@ -186,7 +295,8 @@ impl Sarge {
 
     /// Removes what a failed or killed deploy left behind: instance folders
     /// and programs that never became current. Routes are re-applied first,
-    /// so haproxy never points at an instance about to go.
+    /// so haproxy never points at an instance about to go. The caller holds
+    /// the home lock; [`Sarge::recover`] is the public entry.
     pub(crate) fn clean_leftovers(&self, supervisor: &Client, steps: &mut Steps<'_>) -> Result<()> {
         // What a killed command was writing: a config staged for a switch,
         // and the temp files of atomic writes (`.NAME.PID.tmp`).
@@ -482,5 +592,37 @@ mod tests {
         ] {
             assert_eq!(instance_of_log(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn instance_states_serialize_and_display_as_list_has_always_shown_them() {
+        for (state, text) in [
+            (InstanceState::Running, "running"),
+            (InstanceState::Starting, "starting"),
+            (InstanceState::Missing, "missing"),
+            (InstanceState::Backoff, "backoff"),
+            (InstanceState::from(ProcessState::Fatal), "fatal"),
+            (InstanceState::from(ProcessState::Stopped), "stopped"),
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), text);
+            assert_eq!(state.to_string(), text);
+        }
+        // Every supervisord state keeps its (lowercased) supervisord name.
+        for state in [
+            ProcessState::Stopped,
+            ProcessState::Starting,
+            ProcessState::Running,
+            ProcessState::Backoff,
+            ProcessState::Stopping,
+            ProcessState::Exited,
+            ProcessState::Fatal,
+            ProcessState::Unknown,
+        ] {
+            assert_eq!(
+                InstanceState::from(state).as_str(),
+                state.name().to_ascii_lowercase()
+            );
+        }
+        assert_eq!(format!("{:<9}|", InstanceState::Running), "running  |");
     }
 }

@@ -19,6 +19,15 @@
 //! The last `keep_releases` releases keep their code and virtualenv;
 //! [`Sarge::releases`] lists them.
 //!
+//! Reads only read: [`Sarge::list`], [`Sarge::releases`] and
+//! [`Sarge::release_output`] show what `var/state/current.json` committed
+//! and change nothing, so a leftover of a killed deploy is never shown.
+//! Recovery is its own step, [`Sarge::recover`]: under the home's lock it
+//! routes haproxy back to the committed instances and removes what never
+//! became current. Every command that changes state (deploy, rollback,
+//! destroy, start, stop) runs it first; call it yourself only to tidy a
+//! home without changing anything else.
+//!
 //! Before `bin/supervisord` starts supervisord, [`Sarge::stop_orphans`]
 //! stops the programs a supervisord that was killed left holding the ports.
 //!
@@ -45,6 +54,21 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Stability
+//!
+//! sarge is before 1.0: a minor release (0.x to 0.(x+1)) may change this API, a patch release does not, and every change is in the changelog. What embedders may rely on: the operations of [`Sarge`] and what
+//! they promise (reads only read; a failed rollout leaves the old instances
+//! serving); a home made by an older release keeps working (its
+//! `var/state/current.json` and `var/releases/` are read by every later
+//! release, and are sarge's files, not an API to write); and the JSON shape
+//! of [`InstanceStatus`] and [`ReleaseSummary`], which `sarge list --json`
+//! and `sarge releases --json` print. Result and state types
+//! ([`Deployed`], [`RolledOut`], [`InstanceStatus`], [`InstanceState`],
+//! [`CurrentInstances`], [`Error`], ...) are `#[non_exhaustive]`: they grow
+//! in minor releases, so match with `..` and `_`. Options are set through
+//! [`SargeBuilder`] and [`InitOptions`] methods. The [`Progress`] lines and
+//! error messages are for people.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod deploy;
@@ -80,7 +104,7 @@ pub use deploy::Deployed;
 pub use error::{Error, Result};
 pub use home::Home;
 pub use init::{init, InitOptions, Initialised};
-pub use instances::InstanceStatus;
+pub use instances::{InstanceState, InstanceStatus};
 pub use orphans::{Orphan, StoppedOrphans, SUPERVISORD_MARKER};
 pub use procfile::{is_valid_process_name, Procfile};
 pub use progress::{Event, Progress, Silent};
@@ -88,6 +112,7 @@ pub use release::{ProcessSpec, Release, ReleaseId, ReleaseSummary};
 pub use rollback::RolledBack;
 pub use rollout::{RolledOut, INSTANCE_VARIABLE};
 pub use sarge_config::ProcessName;
+pub use sarge_haproxy::Slot;
 pub use state::{CurrentInstance, CurrentInstances, InstanceRecord};
 
 /// An initialised `$SARGE_HOME` with its configuration loaded.
@@ -97,17 +122,81 @@ pub struct Sarge {
     config: Config,
 }
 
-impl Sarge {
-    /// Opens `home`, reading `etc/sarge.yaml`.
-    pub fn open(home: Home) -> Result<Self> {
+/// Opens a [`Sarge`] with options: [`Sarge::builder`], then
+/// [`SargeBuilder::open`].
+///
+/// ```no_run
+/// use sarge_core::{Home, Sarge};
+/// use sarge_config::{Config, PortRange};
+///
+/// # fn main() -> Result<(), sarge_core::Error> {
+/// let mut config = Config::new(PortRange { first: 5010, last: 5099 });
+/// config.port_map.insert("web".parse()?, "127.0.0.1:5000".parse()?);
+/// let sarge = Sarge::builder(Home::new("/var/local/myapp"))
+///     .config(config)
+///     .open()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use = "nothing is opened until `open` is called"]
+pub struct SargeBuilder {
+    home: Home,
+    config: Option<Config>,
+}
+
+impl SargeBuilder {
+    /// Use `config` instead of reading `etc/sarge.yaml`. It is checked by
+    /// the rules the file must pass ([`Config::check`]) when the builder
+    /// opens.
+    ///
+    /// Only this [`Sarge`] uses it. Everything that runs the CLI reads
+    /// the file: `bin/sarge` and `bin/supervisord` (its `supervisord_bin`,
+    /// when the server boots). So either write the same settings to
+    /// `etc/sarge.yaml` too, or start supervisord with this `Sarge`'s
+    /// [`Sarge::supervisord_command`] and leave the CLI alone on this home.
+    /// What a deploy already made (the supervisord program files, the
+    /// haproxy config) does not depend on the file.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Opens the home: a home [`init`] made (else
+    /// [`Error::NotInitialised`]), with the config given to
+    /// [`SargeBuilder::config`] once checked, or else `etc/sarge.yaml`.
+    pub fn open(self) -> Result<Sarge> {
+        let Self { home, config } = self;
         let path = home.config_file();
+        // `init` always writes the file, so it marks an initialised home
+        // even when the config comes from the embedder.
         if !path.exists() {
             return Err(Error::NotInitialised {
                 home: home.root().to_owned(),
             });
         }
-        let config = Config::load(&path)?;
-        Ok(Self { home, config })
+        let config = match config {
+            Some(config) => {
+                config.check(camino::Utf8Path::new("the config given to Sarge::builder"))?;
+                config
+            }
+            None => Config::load(&path)?,
+        };
+        Ok(Sarge { home, config })
+    }
+}
+
+impl Sarge {
+    /// Opens `home`, reading `etc/sarge.yaml`: the same as
+    /// `Sarge::builder(home).open()`.
+    pub fn open(home: Home) -> Result<Self> {
+        Self::builder(home).open()
+    }
+
+    /// A builder to open `home` with options, such as a [`Config`] made in
+    /// code rather than read from `etc/sarge.yaml`.
+    pub fn builder(home: Home) -> SargeBuilder {
+        SargeBuilder { home, config: None }
     }
 
     /// The home.
@@ -177,5 +266,49 @@ impl Sarge {
         // Private like the rest of var/, done by the seal itself: a chmod
         // after the build would break its fingerprint.
         .owner_only(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sarge_config::PortRange;
+
+    #[test]
+    fn a_builder_config_replaces_the_file_and_is_checked_like_it() {
+        let root = std::env::temp_dir().join(format!("sarge-builder-{}", std::process::id()));
+        let root = Utf8PathBuf::from_path_buf(root).unwrap();
+        let _ = std::fs::remove_dir_all(&root);
+        let home = Home::new(&root);
+
+        // Not initialised: no etc/sarge.yaml, with a config or without.
+        let config = Config::new(PortRange {
+            first: 5010,
+            last: 5099,
+        });
+        let error = Sarge::builder(home.clone())
+            .config(config.clone())
+            .open()
+            .unwrap_err();
+        assert!(matches!(error, Error::NotInitialised { .. }), "{error}");
+
+        // A file that would not load: the given config is used, unread.
+        std::fs::create_dir_all(home.etc_dir()).unwrap();
+        std::fs::write(home.config_file(), "port_range: nonsense\n").unwrap();
+        assert!(Sarge::open(home.clone()).is_err());
+        let sarge = Sarge::builder(home.clone())
+            .config(config.clone())
+            .open()
+            .unwrap();
+        assert_eq!(sarge.config(), &config);
+
+        let mut broken = config;
+        broken.keep_releases = 0;
+        let error = Sarge::builder(home).config(broken).open().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the config given to Sarge::builder: keep_releases: 0; expected 1 or more (the live release is always kept)"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

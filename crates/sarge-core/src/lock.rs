@@ -29,16 +29,6 @@ impl HomeLock {
         }
         Ok(Self { _file: file })
     }
-
-    /// Takes the lock only if it is free right now.
-    pub(crate) fn try_acquire(home: &Home) -> Result<Option<Self>> {
-        let file = open(home)?;
-        match file.file().try_lock() {
-            Ok(()) => Ok(Some(Self { _file: file })),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(source)) => Err(source.into()),
-        }
-    }
 }
 
 fn open(home: &Home) -> Result<fs_err::File> {

@@ -27,7 +27,7 @@ use crate::logs::log_tail;
 use crate::probe::{accepts_connections, http_status};
 use crate::progress::{Event, Steps};
 use crate::release::{Release, ReleaseId};
-use crate::routing::{slot_char, slot_from_char, Probe, Router};
+use crate::routing::{Probe, Router};
 use crate::state::{CurrentInstance, CurrentInstances, InstanceRecord};
 use crate::timestamp::rfc3339;
 use crate::Sarge;
@@ -130,15 +130,9 @@ impl Sarge {
                 .config
                 .port_map
                 .contains_key(process.as_str())
-                .then(|| {
-                    match previous
-                        .as_ref()
-                        .and_then(|p| p.slot)
-                        .and_then(slot_from_char)
-                    {
-                        Some(Slot::A) => Slot::B,
-                        _ => Slot::A,
-                    }
+                .then(|| match previous.as_ref().and_then(|p| p.slot) {
+                    Some(Slot::A) => Slot::B,
+                    _ => Slot::A,
                 });
             starting.push(Starting {
                 record,
@@ -221,7 +215,7 @@ impl Sarge {
                 new.record.process.clone(),
                 CurrentInstance {
                     id: new.record.id.clone(),
-                    slot: new.slot.map(slot_char),
+                    slot: new.slot,
                     ready_pid: ready_pids.get(&new.record.id).copied(),
                 },
             );
@@ -256,7 +250,7 @@ impl Sarge {
         let mut replaced = Vec::new();
         for new in &starting {
             let Some(old) = &new.previous else { continue };
-            if let (Some(slot), Some(live)) = (old.slot.and_then(slot_from_char), &live) {
+            if let (Some(slot), Some(live)) = (old.slot, &live) {
                 let waited =
                     router.drain(live, &new.record.process, slot, self.config.drain_timeout);
                 steps.report(Event::Drained {

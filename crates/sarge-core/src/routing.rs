@@ -62,7 +62,7 @@ impl<'a> Router<'a> {
     pub(crate) fn committed(home: &Home, current: &CurrentInstances) -> Routing {
         let mut routing = Routing::new();
         for (process, instance) in &current.processes {
-            if let Some(slot) = instance.slot.and_then(slot_from_char) {
+            if let Some(slot) = instance.slot {
                 if let Ok(record) = InstanceRecord::load(home, &instance.id) {
                     routing.insert(process.clone(), (slot, record.port));
                 }
@@ -581,21 +581,6 @@ fn is_executable(path: &Utf8Path) -> bool {
     std::fs::metadata(path)
         .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
-}
-
-pub(crate) fn slot_from_char(slot: char) -> Option<Slot> {
-    match slot {
-        'a' => Some(Slot::A),
-        'b' => Some(Slot::B),
-        _ => None,
-    }
-}
-
-pub(crate) fn slot_char(slot: Slot) -> char {
-    match slot {
-        Slot::A => 'a',
-        Slot::B => 'b',
-    }
 }
 
 fn slot_index(slot: Slot) -> usize {

@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::home::Home;
 use crate::release::ReleaseId;
+use sarge_haproxy::Slot;
 
 /// What an instance is: written into its folder as `instance.json` before
 /// it is started, never changed afterwards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct InstanceRecord {
     /// Unique id, `<process>-<hex>`; also its supervisord program name.
     pub id: String,
@@ -53,6 +55,7 @@ impl InstanceRecord {
 /// the commit point of a deploy: an instance folder not named here is a
 /// leftover of a failed or killed deploy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CurrentInstances {
     /// Process name to its current instance.
     pub processes: BTreeMap<String, CurrentInstance>,
@@ -67,12 +70,14 @@ pub struct CurrentInstances {
 
 /// The current instance of one process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CurrentInstance {
     /// Instance id.
     pub id: String,
-    /// The haproxy server slot (`a` or `b`) it is routed through, if the
-    /// process has a stable address.
-    pub slot: Option<char>,
+    /// The haproxy server slot it is routed through, if the process has a
+    /// stable address. Stored as `"a"` or `"b"`, as every sarge wrote it.
+    #[serde(default, with = "slot_on_disk")]
+    pub slot: Option<Slot>,
     /// The pid sarge saw answer when it made this instance current: while
     /// that process runs, it is running, whatever supervisord's start-up
     /// grace period still calls it.
@@ -100,6 +105,35 @@ impl CurrentInstances {
             .iter()
             .find(|(_, current)| current.id == id)
             .map(|(process, _)| process.as_str())
+    }
+}
+
+/// `current.json` keeps a slot as its haproxy server name, `"a"` or `"b"`
+/// (what sarge wrote before the slot had a type of its own), so homes
+/// written by any sarge read alike.
+mod slot_on_disk {
+    use sarge_haproxy::Slot;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        slot: &Option<Slot>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        slot.map(Slot::server_name).serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Slot>, D::Error> {
+        match Option::<String>::deserialize(deserializer)?.as_deref() {
+            None => Ok(None),
+            Some("a") => Ok(Some(Slot::A)),
+            Some("b") => Ok(Some(Slot::B)),
+            Some(other) => Err(serde::de::Error::invalid_value(
+                serde::de::Unexpected::Str(other),
+                &"a haproxy slot, \"a\" or \"b\"",
+            )),
+        }
     }
 }
 
@@ -146,4 +180,55 @@ pub(crate) fn write_atomic(path: &Utf8Path, bytes: &[u8], mode: u32) -> Result<(
         let _ = fs_err::remove_file(&temp);
     }
     Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `current.json` as sarge wrote it when the slot was a `char`.
+    const OLD_CURRENT: &str = r#"{
+  "processes": {
+    "api": {
+      "id": "api-0a1b2c",
+      "slot": "b",
+      "ready_pid": 4242
+    },
+    "web": {
+      "id": "web-3fa9c1",
+      "slot": "a"
+    },
+    "worker": {
+      "id": "worker-77aa00",
+      "slot": null
+    }
+  },
+  "release": "v3",
+  "history": ["v2", "v3"]
+}
+"#;
+
+    #[test]
+    fn a_current_file_written_with_char_slots_reads_and_writes_back_alike() {
+        let current: CurrentInstances = serde_json::from_str(OLD_CURRENT).unwrap();
+        assert_eq!(current.processes["web"].slot, Some(Slot::A));
+        assert_eq!(current.processes["api"].slot, Some(Slot::B));
+        assert_eq!(current.processes["api"].ready_pid, Some(4242));
+        assert_eq!(current.processes["worker"].slot, None);
+        // An older sarge reads what this one writes: the same strings.
+        let written: serde_json::Value = serde_json::to_value(&current).unwrap();
+        let old: serde_json::Value = serde_json::from_str(OLD_CURRENT).unwrap();
+        assert_eq!(written, old);
+    }
+
+    #[test]
+    fn a_slot_that_is_neither_a_nor_b_is_an_error_not_a_silent_none() {
+        let text = r#"{"processes": {"web": {"id": "web-3fa9c1", "slot": "c"}}}"#;
+        let error = serde_json::from_str::<CurrentInstances>(text).unwrap_err();
+        assert!(error.to_string().contains("\"a\" or \"b\""), "{error}");
+        // A record with no slot key at all is an unrouted one.
+        let text = r#"{"processes": {"web": {"id": "web-3fa9c1"}}}"#;
+        let current: CurrentInstances = serde_json::from_str(text).unwrap();
+        assert_eq!(current.processes["web"].slot, None);
+    }
 }

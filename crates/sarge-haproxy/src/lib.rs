@@ -51,6 +51,14 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Stability
+//!
+//! sarge is before 1.0: a minor release (0.x to 0.(x+1)) may change this API, a patch release does not, and every change is in the changelog. [`Processes`] and [`Error`] are `#[non_exhaustive]` and grow in
+//! minor releases. [`HaproxyConfig`] and [`Route`] are built by callers
+//! with struct literals and [`Slot`] is the two servers of the blue/green
+//! scheme, so those stay exhaustive: a new field or slot is a breaking
+//! change. The rendered config is haproxy's to read, not a format to parse.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod admin;

@@ -16,6 +16,11 @@
 //! println!("next instance listens on {port}");
 //! # Ok::<(), sarge_ports::Error>(())
 //! ```
+//!
+//! # Stability
+//!
+//! sarge is before 1.0: a minor release (0.x to 0.(x+1)) may change this API, a patch release does not, and every change is in the changelog. The state file's one-line format is read by every later release.
+//! [`Error`] is `#[non_exhaustive]`: match it with a `_` arm.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod allocator;

@@ -52,6 +52,7 @@ pub enum DaemonState {
 
 /// What `supervisor.reloadConfig` found when it re-read the config files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConfigChanges {
     /// Groups present in the files but not yet in supervisord.
     pub added: Vec<String>,
@@ -63,6 +64,7 @@ pub struct ConfigChanges {
 
 /// State of one process (`supervisor.getProcessInfo`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProcessInfo {
     /// Process name.
     pub name: String,

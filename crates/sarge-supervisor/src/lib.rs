@@ -43,6 +43,16 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Stability
+//!
+//! sarge is before 1.0: a minor release (0.x to 0.(x+1)) may change this API, a patch release does not, and every change is in the changelog. [`ProcessInfo`], [`ConfigChanges`], [`DaemonState`] and [`Error`] are
+//! `#[non_exhaustive]` and grow in minor releases. [`Program`] and
+//! [`SupervisordConfig`] are built by callers with struct literals, and
+//! [`ProcessState`] mirrors supervisord's fixed set of states (with
+//! [`ProcessState::Unknown`] for anything else), so those stay exhaustive: a
+//! new field or state is a breaking change. The rendered text is tested
+//! byte for byte but is supervisord's to read, not a format to parse.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod client;

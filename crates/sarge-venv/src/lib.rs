@@ -44,6 +44,16 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Stability
+//!
+//! sarge is before 1.0: a minor release (0.x to 0.(x+1)) may change this API, a patch release does not, and every change is in the changelog. The [`EnvKey`] of the same inputs may change between releases (it
+//! then builds a fresh environment beside the old, never reuses a wrong one);
+//! [`VenvId`]s already on disk stay valid. [`Venv`], [`Progress`] and
+//! [`Error`] are `#[non_exhaustive]`: they grow in minor releases.
+//! [`EnvironmentSpec`] and [`Installer`] are filled in by callers and are
+//! exhaustive, so a new field or installer is a breaking change. The
+//! installer's output passed through [`Progress`] is for people.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod error;

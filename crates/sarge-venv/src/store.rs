@@ -51,6 +51,7 @@ pub struct EnvironmentSpec<'a> {
 
 /// A ready environment in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Venv {
     /// Its key: what it was built from.
     pub key: EnvKey,

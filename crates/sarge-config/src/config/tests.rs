@@ -853,3 +853,66 @@ fn release_timeout_is_seconds_like_the_other_timeouts() {
         );
     }
 }
+
+#[test]
+fn a_config_built_in_code_is_checked_by_the_rules_of_the_file() {
+    let origin = Utf8Path::new("built");
+    let mut config = Config::new(PortRange {
+        first: 5010,
+        last: 5099,
+    });
+    config
+        .port_map
+        .insert("web".parse().unwrap(), "127.0.0.1:5000".parse().unwrap());
+    config
+        .healthcheck
+        .insert("web".parse().unwrap(), HealthCheck::new("/up"));
+    config.check(origin).unwrap();
+    // What a file with these values would have said.
+    let from_file = parse(&format!(
+        "{RANGE}port_map:\n  web: 127.0.0.1:5000\nhealthcheck:\n  web: {{path: /up}}\n"
+    ));
+    assert_eq!(config, from_file);
+    from_file.check(origin).unwrap();
+
+    let broken = |change: &dyn Fn(&mut Config)| {
+        let mut broken = config.clone();
+        change(&mut broken);
+        broken.check(origin).unwrap_err().to_string()
+    };
+    assert_eq!(
+        broken(&|c| c.keep_releases = 0),
+        "built: keep_releases: 0; expected 1 or more (the live release is always kept)"
+    );
+    assert!(
+        broken(&|c| c.release_timeout = Duration::ZERO).starts_with("built: release_timeout: 0")
+    );
+    assert_eq!(
+        broken(&|c| {
+            c.port_map
+                .insert("api".parse().unwrap(), "127.0.0.1:5020".parse().unwrap());
+        }),
+        "built: port_map.api: port 5020 is inside port_range [5010, 5099]"
+    );
+    assert_eq!(
+        broken(&|c| {
+            c.port_map
+                .insert("api".parse().unwrap(), "0.0.0.0:5000".parse().unwrap());
+        }),
+        "built: port_map.web: 127.0.0.1:5000 clashes with port_map.api (0.0.0.0:5000)"
+    );
+    assert!(broken(&|c| {
+        c.env.insert("NOT OK".into(), "x".into());
+    })
+    .starts_with("built: env.NOT OK: "));
+    assert!(broken(&|c| {
+        c.healthcheck
+            .insert("web".parse().unwrap(), HealthCheck::new("up"));
+    })
+    .starts_with("built: healthcheck.web.path: "));
+    assert!(broken(&|c| c.port_range = PortRange {
+        first: 80,
+        last: 90
+    })
+    .starts_with("built: port_range: "));
+}
