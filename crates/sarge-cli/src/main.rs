@@ -21,6 +21,33 @@ use camino::Utf8PathBuf;
 use clap::{Parser, Subcommand};
 use sarge_core::{Event, Home, InitOptions, Progress, Sarge};
 
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print one value (exit 1 if it is not set).
+    Get {
+        /// The env name.
+        name: String,
+    },
+    /// Set NAME=VALUE pairs and roll out a release with them.
+    Set {
+        /// NAME=VALUE, each one argument (quote it for the shell).
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        values: Vec<String>,
+        /// Record the change for the next release only.
+        #[arg(long)]
+        no_restart: bool,
+    },
+    /// Unset NAMEs and roll out a release without them.
+    Unset {
+        /// The env names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Record the change for the next release only.
+        #[arg(long)]
+        no_restart: bool,
+    },
+}
+
 /// Deploy an app on this server: unpack, install, start under supervisord,
 /// route its stable address through haproxy.
 #[derive(Parser)]
@@ -58,6 +85,19 @@ enum Command {
     Rollback {
         /// A release id, e.g. `v6`.
         release: Option<String>,
+    },
+    /// Show or change the env of the app (each change is a new release).
+    Config {
+        #[command(subcommand)]
+        action: Option<ConfigAction>,
+        /// Print JSON: {"env": {"NAME": "value"}}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// New instances of the current release, with no failed request.
+    Restart {
+        /// The process types to restart (default: all).
+        processes: Vec<String>,
     },
     /// List the current instances.
     List {
@@ -207,6 +247,54 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
                     )?;
                 }
             }
+        }
+        Command::Config { action, json } => {
+            let sarge = open()?;
+            match action {
+                None => {
+                    let env = sarge.current_env()?;
+                    let mut out = std::io::stdout().lock();
+                    if json {
+                        writeln!(out, "{}", serde_json::json!({ "env": env }))?;
+                    } else {
+                        for (name, value) in env {
+                            writeln!(out, "{name}={value}")?;
+                        }
+                    }
+                }
+                Some(ConfigAction::Get { name }) => match sarge.current_env()?.get(&name) {
+                    Some(value) => writeln!(std::io::stdout().lock(), "{value}")?,
+                    None => {
+                        eprintln!("error: {name} is not set");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                },
+                Some(ConfigAction::Set { values, no_restart }) => {
+                    let mut pairs = Vec::new();
+                    for value in values {
+                        let Some((name, value)) = value.split_once('=') else {
+                            eprintln!(
+                                "error: {:?} is not NAME=VALUE; nothing changed",
+                                value.chars().take(200).collect::<String>()
+                            );
+                            return Ok(ExitCode::FAILURE);
+                        };
+                        pairs.push((name.to_owned(), value.to_owned()));
+                    }
+                    let changed = sarge.config_set(&pairs, !no_restart, &mut StderrProgress)?;
+                    report_config_change(&changed);
+                }
+                Some(ConfigAction::Unset { names, no_restart }) => {
+                    let changed = sarge.config_unset(&names, !no_restart, &mut StderrProgress)?;
+                    report_config_change(&changed);
+                }
+            }
+        }
+        Command::Restart { processes } => {
+            let processes: Vec<&str> = processes.iter().map(String::as_str).collect();
+            let rolled_out = open()?.restart(&processes, &mut StderrProgress)?;
+            print_rolled_out(&rolled_out);
+            eprintln!("restarted as release {}", rolled_out.release);
         }
         Command::Rollback { release } => {
             let sarge = open()?;
@@ -359,6 +447,18 @@ fn report_orphans(stopped: &sarge_core::StoppedOrphans) {
             "warning: still running after SIGKILL, their ports may stay taken: pids {:?}",
             stopped.survivors
         );
+    }
+}
+
+/// What a config change did: the release it rolled out, or that it waits
+/// for the next one.
+fn report_config_change(changed: &sarge_core::ConfigChanged) {
+    match &changed.rolled_out {
+        Some(rolled_out) => {
+            print_rolled_out(rolled_out);
+            eprintln!("config changed in release {}", rolled_out.release);
+        }
+        None => eprintln!("config changed; the next release (deploy or restart) runs with it"),
     }
 }
 

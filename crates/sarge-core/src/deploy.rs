@@ -149,6 +149,7 @@ impl Sarge {
                 },
             );
         }
+        let env = self.env()?;
         let mut release = Release {
             id,
             created: rfc3339(SystemTime::now()),
@@ -158,10 +159,17 @@ impl Sarge {
         };
         let made = (|| {
             if let Some(command) = procfile.command(RELEASE_PROCESS) {
-                self.run_release_command(command, id, &release_dir, venv.as_ref(), &mut steps)?;
+                self.run_release_command(
+                    command,
+                    id,
+                    &release_dir,
+                    venv.as_ref(),
+                    &env,
+                    &mut steps,
+                )?;
                 release.release_command_ran = true;
             }
-            release.save(&self.home, &self.config.env)?;
+            release.save(&self.home, &env)?;
             self.roll_out(&supervisor, &release, &rolled, &mut steps)
         })();
         let rolled_out = match made {
@@ -224,6 +232,7 @@ impl Sarge {
         id: ReleaseId,
         release_dir: &Utf8Path,
         venv: Option<&Venv>,
+        env: &BTreeMap<String, String>,
         steps: &mut Steps<'_>,
     ) -> Result<()> {
         let venv_bin = venv.map(Venv::bin_dir);
@@ -231,7 +240,7 @@ impl Sarge {
         let runner = ReleaseCommand {
             command,
             app_dir: &release_dir.join("app"),
-            env: &self.config.env,
+            env,
             venv_bin: venv_bin.as_deref(),
             timeout: self.config.release_timeout,
             output_file: &output_file,

@@ -200,6 +200,20 @@ pub enum Error {
         /// The release.
         id: crate::ReleaseId,
     },
+    /// A name that cannot be an app's environment variable.
+    #[error("{name:?} cannot be an env name: it {problem}")]
+    BadEnvName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A command that needs a release before the first deploy.
+    #[error("nothing is deployed in {home} yet: deploy first")]
+    NothingDeployed {
+        /// The home.
+        home: Utf8PathBuf,
+    },
     /// Nothing to roll back to.
     #[error("there is no release before {current} to roll back to")]
     NothingToRollBackTo {

@@ -65,6 +65,10 @@ impl Home {
     pub fn config_file(&self) -> Utf8PathBuf {
         self.root.join("etc/sarge.yaml")
     }
+    /// `etc/env.json`: env values set with `sarge config` (mode 0600).
+    pub fn env_overlay_file(&self) -> Utf8PathBuf {
+        self.root.join("etc/env.json")
+    }
     /// `etc/supervisord.conf`
     pub fn supervisord_config(&self) -> Utf8PathBuf {
         self.root.join("etc/supervisord.conf")

@@ -186,10 +186,11 @@ impl Sarge {
                 return Err(error);
             }
         };
-        let names: BTreeSet<&String> = env.keys().chain(self.config.env.keys()).collect();
+        let next = self.env()?;
+        let names: BTreeSet<&String> = env.keys().chain(next.keys()).collect();
         let env_differs = names
             .into_iter()
-            .filter(|name| env.get(*name) != self.config.env.get(*name))
+            .filter(|name| env.get(*name) != next.get(*name))
             .cloned()
             .collect();
         Ok(RolledBack {

@@ -1,0 +1,122 @@
+#![allow(clippy::unwrap_used)]
+//! Day-two operations end to end: env changes and restarts, each a new
+//! release rolled out with no failed request.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn config_set_and_unset_roll_out_the_env_with_no_failed_request() {
+    let home = TestHome::new("config", "  MESSAGE: from yaml\n  KEEP: kept");
+    home.deploy_ok(&hello_app(), "web");
+
+    // Values reach the app byte for byte, from a file only the owner reads.
+    let tricky = "new 100% ; #x 'q' \"d\" $HOME \\ ünï";
+    let load = Load::start(home.stable);
+    let out = home.sarge(&["config", "set", &format!("MESSAGE={tricky}"), "EXTRA=1"]);
+    let (fresh, kept) = load.finish();
+    assert!(out.status.success(), "config set failed: {}", stderr(&out));
+    assert!(!stderr(&out).contains(tricky), "a value was printed");
+    assert_eq!(fresh.failed + kept.failed, 0, "{fresh:?} {kept:?}");
+    assert_eq!(
+        http_get(home.stable, "/").unwrap(),
+        (200, format!("{tricky}\n"))
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.root.join("etc/env.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let out = home.sarge(&["config", "get", "MESSAGE"]);
+    assert_eq!(stdout(&out), format!("{tricky}\n"));
+    let out = home.sarge(&["config"]);
+    assert_eq!(
+        stdout(&out),
+        format!("EXTRA=1\nKEEP=kept\nMESSAGE={tricky}\n")
+    );
+    let out = home.sarge(&["config", "--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["env"]["EXTRA"], "1");
+    assert_eq!(
+        home.releases()[0]["description"],
+        "config set MESSAGE, EXTRA"
+    );
+
+    // Unset falls back to nothing, even for a name sarge.yaml sets.
+    let out = home.sarge(&["config", "unset", "MESSAGE"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "hello web!\n");
+    let out = home.sarge(&["config", "get", "MESSAGE"]);
+    assert!(!out.status.success());
+
+    // --no-restart records it for the next release only.
+    let before = home.instance_of("web")["id"].clone();
+    let out = home.sarge(&["config", "set", "--no-restart", "MESSAGE=later"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(home.instance_of("web")["id"], before);
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "hello web!\n");
+    home.deploy_ok(&hello_app(), "web");
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "later\n");
+
+    // Bad names and arguments change nothing.
+    let snapshot = home.snapshot();
+    for (args, says) in [
+        (
+            vec!["config", "set", "1X=a"],
+            "\"1X\" cannot be an env name: it starts with a digit",
+        ),
+        (
+            vec!["config", "set", "A-B=a"],
+            "\"A-B\" cannot be an env name",
+        ),
+        (
+            vec!["config", "set", "=a"],
+            "\"\" cannot be an env name: it is empty",
+        ),
+        (
+            vec!["config", "set", "PORT=1"],
+            "\"PORT\" cannot be an env name: it is set by sarge",
+        ),
+        (
+            vec!["config", "set", "NOEQUALS"],
+            "\"NOEQUALS\" is not NAME=VALUE",
+        ),
+        (
+            vec!["config", "unset", "A B"],
+            "\"A B\" cannot be an env name",
+        ),
+    ] {
+        let out = home.sarge(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert_unchanged(&home, &snapshot, &format!("{args:?}"));
+    }
+}
+
+#[test]
+fn restart_replaces_instances_with_no_failed_request() {
+    let home = TestHome::new("restart", "  MESSAGE: same");
+    home.deploy_ok(&hello_app(), "web");
+    let before = home.instance_of("web")["id"].clone();
+    let load = Load::start(home.stable);
+    let out = home.sarge(&["restart"]);
+    let (fresh, kept) = load.finish();
+    assert!(out.status.success(), "restart failed: {}", stderr(&out));
+    assert!(!stderr(&out).contains("installed"), "{}", stderr(&out));
+    assert_eq!(fresh.failed + kept.failed, 0, "{fresh:?} {kept:?}");
+    let after = home.instance_of("web");
+    assert_ne!(after["id"], before);
+    assert_eq!(after["release"], "v2");
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "same\n");
+    assert_eq!(home.releases()[0]["description"], "restart");
+
+    let out = home.sarge(&["restart", "nosuch"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("release v2 has no process \"nosuch\""),
+        "{}",
+        stderr(&out)
+    );
+}
