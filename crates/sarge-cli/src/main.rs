@@ -94,6 +94,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the app's output, each line prefixed with its instance.
+    Logs {
+        /// A process name or an instance id (default: every process).
+        target: Option<String>,
+        /// How many of the last lines of each instance.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        /// Keep printing what the instances write, across deploys.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// New instances of the current release, with no failed request.
     Restart {
         /// The process types to restart (default: all).
@@ -287,6 +298,33 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
                 Some(ConfigAction::Unset { names, no_restart }) => {
                     let changed = sarge.config_unset(&names, !no_restart, &mut StderrProgress)?;
                     report_config_change(&changed);
+                }
+            }
+        }
+        Command::Logs {
+            target,
+            lines,
+            follow,
+        } => {
+            let sarge = open()?;
+            let mut out = std::io::stdout().lock();
+            let (last, mut follower) = if follow {
+                let (last, follower) = sarge.follow_logs(target.as_deref(), lines)?;
+                (last, Some(follower))
+            } else {
+                (sarge.logs(target.as_deref(), lines)?, None)
+            };
+            for line in last {
+                writeln!(out, "{} | {}", line.source, line.text)?;
+            }
+            out.flush()?;
+            if let Some(follower) = follower.as_mut() {
+                loop {
+                    for line in follower.poll()? {
+                        writeln!(out, "{} | {}", line.source, line.text)?;
+                    }
+                    out.flush()?;
+                    std::thread::sleep(Duration::from_millis(200));
                 }
             }
         }

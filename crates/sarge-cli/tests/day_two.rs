@@ -120,3 +120,80 @@ fn restart_replaces_instances_with_no_failed_request() {
         stderr(&out)
     );
 }
+
+#[test]
+fn logs_print_the_last_lines_and_follow_across_a_deploy() {
+    use std::io::BufRead;
+    let home = TestHome::new("logs", "  MESSAGE: hi");
+    home.deploy_ok(&hello_app(), "web");
+    for _ in 0..3 {
+        http_get(home.stable, "/before").unwrap();
+    }
+    let mut last = String::new();
+    wait_for(
+        std::time::Duration::from_secs(5),
+        || {
+            last = stdout(&home.sarge(&["logs", "-n", "2"]));
+            last.contains("/before")
+        },
+        "the requests in the log",
+    );
+    let lines: Vec<&str> = last.lines().collect();
+    assert_eq!(lines.len(), 2, "{last}");
+    assert!(
+        lines.iter().all(|line| line.starts_with("web.1 | ")),
+        "{last}"
+    );
+
+    // Following goes on across a deploy: the new instance's output comes
+    // in the same stream.
+    let mut follower = home
+        .command(&["logs", "-f", "-n", "0", "web"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    home.deploy_ok(&hello_app(), "web");
+    http_get(home.stable, "/after-deploy").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|line: &String| line.contains("/after-deploy"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("logs -f did not show the new instance's request: {seen:?}"),
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(
+        !seen.iter().any(|line| line.contains("/before")),
+        "-n 0 printed old lines: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|line| line.starts_with("web.1 | ")),
+        "{seen:?}"
+    );
+
+    let out = home.sarge(&["logs", "nosuch"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no instance or process named \"nosuch\""),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -71,6 +71,7 @@
 //! error messages are for people.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod app_logs;
 mod deploy;
 mod error;
 mod home;
@@ -101,6 +102,7 @@ use sarge_config::Config;
 use sarge_supervisor::Client;
 use sarge_venv::{Installer, VenvStore};
 
+pub use app_logs::{LogFollower, LogLine};
 pub use deploy::Deployed;
 pub use error::{Error, Result};
 pub use home::Home;
