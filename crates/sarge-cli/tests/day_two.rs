@@ -109,6 +109,10 @@ fn restart_replaces_instances_with_no_failed_request() {
     let after = home.instance_of("web");
     assert_ne!(after["id"], before);
     assert_eq!(after["release"], "v2");
+    // list says what runs and what haproxy routes, asked of the live worker.
+    assert_eq!(after["routed"], true, "{after}");
+    assert!(after["pid"].as_u64().unwrap() > 0, "{after}");
+    assert!(after["uptime"].as_u64().unwrap() < 60, "{after}");
     assert_eq!(http_get(home.stable, "/").unwrap().1, "same\n");
     assert_eq!(home.releases()[0]["description"], "restart");
 

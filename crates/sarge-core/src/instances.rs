@@ -47,6 +47,14 @@ pub struct InstanceStatus {
     pub created: String,
     /// The release it runs (none for an instance deployed before releases).
     pub release: Option<crate::ReleaseId>,
+    /// Its process id, while it runs.
+    pub pid: Option<u32>,
+    /// Seconds since its process started, while it runs.
+    pub uptime: Option<u64>,
+    /// For a process with a stable address: whether haproxy's live worker
+    /// routes it to this instance now (`None` if haproxy did not answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routed: Option<bool>,
 }
 
 /// The state of an instance's process: supervisord's
@@ -128,6 +136,17 @@ impl Sarge {
         let supervisor = self.supervisor_checked()?;
         let states = supervisor.all_process_info()?;
         let current = CurrentInstances::load(&self.home)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        // Asked of the worker haproxy's master names as live.
+        let live = (!self.config.port_map.is_empty())
+            .then(|| {
+                let master = sarge_haproxy::MasterClient::new(self.home.haproxy_master_socket());
+                let pid = master.processes().ok()?.current_worker()?;
+                Some(master.worker(pid))
+            })
+            .flatten();
         let mut statuses = Vec::new();
         for instance in current.processes.values() {
             // A record that is gone (see `clean_leftovers`) has nothing to show.
@@ -146,6 +165,22 @@ impl Sarge {
                 Some(info) => info.state.into(),
                 None => InstanceState::Missing,
             };
+            let info = states
+                .iter()
+                .find(|info| info.name == record.id)
+                .filter(|info| {
+                    matches!(info.state, ProcessState::Running | ProcessState::Starting)
+                });
+            let routed = match (
+                instance.slot,
+                self.config.port_map.contains_key(record.process.as_str()),
+            ) {
+                (Some(slot), true) => live
+                    .as_ref()
+                    .and_then(|admin| admin.serves(&record.process, slot, record.port).ok()),
+                (None, true) => Some(false),
+                _ => None,
+            };
             statuses.push(InstanceStatus {
                 id: record.id,
                 process: record.process,
@@ -153,6 +188,9 @@ impl Sarge {
                 state,
                 created: record.created,
                 release: record.release,
+                pid: info.map(|info| info.pid),
+                uptime: info.map(|info| now.saturating_sub(u64::try_from(info.start).unwrap_or(0))),
+                routed,
             });
         }
         Ok(statuses)

@@ -236,6 +236,24 @@ impl AdminClient {
             .map(drop)
     }
 
+    /// Whether `slot` of `route` serves `127.0.0.1:port` now: ready (not
+    /// in maintenance) at that address. Reads only.
+    pub fn serves(&self, route: &str, slot: Slot, port: u16) -> Result<bool> {
+        let backend = backend_name(route);
+        let command = format!("show servers state {backend}");
+        let response = self.command(&command)?;
+        let server =
+            ServerState::find(&response, &backend, slot.server_name()).map_err(|problem| {
+                Error::Unexpected {
+                    command: command.clone(),
+                    problem: problem.to_owned(),
+                }
+            })?;
+        Ok(server.admin_state & ADMIN_MAINT_MASK == 0
+            && server.addr == "127.0.0.1"
+            && server.port == port.to_string())
+    }
+
     /// Read back one slot from `show servers state`, so a command haproxy
     /// accepted but did not apply is caught here rather than by users.
     fn expect_state(
