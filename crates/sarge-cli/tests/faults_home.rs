@@ -356,7 +356,7 @@ fn removed_instances_logs_do_not_pile_up() {
     )
     .unwrap();
     assert!(
-        program.contains("stdout_logfile_maxbytes=10MB\nstdout_logfile_backups=3\n"),
+        program.contains("stdout_logfile_maxbytes=52428800\nstdout_logfile_backups=5\n"),
         "{program}"
     );
     let out = home.sarge(&["destroy", "web"]);

@@ -60,6 +60,11 @@ pub struct Config {
     /// 2 GiB): a small gzip can expand a thousandfold, and the instances
     /// share the disk with the rest of the server.
     pub max_unpacked_bytes: u64,
+    /// Size at which each program's log rotates (`log_max_bytes`, default
+    /// 50 MB), so a chatty app cannot fill the disk.
+    pub log_max_bytes: u64,
+    /// Rotated log files kept per program (`log_backups`, default 5).
+    pub log_backups: u32,
     /// How many releases keep their app folder and virtualenv so that a
     /// rollback can start them again (`keep_releases`, default 5, at
     /// least 1: the live release itself is always kept).
@@ -99,6 +104,8 @@ impl HealthCheck {
     }
 }
 
+const DEFAULT_LOG_MAX_BYTES: u64 = 50 * 1024 * 1024;
+const DEFAULT_LOG_BACKUPS: u32 = 5;
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// 2 GiB: far above any Python web app, far below a disk.
@@ -124,6 +131,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "ready_timeout",
     "drain_timeout",
     "max_unpacked_bytes",
+    "log_max_bytes",
+    "log_backups",
     "keep_releases",
     "release_timeout",
 ];
@@ -150,6 +159,8 @@ impl Config {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES,
+            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+            log_backups: DEFAULT_LOG_BACKUPS,
             keep_releases: DEFAULT_KEEP_RELEASES,
             release_timeout: DEFAULT_RELEASE_TIMEOUT,
         }
@@ -328,6 +339,34 @@ impl Parser<'_> {
                         "max_unpacked_bytes",
                         format!(
                             "expected a number of bytes above 0, found {}",
+                            describe(value)
+                        ),
+                    ))
+                }
+            };
+        }
+        if let Some(value) = top.get("log_max_bytes") {
+            config.log_max_bytes = match resolve(value) {
+                Some(Resolved::Int(bytes)) if bytes >= 1024 => bytes as u64,
+                _ => {
+                    return Err(self.invalid(
+                        "log_max_bytes",
+                        format!(
+                            "expected a number of bytes of 1024 or more, found {}",
+                            describe(value)
+                        ),
+                    ))
+                }
+            };
+        }
+        if let Some(value) = top.get("log_backups") {
+            config.log_backups = match resolve(value) {
+                Some(Resolved::Int(count)) if (0..=1000).contains(&count) => count as u32,
+                _ => {
+                    return Err(self.invalid(
+                        "log_backups",
+                        format!(
+                            "expected a number of files from 0 to 1000, found {}",
                             describe(value)
                         ),
                     ))

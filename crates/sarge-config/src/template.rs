@@ -45,6 +45,9 @@ env: {{}}
 # drain_timeout: 10
 # Bytes an app tarball may unpack to (also bounded by the free disk space):
 # max_unpacked_bytes: 2147483648
+# Each program's log rotates at this size, keeping log_backups old files:
+# log_max_bytes: 52428800
+# log_backups: 5
 # Releases that keep their app folder and virtualenv for rollback:
 # keep_releases: 5
 # Seconds the Procfile's release: command may run:
@@ -96,6 +99,9 @@ env: {}
 # drain_timeout: 10
 # Bytes an app tarball may unpack to (also bounded by the free disk space):
 # max_unpacked_bytes: 2147483648
+# Each program's log rotates at this size, keeping log_backups old files:
+# log_max_bytes: 52428800
+# log_backups: 5
 # Releases that keep their app folder and virtualenv for rollback:
 # keep_releases: 5
 # Seconds the Procfile's release: command may run:

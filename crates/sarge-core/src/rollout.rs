@@ -409,6 +409,8 @@ impl Sarge {
             start_retries: 3,
             stop_wait_secs: 10,
             stop_as_group: true,
+            log_max_bytes: self.config.log_max_bytes,
+            log_backups: self.config.log_backups,
         };
         crate::state::write_atomic(
             &self.home.program_file(id),

@@ -547,6 +547,10 @@ fn haproxy_program(home: &Home, bin: &Utf8Path) -> Program {
         start_retries: 3,
         stop_wait_secs: 10,
         stop_as_group: false,
+        // Fixed, not the app's log_max_bytes: a change to haproxy's
+        // program restarts it, and it logs little.
+        log_max_bytes: 10 * 1024 * 1024,
+        log_backups: 3,
     }
 }
 

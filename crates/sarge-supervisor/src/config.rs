@@ -17,13 +17,6 @@ use camino::Utf8PathBuf;
 
 use crate::error::{Error, Result};
 
-/// A program's log rotates at this size, keeping [`LOG_BACKUPS`] old
-/// files: at most 40 MB per program, set here rather than left to
-/// supervisord's defaults (50 MB x 10 backups, 550 MB per program).
-const LOG_MAX_BYTES: &str = "10MB";
-/// Rotated log files kept per program.
-const LOG_BACKUPS: u32 = 3;
-
 /// Longest program name sarge accepts; names end up in file names and logs
 /// (supervisord itself sets no limit). sarge's program names are instance
 /// ids, `PROCESS-xxxxxx`: at most 47 characters under sarge-config's
@@ -133,6 +126,11 @@ pub struct Program {
     pub stop_wait_secs: u32,
     /// Signal and kill the whole process group, not just the direct child.
     pub stop_as_group: bool,
+    /// Size at which its log rotates (`stdout_logfile_maxbytes`): set
+    /// rather than left to supervisord's default of 50 MB x 10 backups.
+    pub log_max_bytes: u64,
+    /// Rotated log files kept (`stdout_logfile_backups`).
+    pub log_backups: u32,
 }
 
 impl Program {
@@ -158,8 +156,8 @@ impl Program {
              command={command}\n\
              directory={directory}\n\
              stdout_logfile={log_file}\n\
-             stdout_logfile_maxbytes={LOG_MAX_BYTES}\n\
-             stdout_logfile_backups={LOG_BACKUPS}\n\
+             stdout_logfile_maxbytes={log_max_bytes}\n\
+             stdout_logfile_backups={log_backups}\n\
              redirect_stderr=true\n\
              autostart={autostart}\n\
              autorestart={autorestart}\n\
@@ -168,6 +166,8 @@ impl Program {
              stopwaitsecs={stop_wait_secs}\n\
              stopasgroup={stop_as_group}\n\
              killasgroup={stop_as_group}\n",
+            log_max_bytes = self.log_max_bytes,
+            log_backups = self.log_backups,
             autostart = self.autostart,
             autorestart = self.autorestart,
             start_secs = self.start_secs,
@@ -350,6 +350,8 @@ mod tests {
             start_retries: 3,
             stop_wait_secs: 10,
             stop_as_group: true,
+            log_max_bytes: 10 * 1024 * 1024,
+            log_backups: 3,
         }
     }
 
@@ -431,7 +433,7 @@ files=/home/etc/supervisor.d/*.conf
 command=/bin/sh -c 'echo hi; exec sleep 30'
 directory=/home/deploy/web
 stdout_logfile=/home/var/log/web.log
-stdout_logfile_maxbytes=10MB
+stdout_logfile_maxbytes=10485760
 stdout_logfile_backups=3
 redirect_stderr=true
 autostart=true
@@ -458,13 +460,15 @@ killasgroup=true
             start_retries: 0,
             stop_wait_secs: 1,
             stop_as_group: false,
+            log_max_bytes: 10 * 1024 * 1024,
+            log_backups: 3,
         };
         let expected = "\
 [program:odd]
 command=printf '%%s\\n' 100%%
 directory=/srv/100%% sure
 stdout_logfile=/var/log/100%%%% sure.log
-stdout_logfile_maxbytes=10MB
+stdout_logfile_maxbytes=10485760
 stdout_logfile_backups=3
 redirect_stderr=true
 autostart=false

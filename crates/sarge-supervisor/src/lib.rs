@@ -30,6 +30,8 @@
 //!     start_secs: 1,
 //!     stop_wait_secs: 10,
 //!     stop_as_group: true,
+//!     log_max_bytes: 50 * 1024 * 1024,
+//!     log_backups: 5,
 //!     ..Program::default()
 //! };
 //! std::fs::write("/srv/etc/supervisor.d/web.conf", program.render()?).ok();

@@ -177,6 +177,8 @@ fn programs_are_added_started_signalled_stopped_and_removed() {
         start_retries: 0,
         stop_wait_secs: 5,
         stop_as_group: true,
+        log_max_bytes: 1024 * 1024,
+        log_backups: 1,
     };
     // Directory and log path with `%` and a space; arguments that a naive
     // renderer would turn into comments, interpolations or broken quotes.
@@ -200,6 +202,8 @@ fn programs_are_added_started_signalled_stopped_and_removed() {
         start_retries: 0,
         stop_wait_secs: 5,
         stop_as_group: true,
+        log_max_bytes: 1024 * 1024,
+        log_backups: 1,
     };
     daemon.write_program(&hello);
     daemon.write_program(&odd);

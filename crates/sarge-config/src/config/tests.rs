@@ -55,10 +55,27 @@ fn minimal_file_gets_defaults() {
             ready_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             max_unpacked_bytes: 2147483648,
+            log_max_bytes: 52428800,
+            log_backups: 5,
             keep_releases: 5,
             release_timeout: Duration::from_secs(300),
         }
     );
+}
+
+#[test]
+fn log_rotation_keys_are_read_and_bounded() {
+    let config = parse(&format!("{RANGE}log_max_bytes: 1048576\nlog_backups: 0\n"));
+    assert_eq!((config.log_max_bytes, config.log_backups), (1048576, 0));
+    for (text, key) in [
+        ("log_max_bytes: 10", "log_max_bytes"),
+        ("log_max_bytes: 10MB", "log_max_bytes"),
+        ("log_backups: -1", "log_backups"),
+        ("log_backups: 5000", "log_backups"),
+    ] {
+        let error = error_with_range(&format!("{text}\n"));
+        assert!(error.contains(key), "{text}: {error}");
+    }
 }
 
 #[test]
@@ -411,7 +428,7 @@ fn top_level_must_be_a_mapping() {
 
 #[test]
 fn unknown_keys_are_named() {
-    let known = "port_range, port_map, env, haproxy_bin, supervisord_bin, supervisorctl_bin, python_bin, virtualenv_python_bin, python_dist, healthcheck, ready_timeout, drain_timeout, max_unpacked_bytes, keep_releases, release_timeout";
+    let known = "port_range, port_map, env, haproxy_bin, supervisord_bin, supervisorctl_bin, python_bin, virtualenv_python_bin, python_dist, healthcheck, ready_timeout, drain_timeout, max_unpacked_bytes, log_max_bytes, log_backups, keep_releases, release_timeout";
     assert_eq!(
         error_with_range("haproxy_binn: /usr/sbin/haproxy\n"),
         format!("/h/etc/sarge.yaml: unknown key \"haproxy_binn\" (known keys here: {known})")
