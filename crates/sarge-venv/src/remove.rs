@@ -88,7 +88,7 @@ fn removed(result: std::io::Result<()>, action: &'static str, path: &Path) -> Re
 
 /// App folders may hold names that are not UTF-8; messages show them with
 /// replacement characters rather than not at all.
-fn lossy(path: &Path) -> Utf8PathBuf {
+pub(crate) fn lossy(path: &Path) -> Utf8PathBuf {
     Utf8PathBuf::from(path.to_string_lossy().into_owned())
 }
 

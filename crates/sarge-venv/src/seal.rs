@@ -17,10 +17,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::remove::lossy;
 
 /// Write permission for owner, group and others.
 const WRITE_BITS: u32 = 0o222;
@@ -141,13 +142,10 @@ fn walk(dir: &Path, visit: &mut dyn FnMut(&Path, &fs::Metadata) -> Result<()>) -
     Ok(())
 }
 
-fn lossy(path: &Path) -> Utf8PathBuf {
-    Utf8PathBuf::from(path.to_string_lossy().into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use camino::Utf8PathBuf;
 
     fn temp_dir(name: &str) -> Utf8PathBuf {
         let dir = Utf8PathBuf::from(format!(
