@@ -249,14 +249,20 @@ fn a_release_command_runs_once_before_the_switch_and_gates_it() {
 /// Starts `sarge deploy -` of `app` and SIGKILLs it once its progress
 /// shows the `nth` line starting with `-----> {step}`.
 fn deploy_killed_at(home: &TestHome, app: &std::path::Path, step: &str, nth: usize) {
+    killed_at(home, &["deploy", "-"], &tar_of(app), step, nth);
+}
+
+/// Runs sarge with `args` and `input` on stdin, and SIGKILLs it once its
+/// progress shows the `nth` line starting with `-----> {step}`.
+fn killed_at(home: &TestHome, args: &[&str], input: &[u8], step: &str, nth: usize) {
     use std::io::{BufRead, Write};
     let mut child = home
-        .command(&["deploy", "-"])
+        .command(args)
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(&tar_of(app)).unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
     let marker = format!("-----> {step}");
     let mut seen = 0;
     let mut lines = Vec::new();
@@ -274,7 +280,7 @@ fn deploy_killed_at(home: &TestHome, app: &std::path::Path, step: &str, nth: usi
     let status = child.wait().unwrap();
     assert!(
         !status.success(),
-        "deploy finished before the kill at {step}: {lines:?}"
+        "{args:?} finished before the kill at {step}: {lines:?}"
     );
 }
 
@@ -345,6 +351,52 @@ fn a_multi_process_deploy_killed_at_any_step_leaves_each_process_on_one_release(
             "{case}"
         );
         assert_eq!(home.instances().len(), 2, "{case}");
+    }
+    let _ = std::fs::remove_dir_all(app);
+}
+
+#[test]
+fn a_rollback_killed_at_any_step_leaves_each_process_on_one_release() {
+    let home = TestHome::new("rbkill", "  MESSAGE: one");
+    let app = app_with_worker("rbkill");
+    deploy_all(&home, &app);
+    home.write_config("  MESSAGE: two", "");
+    deploy_all(&home, &app);
+    for (step, nth) in [
+        ("release", 1),
+        ("start", 1),
+        ("start", 2),
+        ("ready", 1),
+        ("switch", 1),
+        ("commit", 1),
+        ("drain", 1),
+    ] {
+        let case = format!("rollback killed at {step} #{nth}");
+        killed_at(&home, &["rollback"], b"", step, nth);
+        // Killed between the switch and the commit, haproxy still reaches
+        // the uncommitted instance: the next command (here the explicit
+        // recovery) routes back. Then each process is wholly on the release
+        // `releases` calls current, and the stable address serves its env.
+        let out = home.sarge(&["recover"]);
+        assert!(out.status.success(), "{case}: recover: {}", stderr(&out));
+        let instances = home.instances();
+        assert_eq!(instances.len(), 2, "{case}: {instances:?}");
+        let current = releases(&home);
+        let id = current[0]["id"].clone();
+        assert_eq!(current[0]["current"], true, "{case}");
+        for instance in &instances {
+            assert_eq!(instance["release"], id, "{case}: {instances:?}");
+        }
+        let served = http_get(home.stable, "/").unwrap();
+        assert_eq!(served.0, 200, "{case}");
+        let env = stdout(&home.sarge(&["config", "get", "MESSAGE"]));
+        assert_eq!(
+            served.1, env,
+            "{case}: served {served:?}, release env {env}"
+        );
+        // The next command recovers, and a rollback completes.
+        let out = home.sarge(&["rollback"]);
+        assert!(out.status.success(), "{case}: {}", stderr(&out));
     }
     let _ = std::fs::remove_dir_all(app);
 }
