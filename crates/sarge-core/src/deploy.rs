@@ -127,10 +127,7 @@ impl Sarge {
 
         // The release takes its number once the app is known good, so a
         // refused tarball changes nothing in the home.
-        let id = current
-            .history
-            .last()
-            .map_or(ReleaseId::new(1), |last| last.next());
+        let id = current.next_release_id();
         let release_dir = upload.promote(&self.home, id)?;
         let mut release_processes: BTreeMap<String, ProcessSpec> = match current.release {
             Some(previous) => Release::load(&self.home, previous)

@@ -13,10 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{excerpt, Error, Result};
 use crate::lock::HomeLock;
 use crate::progress::{Progress, Steps};
-use crate::release::{Release, ReleaseId};
+use crate::release::Release;
 use crate::rollout::{RolledOut, INSTANCE_VARIABLE};
 use crate::state::{read_json, write_json, CurrentInstances};
-use crate::timestamp::rfc3339;
 use crate::Sarge;
 
 /// `etc/env.json`: what `sarge config` changed over `sarge.yaml`'s `env`.
@@ -180,8 +179,17 @@ impl Sarge {
             return Ok(ConfigChanged { rolled_out: None });
         };
         let env = self.env()?;
-        let rolled_out =
-            self.roll_out_copy(&supervisor, current_id, &env, description, &[], &mut steps);
+        let rolled_out = Release::load(&self.home, current_id).and_then(|old| {
+            self.roll_out_copy(
+                &supervisor,
+                &old,
+                &env,
+                description,
+                &[],
+                &mut steps,
+                |_| {},
+            )
+        });
         if rolled_out.is_err() {
             // The running release keeps its env; so does the next one.
             let _ = before.save(self);
@@ -227,45 +235,12 @@ impl Sarge {
         };
         self.roll_out_copy(
             &supervisor,
-            current_id,
+            &release,
             &env,
             &description,
             &names,
             &mut steps,
+            |_| {},
         )
-    }
-
-    /// Makes a new release with `from`'s processes and `env`, and rolls
-    /// it out for `processes` (all when empty). The lock must be held.
-    fn roll_out_copy(
-        &self,
-        supervisor: &sarge_supervisor::Client,
-        from: ReleaseId,
-        env: &BTreeMap<String, String>,
-        description: &str,
-        processes: &[String],
-        steps: &mut Steps<'_>,
-    ) -> Result<RolledOut> {
-        let current = CurrentInstances::load(&self.home)?;
-        let old = Release::load(&self.home, from)?;
-        let id = current
-            .history
-            .last()
-            .map_or(ReleaseId::new(1), |last| last.next());
-        let release = Release {
-            id,
-            created: rfc3339(std::time::SystemTime::now()),
-            description: description.to_owned(),
-            processes: old.processes,
-            release_command_ran: false,
-        };
-        release.save(&self.home, env)?;
-        match self.roll_out(supervisor, &release, processes, steps) {
-            Ok(rolled_out) => Ok(rolled_out),
-            Err(error) => {
-                let _ = sarge_venv::remove_tree(&self.home.release_dir(id));
-                Err(error)
-            }
-        }
     }
 }

@@ -3,7 +3,7 @@
 //! rollback is a switch, never a build: nothing is unpacked or installed.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::lock::HomeLock;
@@ -11,7 +11,6 @@ use crate::progress::{Event, Progress, Steps};
 use crate::release::{Release, ReleaseId, ReleaseSummary};
 use crate::rollout::RolledOut;
 use crate::state::CurrentInstances;
-use crate::timestamp::rfc3339;
 use crate::Sarge;
 
 /// What a rollback did.
@@ -163,29 +162,21 @@ impl Sarge {
             })
             .copied()
             .collect();
-        let id = current
-            .history
-            .last()
-            .map_or(ReleaseId::new(1), |last| last.next());
-        let release = Release {
-            id,
-            created: rfc3339(SystemTime::now()),
-            description: format!("rollback to {target}"),
-            processes: old.processes.clone(),
-            release_command_ran: false,
-        };
-        release.save(&self.home, &env)?;
-        steps.report(Event::ReleaseMade {
-            release: id,
-            from: target,
-        });
-        let rolled_out = match self.roll_out(&supervisor, &release, &[], &mut steps) {
-            Ok(rolled_out) => rolled_out,
-            Err(error) => {
-                let _ = sarge_venv::remove_tree(&self.home.release_dir(id));
-                return Err(error);
-            }
-        };
+        let id = current.next_release_id();
+        let rolled_out = self.roll_out_copy(
+            &supervisor,
+            &old,
+            &env,
+            &format!("rollback to {target}"),
+            &[],
+            &mut steps,
+            |steps| {
+                steps.report(Event::ReleaseMade {
+                    release: id,
+                    from: target,
+                })
+            },
+        )?;
         let next = self.env()?;
         let names: BTreeSet<&String> = env.keys().chain(next.keys()).collect();
         let env_differs = names

@@ -290,6 +290,37 @@ impl Sarge {
         })
     }
 
+    /// Makes a new release with `from`'s processes and `env`, and rolls it
+    /// out for `processes` (all when empty): a rollback, a config change, a
+    /// restart. `saved` runs once the release is recorded, before its
+    /// instances start. A release that does not become current is removed.
+    /// The lock must be held.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn roll_out_copy(
+        &self,
+        supervisor: &Client,
+        from: &Release,
+        env: &BTreeMap<String, String>,
+        description: &str,
+        processes: &[String],
+        steps: &mut Steps<'_>,
+        saved: impl FnOnce(&mut Steps<'_>),
+    ) -> Result<RolledOut> {
+        let release = Release {
+            id: CurrentInstances::load(&self.home)?.next_release_id(),
+            created: rfc3339(SystemTime::now()),
+            description: description.to_owned(),
+            processes: from.processes.clone(),
+            release_command_ran: false,
+        };
+        release.save(&self.home, env)?;
+        saved(steps);
+        self.roll_out(supervisor, &release, processes, steps)
+            .inspect_err(|_| {
+                let _ = sarge_venv::remove_tree(&self.home.release_dir(release.id));
+            })
+    }
+
     /// A new, empty instance folder; created here so two rollouts never
     /// share an id.
     fn claim_instance_dir(&self, process: &str) -> Result<String> {

@@ -99,6 +99,15 @@ impl CurrentInstances {
         write_json(&home.current_file(), self, crate::privacy::PRIVATE_FILE)
     }
 
+    /// The id of the next release: one past the newest of the history,
+    /// whose newest is never pruned, so an id that named a release that
+    /// was rolled out is never given again.
+    pub(crate) fn next_release_id(&self) -> ReleaseId {
+        self.history
+            .last()
+            .map_or(ReleaseId::new(1), |last| last.next())
+    }
+
     /// The process whose current instance is `id`.
     pub fn process_of(&self, id: &str) -> Option<&str> {
         self.processes
