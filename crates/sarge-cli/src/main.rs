@@ -110,6 +110,12 @@ enum Command {
         /// The process types to restart (default: all).
         processes: Vec<String>,
     },
+    /// Run COUNT instances of PROCESS (0 stops it), with no failed request.
+    Scale {
+        /// PROCESS=COUNT, e.g. `web=3 worker=0`.
+        #[arg(required = true, value_name = "PROCESS=COUNT")]
+        scales: Vec<String>,
+    },
     /// List the current instances.
     List {
         /// Print JSON: {"instances": [{id, process, port, state, created}]}.
@@ -333,6 +339,20 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
             let rolled_out = open()?.restart(&processes, &mut StderrProgress)?;
             print_rolled_out(&rolled_out);
             eprintln!("restarted as release {}", rolled_out.release);
+        }
+        Command::Scale { scales } => {
+            let scales = scales
+                .iter()
+                .map(|scale| scale.parse::<sarge_core::Scale>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let rolled_out = open()?.scale(&scales, &mut StderrProgress)?;
+            print_rolled_out(&rolled_out);
+            let counts: Vec<String> = scales.iter().map(ToString::to_string).collect();
+            eprintln!(
+                "scaled {} as release {}",
+                counts.join(", "),
+                rolled_out.release
+            );
         }
         Command::Rollback { release } => {
             let sarge = open()?;

@@ -91,6 +91,7 @@ mod release_command;
 mod rollback;
 mod rollout;
 mod routing;
+mod scale;
 mod state;
 mod timestamp;
 mod unpack;
@@ -116,7 +117,8 @@ pub use release::{ProcessSpec, Release, ReleaseId, ReleaseSummary};
 pub use rollback::RolledBack;
 pub use rollout::{RolledOut, INSTANCE_VARIABLE};
 pub use sarge_config::ProcessName;
-pub use sarge_haproxy::Slot;
+pub use scale::{Scale, MAX_INSTANCES};
+
 pub use state::{CurrentInstance, CurrentInstances, InstanceRecord};
 
 /// An initialised `$SARGE_HOME` with its configuration loaded.

@@ -14,6 +14,7 @@ use crate::error::{excerpt, Error, Result};
 use crate::lock::HomeLock;
 use crate::progress::{Progress, Steps};
 use crate::release::Release;
+use crate::rollout::Rollout;
 use crate::rollout::{RolledOut, INSTANCE_VARIABLE};
 use crate::state::{read_json, write_json, CurrentInstances};
 use crate::Sarge;
@@ -186,6 +187,7 @@ impl Sarge {
                 &env,
                 description,
                 &[],
+                Rollout::Replace,
                 &mut steps,
                 |_| {},
             )
@@ -239,6 +241,7 @@ impl Sarge {
             &env,
             &description,
             &names,
+            Rollout::Replace,
             &mut steps,
             |_| {},
         )

@@ -10,6 +10,7 @@ use crate::lock::HomeLock;
 use crate::progress::{Event, Progress, Steps};
 use crate::release::{Release, ReleaseId, ReleaseSummary};
 use crate::rollout::RolledOut;
+use crate::rollout::Rollout;
 use crate::state::CurrentInstances;
 use crate::Sarge;
 
@@ -130,7 +131,19 @@ impl Sarge {
                 },
             });
         }
-        let old = Release::load(&self.home, target)?;
+        let mut old = Release::load(&self.home, target)?;
+        // A rollback changes code and env, not capacity: each process keeps
+        // the count it runs at now.
+        if let Some(now) = current
+            .release
+            .and_then(|id| Release::load(&self.home, id).ok())
+        {
+            for (process, spec) in &mut old.processes {
+                if let Some(running) = now.processes.get(process) {
+                    spec.count = running.count;
+                }
+            }
+        }
         let env = Release::env(&self.home, target)?;
         // Every part must still be on disk: a rollback never builds.
         for spec in old.processes.values() {
@@ -169,6 +182,7 @@ impl Sarge {
             &env,
             &format!("rollback to {target}"),
             &[],
+            Rollout::Replace,
             &mut steps,
             |steps| {
                 steps.report(Event::ReleaseMade {
