@@ -78,6 +78,20 @@ fn completions_generate_for_each_shell_without_the_hidden_commands() {
 }
 
 #[test]
+fn init_says_where_to_put_the_tab_completion() {
+    let home = TestHome::initialised("init-shell");
+    let out = home.sarge(&["init"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stderr(&out);
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("tab completion:"))
+        .unwrap_or_else(|| panic!("no tab completion line:\n{text}"));
+    assert!(line.contains("sarge completions bash > "), "{line}");
+    assert!(line.contains("sarge man"), "{line}");
+}
+
+#[test]
 fn man_page_renders_every_command_with_its_examples() {
     let found = Command::new("sh")
         .args(["-c", "command -v man"])

@@ -62,7 +62,9 @@ impl Sarge {
     /// be refused (no release before the current one, an unknown release,
     /// the current one), which `rollback` then explains. Reads only; like
     /// `releases`, it sees what is committed, which is what `rollback`
-    /// sees once it has recovered.
+    /// sees once it has recovered, unless another command commits a
+    /// release in between (`rollback` waits for its lock): then
+    /// [`RolledBack::target`] is the truth.
     pub fn rollback_plan(&self, target: Option<ReleaseId>) -> Result<Option<RollbackPlan>> {
         let current = CurrentInstances::load(&self.home)?;
         let Some(to) = target.or_else(|| previous_release(&current)) else {
