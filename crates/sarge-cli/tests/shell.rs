@@ -143,31 +143,33 @@ fn man_page_renders_every_command_with_its_examples() {
 
 #[test]
 fn every_command_help_ends_with_examples_and_the_bare_usage_hides_supervisord() {
-    let mut commands: Vec<Vec<&str>> = [
-        "init",
-        "deploy",
-        "releases",
-        "rollback",
-        "config",
-        "logs",
-        "restart",
-        "list",
-        "run",
-        "start",
-        "stop",
-        "destroy",
-        "recover",
-        "completions",
-        "man",
-    ]
-    .iter()
-    .map(|command| vec![*command])
-    .collect();
-    for action in ["get", "set", "unset"] {
-        commands.push(vec!["config", action]);
+    // Every command `sarge --help` lists, and those of `config`: a
+    // command added later is held to the same rule.
+    let listed = |args: &[&str]| -> Vec<String> {
+        let help = stdout(&sarge_without_home(args));
+        help.lines()
+            .skip_while(|line| *line != "Commands:")
+            .skip(1)
+            .take_while(|line| line.starts_with("  "))
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|name| *name != "help")
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut commands: Vec<Vec<String>> = listed(&["--help"])
+        .into_iter()
+        .map(|name| vec![name])
+        .collect();
+    assert!(commands.len() >= 15, "{commands:?}");
+    for action in listed(&["config", "--help"]) {
+        commands.push(vec!["config".to_owned(), action]);
     }
+    assert!(
+        commands.contains(&vec!["config".to_owned(), "set".to_owned()]),
+        "{commands:?}"
+    );
     for command in commands {
-        let mut args = command.clone();
+        let mut args: Vec<&str> = command.iter().map(String::as_str).collect();
         args.push("--help");
         let out = sarge_without_home(&args);
         assert!(out.status.success(), "{command:?}: {}", stderr(&out));
