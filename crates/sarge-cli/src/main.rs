@@ -597,7 +597,8 @@ fn print_man() -> ExitCode {
 
 /// sarge's command as users see it: the hidden subcommands that
 /// `bin/supervisord` and `bin/supervisorctl` run are left out, as they are
-/// of `sarge --help`, so neither completion nor the man page offers them.
+/// of `sarge --help`, so neither completion nor the man page offers them;
+/// the value of `SARGE_HOME` is not shown.
 fn visible_command() -> clap::Command {
     let full = Cli::command();
     let visible: Vec<clap::Command> = full
@@ -607,7 +608,11 @@ fn visible_command() -> clap::Command {
         .collect();
     let mut command = clap::Command::new("sarge")
         .version(env!("SARGE_BUILD_VERSION"))
-        .args(full.get_arguments().cloned())
+        // A page installed from one shell must not carry its $SARGE_HOME.
+        .args(
+            full.get_arguments()
+                .map(|arg| arg.clone().hide_env_values(true)),
+        )
         .subcommands(visible);
     if let Some(about) = full.get_about() {
         command = command.about(about.clone());

@@ -139,6 +139,15 @@ fn man_page_renders_every_command_with_its_examples() {
         assert!(text.contains(expected), "no {expected:?} in:\n{text}");
     }
     assert!(!text.contains("supervisorctl"), "{text}");
+
+    // The page is the same whatever home the shell that made it had.
+    let elsewhere = Command::new(SARGE)
+        .arg("man")
+        .env("SARGE_HOME", "/var/local/some_home")
+        .output()
+        .unwrap();
+    assert!(elsewhere.status.success(), "{}", stderr(&elsewhere));
+    assert_eq!(stdout(&elsewhere), stdout(&page));
 }
 
 #[test]
