@@ -51,9 +51,8 @@ fn previous_release(current: &CurrentInstances) -> Option<ReleaseId> {
     let position = current
         .release
         .and_then(|id| current.history.iter().position(|kept| *kept == id))?;
-    position
-        .checked_sub(1)
-        .map(|before| current.history[before])
+    let before = position.checked_sub(1)?;
+    current.history.get(before).copied()
 }
 
 impl Sarge {
