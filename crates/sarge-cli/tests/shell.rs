@@ -69,12 +69,26 @@ fn completions_generate_for_each_shell_without_the_hidden_commands() {
     let file = std::env::temp_dir().join(format!("sarge-completion-{}.bash", std::process::id()));
     std::fs::write(&file, &out.stdout).unwrap();
     let check = Command::new("bash").arg("-n").arg(&file).output().unwrap();
-    let _ = std::fs::remove_file(&file);
     assert!(
         check.status.success(),
         "bash -n refuses the script: {}",
         stderr(&check)
     );
+    // And bash completes with it, as after a Tab: a command, then a flag.
+    let complete = |words: &str, current: usize| -> String {
+        let script = format!(
+            "source '{}'; COMP_WORDS=({words}); COMP_CWORD={current}; \
+             _sarge sarge \"${{COMP_WORDS[$COMP_CWORD]}}\" \"${{COMP_WORDS[$COMP_CWORD-1]}}\"; \
+             echo \"${{COMPREPLY[@]}}\"",
+            file.display()
+        );
+        let out = Command::new("bash").arg("-c").arg(script).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_owned()
+    };
+    assert_eq!(complete("sarge rol", 1), "rollback");
+    assert_eq!(complete("sarge destroy --y", 2), "--yes");
+    let _ = std::fs::remove_file(&file);
 }
 
 #[test]
