@@ -114,7 +114,7 @@ pub use orphans::{Orphan, StoppedOrphans, SUPERVISORD_MARKER};
 pub use procfile::{is_valid_process_name, Procfile};
 pub use progress::{Event, Progress, Silent};
 pub use release::{ProcessSpec, Release, ReleaseId, ReleaseSummary};
-pub use rollback::RolledBack;
+pub use rollback::{RollbackPlan, RolledBack};
 pub use rollout::{RolledOut, INSTANCE_VARIABLE};
 pub use sarge_config::ProcessName;
 pub use scale::{Scale, MAX_INSTANCES};
