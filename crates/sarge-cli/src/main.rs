@@ -129,6 +129,9 @@ enum Command {
         processes: Vec<String>,
     },
     /// Run COUNT instances of PROCESS (0 stops it), with no failed request.
+    #[command(
+        after_help = "Examples:\n  sarge scale web=3\n  sarge scale web=1 worker=0   # worker stops; it stays in the release"
+    )]
     Scale {
         /// PROCESS=COUNT, e.g. `web=3 worker=0`.
         #[arg(required = true, value_name = "PROCESS=COUNT")]
@@ -351,11 +354,11 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
                         };
                         pairs.push((name.to_owned(), value.to_owned()));
                     }
-                    let changed = sarge.config_set(&pairs, !no_restart, &mut StderrProgress)?;
+                    let changed = sarge.set_env(&pairs, !no_restart, &mut StderrProgress)?;
                     report_config_change(&changed);
                 }
                 Some(ConfigAction::Unset { names, no_restart }) => {
-                    let changed = sarge.config_unset(&names, !no_restart, &mut StderrProgress)?;
+                    let changed = sarge.unset_env(&names, !no_restart, &mut StderrProgress)?;
                     report_config_change(&changed);
                 }
             }
@@ -398,7 +401,23 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
                 .iter()
                 .map(|scale| scale.parse::<sarge_core::Scale>())
                 .collect::<Result<Vec<_>, _>>()?;
-            let rolled_out = open()?.scale(&scales, &mut StderrProgress)?;
+            let sarge = open()?;
+            // One line first: what is about to change.
+            let running = sarge
+                .releases()?
+                .into_iter()
+                .find(|release| release.current)
+                .map(|release| release.processes)
+                .unwrap_or_default();
+            let changes: Vec<String> = scales
+                .iter()
+                .map(|scale| match running.get(scale.process.as_str()) {
+                    Some(count) => format!("{} from {count} to {}", scale.process, scale.count),
+                    None => scale.to_string(),
+                })
+                .collect();
+            eprintln!("Scaling {}", changes.join(", "));
+            let rolled_out = sarge.scale(&scales, &mut StderrProgress)?;
             print_rolled_out(&rolled_out);
             let counts: Vec<String> = scales.iter().map(ToString::to_string).collect();
             eprintln!(

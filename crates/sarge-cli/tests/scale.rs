@@ -42,7 +42,7 @@ fn answering_ports(home: &TestHome, tries: usize) -> BTreeSet<String> {
         .collect()
 }
 
-fn scale(home: &TestHome, arg: &str) {
+fn scale(home: &TestHome, arg: &str) -> String {
     let load = Load::start(home.stable);
     let out = home.sarge(&["scale", arg]);
     let (fresh, kept) = load.finish();
@@ -58,6 +58,7 @@ fn scale(home: &TestHome, arg: &str) {
         "scale {arg}: {fresh:?} {kept:?}"
     );
     assert!(fresh.served > 0 && kept.served > 0, "scale {arg}: no load");
+    stderr(&out)
 }
 
 #[test]
@@ -68,7 +69,8 @@ fn scale_up_to_three_and_down_to_one_with_no_failed_request() {
     let first = web_ports(&home);
     assert_eq!(first.len(), 1);
 
-    scale(&home, "web=3");
+    let said = scale(&home, "web=3");
+    assert!(said.starts_with("Scaling web from 1 to 3\n"), "{said}");
     let ports = web_ports(&home);
     assert_eq!(ports.len(), 3, "{:?}", home.instances());
     // The first instance kept running; requests reach every instance.
@@ -92,7 +94,8 @@ fn scale_up_to_three_and_down_to_one_with_no_failed_request() {
         assert!(stdout(&out).contains(label), "{label}: {}", stdout(&out));
     }
 
-    scale(&home, "web=1");
+    let said = scale(&home, "web=1");
+    assert!(said.starts_with("Scaling web from 3 to 1\n"), "{said}");
     let ports = web_ports(&home);
     assert_eq!(ports, first, "scaling down keeps the oldest instance");
     assert_eq!(answering_ports(&home, 6), first);

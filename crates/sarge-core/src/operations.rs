@@ -103,7 +103,7 @@ impl Sarge {
     /// Sets env `values` (NAME, value) and, unless `restart` is false,
     /// rolls out a new release with the same code and virtualenv and the
     /// new env. A bad name is refused before anything changes.
-    pub fn config_set(
+    pub fn set_env(
         &self,
         values: &[(String, String)],
         restart: bool,
@@ -128,7 +128,7 @@ impl Sarge {
 
     /// Unsets env `names` (also those `sarge.yaml` sets) and, unless
     /// `restart` is false, rolls out a new release without them.
-    pub fn config_unset(
+    pub fn unset_env(
         &self,
         names: &[String],
         restart: bool,
