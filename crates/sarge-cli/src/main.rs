@@ -111,9 +111,11 @@ enum Command {
         json: bool,
     },
     /// Print the app's output, each line prefixed with its instance.
-    #[command(after_help = "Examples:\n  sarge logs web -n 20\n  sarge logs -f")]
+    #[command(
+        after_help = "Examples:\n  sarge logs web -n 20\n  sarge logs -f\n  sarge logs --release v6   # a kept release's instances, after they are gone"
+    )]
     Logs {
-        /// A process name or an instance id (default: every process).
+        /// A process name, `PROCESS.N` or an instance id (default: every process).
         target: Option<String>,
         /// How many of the last lines of each instance.
         #[arg(short = 'n', long, default_value_t = 100)]
@@ -121,6 +123,9 @@ enum Command {
         /// Keep printing what the instances write, across deploys.
         #[arg(short, long)]
         follow: bool,
+        /// The instances that served RELEASE (a kept one), not the current ones.
+        #[arg(long, value_name = "RELEASE", conflicts_with = "follow")]
+        release: Option<String>,
     },
     /// New instances of the current release, with no failed request.
     #[command(after_help = "Examples:\n  sarge restart\n  sarge restart web")]
@@ -367,10 +372,14 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
             target,
             lines,
             follow,
+            release,
         } => {
             let sarge = open()?;
             let mut out = std::io::stdout().lock();
-            let (last, mut follower) = if follow {
+            let (last, mut follower) = if let Some(release) = release {
+                let release = release.parse::<sarge_core::ReleaseId>()?;
+                (sarge.release_logs(release, target.as_deref(), lines)?, None)
+            } else if follow {
                 let (last, follower) = sarge.follow_logs(target.as_deref(), lines)?;
                 (last, Some(follower))
             } else {

@@ -157,9 +157,9 @@ fn logs_print_the_last_lines_and_follow_across_a_deploy() {
         .spawn()
         .unwrap();
     let (sender, lines) = std::sync::mpsc::channel();
-    let stdout = follower.stdout.take().unwrap();
+    let follower_out = follower.stdout.take().unwrap();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
+        for line in std::io::BufReader::new(follower_out)
             .lines()
             .map_while(Result::ok)
         {
@@ -192,6 +192,21 @@ fn logs_print_the_last_lines_and_follow_across_a_deploy() {
         seen.iter().all(|line| line.starts_with("web.1 | ")),
         "{seen:?}"
     );
+
+    // The replaced instance is gone, but its release is kept: its lines
+    // are still there under --release, and no longer in the current logs.
+    let first = home.releases().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = home.sarge(&["logs", "--release", &first, "-n", "50"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("/before"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("/after-deploy"), "{}", stdout(&out));
+    assert!(!stdout(&home.sarge(&["logs", "-n", "50"])).contains("/before"));
+    let out = home.sarge(&["logs", "--release", "v99"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("v99"), "{}", stderr(&out));
 
     let out = home.sarge(&["logs", "nosuch"]);
     assert!(!out.status.success());

@@ -10,7 +10,8 @@ use std::io::{Read, Seek, SeekFrom};
 use camino::Utf8PathBuf;
 
 use crate::error::{Error, Result};
-use crate::state::{CurrentInstances, InstanceRecord};
+use crate::release::{ReleaseId, ServedBy};
+use crate::state::CurrentInstances;
 use crate::Sarge;
 
 /// One line of an instance's output.
@@ -46,16 +47,75 @@ impl Sarge {
     /// process (or the process or instance `target` names). Reads only.
     pub fn logs(&self, target: Option<&str>, lines: usize) -> Result<Vec<LogLine>> {
         let mut out = Vec::new();
-        for (record, source) in self.log_sources(target)? {
-            let path = self.home.program_log(&record.id);
-            let (text, _) = tail(&path, lines)?;
-            out.extend(text.into_iter().map(|text| LogLine {
-                source: source.clone(),
-                instance: record.id.clone(),
-                text,
-            }));
+        for (id, source) in self.log_sources(target)? {
+            out.extend(self.last_lines(&id, &source, lines)?.0);
         }
         Ok(out)
+    }
+
+    /// The last `lines` lines of each instance that served release
+    /// `release` (of the process or instance `target` names), while the
+    /// release is kept: the logs of a release rolled back from, say, after
+    /// its instances are gone. Reads only.
+    pub fn release_logs(
+        &self,
+        release: ReleaseId,
+        target: Option<&str>,
+        lines: usize,
+    ) -> Result<Vec<LogLine>> {
+        let current = CurrentInstances::load(&self.home)?;
+        if !current.history.contains(&release) {
+            return Err(Error::UnknownRelease {
+                id: release.to_string(),
+                known: current
+                    .history
+                    .iter()
+                    .rev()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let served = ServedBy::load(&self.home, release)?;
+        let mut out = Vec::new();
+        let mut matched = false;
+        for (process, ids) in &served.processes {
+            for (index, id) in ids.iter().enumerate() {
+                let label = format!("{process}.{}", index + 1);
+                if target.is_none_or(|target| target == process || target == id || target == label)
+                {
+                    matched = true;
+                    out.extend(self.last_lines(id, &label, lines)?.0);
+                }
+            }
+        }
+        if let (Some(target), false) = (target, matched) {
+            return Err(Error::UnknownTarget {
+                target: crate::error::excerpt(target),
+                known: served
+                    .processes
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The last `lines` lines of instance `id`'s log as `source`, and the
+    /// offset just after them.
+    fn last_lines(&self, id: &str, source: &str, lines: usize) -> Result<(Vec<LogLine>, u64)> {
+        let (text, end) = tail(&self.home.program_log(id), lines)?;
+        let lines = text
+            .into_iter()
+            .map(|text| LogLine {
+                source: source.to_owned(),
+                instance: id.to_owned(),
+                text,
+            })
+            .collect();
+        Ok((lines, end))
     }
 
     /// The last `lines` lines, as [`Sarge::logs`] gives them, and a
@@ -73,22 +133,18 @@ impl Sarge {
             partial: BTreeMap::new(),
         };
         let mut out = Vec::new();
-        for (record, source) in self.log_sources(target)? {
-            let path = self.home.program_log(&record.id);
-            let (text, end) = tail(&path, lines)?;
-            out.extend(text.into_iter().map(|text| LogLine {
-                source: source.clone(),
-                instance: record.id.clone(),
-                text,
-            }));
-            follower.followed.insert(record.id, (source, path, end));
+        for (id, source) in self.log_sources(target)? {
+            let (last, end) = self.last_lines(&id, &source, lines)?;
+            out.extend(last);
+            let path = self.home.program_log(&id);
+            follower.followed.insert(id, (source, path, end));
         }
         Ok((out, follower))
     }
 
     /// The current instances whose logs `target` asks for, with their
     /// source names. An unknown target is an error naming what exists.
-    fn log_sources(&self, target: Option<&str>) -> Result<Vec<(InstanceRecord, String)>> {
+    fn log_sources(&self, target: Option<&str>) -> Result<Vec<(String, String)>> {
         let current = CurrentInstances::load(&self.home)?;
         let mut sources = Vec::new();
         for (process, instances) in &current.processes {
@@ -99,9 +155,7 @@ impl Sarge {
                     Some(target) => target == process || target == instance.id || target == label,
                 };
                 if matches {
-                    if let Ok(record) = InstanceRecord::load(&self.home, &instance.id) {
-                        sources.push((record, label));
-                    }
+                    sources.push((instance.id.clone(), label));
                 }
             }
         }
@@ -128,13 +182,10 @@ impl LogFollower<'_> {
         // Tolerant of an unknown target here: a process can go and come
         // back while a user follows.
         if let Ok(sources) = self.sarge.log_sources(self.target.as_deref()) {
-            let current: Vec<String> = sources
-                .iter()
-                .map(|(record, _)| record.id.clone())
-                .collect();
-            for (record, source) in sources {
-                let path = self.sarge.home.program_log(&record.id);
-                self.followed.entry(record.id).or_insert((source, path, 0));
+            let current: Vec<String> = sources.iter().map(|(id, _)| id.clone()).collect();
+            for (id, source) in sources {
+                let path = self.sarge.home.program_log(&id);
+                self.followed.entry(id).or_insert((source, path, 0));
             }
             let lines = self.read_new()?;
             self.followed.retain(|id, _| current.contains(id));

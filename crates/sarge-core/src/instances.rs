@@ -520,7 +520,14 @@ impl Sarge {
     /// instances that still have a folder, and of supervisord and haproxy,
     /// are never touched.
     fn prune_logs(&self) -> Result<()> {
-        let existing: BTreeSet<String> = self.instance_ids()?.into_iter().collect();
+        let mut existing: BTreeSet<String> = self.instance_ids()?.into_iter().collect();
+        // The logs of a kept release's instances stay readable
+        // (`sarge logs --release`) until the release is pruned.
+        for release in CurrentInstances::load(&self.home)?.history {
+            if let Ok(served) = crate::release::ServedBy::load(&self.home, release) {
+                existing.extend(served.processes.into_values().flatten());
+            }
+        }
         let mut removed: BTreeMap<String, (SystemTime, Vec<Utf8PathBuf>)> = BTreeMap::new();
         let log_dir = self.home.log_dir();
         for entry in fs_err::read_dir(&log_dir)? {

@@ -190,3 +190,46 @@ mod tests {
         );
     }
 }
+
+/// The instances that served a release, `var/releases/vN/instances.json`:
+/// their logs stay readable (`sarge logs --release vN`) while the release
+/// is kept, after the instances themselves are gone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ServedBy {
+    /// Per process, its instance ids in order (`web.1`, `web.2`, ...).
+    pub(crate) processes: BTreeMap<String, Vec<String>>,
+}
+
+impl ServedBy {
+    /// The instances `current` names.
+    pub(crate) fn of(current: &crate::state::CurrentInstances) -> Self {
+        ServedBy {
+            processes: current
+                .processes
+                .iter()
+                .map(|(process, instances)| {
+                    let ids = instances.iter().map(|instance| instance.id.clone());
+                    (process.clone(), ids.collect())
+                })
+                .collect(),
+        }
+    }
+
+    fn path(home: &Home, id: ReleaseId) -> Utf8PathBuf {
+        home.release_dir(id).join("instances.json")
+    }
+
+    pub(crate) fn save(&self, home: &Home, id: ReleaseId) -> Result<()> {
+        crate::state::write_json(&Self::path(home, id), self, crate::privacy::PRIVATE_FILE)
+    }
+
+    /// What served release `id`; nothing for a release made before this
+    /// was recorded.
+    pub(crate) fn load(home: &Home, id: ReleaseId) -> Result<Self> {
+        let path = Self::path(home, id);
+        if !path.exists() {
+            return Ok(Self::default());
+        }
+        crate::state::read_json(&path)
+    }
+}

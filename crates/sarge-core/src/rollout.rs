@@ -281,7 +281,13 @@ impl Sarge {
         current.release = Some(release.id);
         current.history.retain(|id| *id != release.id);
         current.history.push(release.id);
-        if let Err(error) = current.save(&self.home) {
+        // Which instances served this release, for `sarge logs --release`
+        // once they are gone; kept with the release, pruned with it.
+        let served = crate::release::ServedBy::of(&current);
+        if let Err(error) = served
+            .save(&self.home, release.id)
+            .and_then(|()| current.save(&self.home))
+        {
             // The state still names the old instances: they get their
             // traffic back before the new ones are removed.
             if let Some(live) = &live {
