@@ -72,7 +72,7 @@ enum Command {
     Init,
     /// Deploy PROCESS of the app in TARBALL (tar or tar.gz; `-` reads stdin).
     #[command(
-        after_help = "Examples:\n  git archive HEAD | ssh server /var/local/my_awesome_app/bin/sarge deploy -\n  sarge deploy app.tar.gz web   # only web gets the new code"
+        after_help = "Examples:\n  git archive HEAD | ssh server /var/local/my_awesome_app/bin/sarge deploy -\n  sarge deploy app.tar.gz web   # only web gets the new code\n  sarge deploy --prepare app.tar.gz   # prints e.g. v8; then `sarge switch v8`"
     )]
     Deploy {
         /// Path of the tarball, or `-` for standard input.
@@ -80,6 +80,26 @@ enum Command {
         /// The Procfile process types that get the new code (default: all
         /// but `release`); the release keeps the others on their code.
         processes: Vec<String>,
+        /// Stop once the new instances are ready, with nothing switched;
+        /// print the release id for `sarge switch` or `sarge discard`.
+        #[arg(long)]
+        prepare: bool,
+        /// With --prepare: skip the Procfile's release command (it ran on
+        /// another server of the same deploy).
+        #[arg(long, requires = "prepare")]
+        no_release_command: bool,
+    },
+    /// Switch to RELEASE, prepared by `deploy --prepare`, with no failed request.
+    #[command(after_help = "Example:\n  sarge switch v8")]
+    Switch {
+        /// The prepared release, e.g. `v8`.
+        release: String,
+    },
+    /// Remove RELEASE, prepared by `deploy --prepare` and not switched to.
+    #[command(after_help = "Example:\n  sarge discard v8")]
+    Discard {
+        /// The prepared release, e.g. `v8`.
+        release: String,
     },
     /// List the releases you can roll back to, newest first.
     #[command(
@@ -276,7 +296,42 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
                 "tab completion:  sarge completions bash > ~/.local/share/bash-completion/completions/sarge  (or zsh, fish; the man page: sarge man | man -l -)"
             );
         }
-        Command::Deploy { tarball, processes } => {
+        Command::Deploy {
+            tarball,
+            processes,
+            prepare: true,
+            no_release_command,
+        } => {
+            let sarge = open()?;
+            let processes: Vec<&str> = processes.iter().map(String::as_str).collect();
+            let release_command = !no_release_command;
+            let prepared = if tarball == "-" {
+                let stdin = std::io::stdin().lock();
+                sarge.prepare(stdin, &processes, release_command, &mut StderrProgress)?
+            } else {
+                let file = fs_err::File::open(&tarball)?;
+                sarge.prepare(file, &processes, release_command, &mut StderrProgress)?
+            };
+            let release = prepared.prepared.release;
+            eprintln!(
+                "prepared release {release} [{}]; `sarge switch {release}` serves it",
+                millis(prepared.elapsed)
+            );
+            println!("{release}");
+        }
+        Command::Switch { release } => {
+            let rolled_out = open()?.switch(release.parse()?, &mut StderrProgress)?;
+            print_rolled_out(&rolled_out);
+            eprintln!("switched to release {}", rolled_out.release);
+        }
+        Command::Discard { release } => {
+            let release: sarge_core::ReleaseId = release.parse()?;
+            open()?.discard(release, &mut StderrProgress)?;
+            eprintln!("discarded release {release}");
+        }
+        Command::Deploy {
+            tarball, processes, ..
+        } => {
             let sarge = open()?;
             let mut progress = StderrProgress;
             let processes: Vec<&str> = processes.iter().map(String::as_str).collect();

@@ -74,6 +74,11 @@ pub struct Config {
     /// 300): migrations can be slow, but a hung one must not hold the
     /// deploy lock forever. Never zero.
     pub release_timeout: Duration,
+    /// How long a release prepared with `sarge deploy --prepare` waits for
+    /// its `sarge switch` before the next command discards it
+    /// (`prepared_timeout`, seconds, default 600): a client that vanished
+    /// between the phases leaks nothing. Never zero.
+    pub prepared_timeout: Duration,
 }
 
 /// An HTTP check that a new instance must pass before it gets traffic: a
@@ -116,6 +121,7 @@ const DEFAULT_KEEP_RELEASES: u32 = 5;
 /// Long enough for a real migration, short enough that a command waiting on
 /// a lock or on input is noticed the same day.
 const DEFAULT_RELEASE_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_PREPARED_TIMEOUT: Duration = Duration::from_secs(600);
 
 const TOP_LEVEL_KEYS: &[&str] = &[
     "port_range",
@@ -135,6 +141,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "log_backups",
     "keep_releases",
     "release_timeout",
+    "prepared_timeout",
 ];
 
 const HEALTHCHECK_KEYS: &[&str] = &["path", "host", "timeout"];
@@ -163,6 +170,7 @@ impl Config {
             log_backups: DEFAULT_LOG_BACKUPS,
             keep_releases: DEFAULT_KEEP_RELEASES,
             release_timeout: DEFAULT_RELEASE_TIMEOUT,
+            prepared_timeout: DEFAULT_PREPARED_TIMEOUT,
         }
     }
 
@@ -256,6 +264,12 @@ impl Config {
             return Err(invalid(
                 "release_timeout".into(),
                 "0 would kill the release command before it runs; expected seconds above 0".into(),
+            ));
+        }
+        if self.prepared_timeout.is_zero() {
+            return Err(invalid(
+                "prepared_timeout".into(),
+                "0 would discard a prepared release before it can be switched; expected seconds above 0".into(),
             ));
         }
         Ok(())
@@ -405,6 +419,16 @@ impl Parser<'_> {
                 ));
             }
             config.release_timeout = timeout;
+        }
+        if let Some(value) = top.get("prepared_timeout") {
+            let timeout = self.seconds("prepared_timeout", value)?;
+            if timeout.is_zero() {
+                return Err(self.invalid(
+                    "prepared_timeout",
+                    "0 would discard a prepared release before it can be switched; expected seconds above 0",
+                ));
+            }
+            config.prepared_timeout = timeout;
         }
         Ok(config)
     }

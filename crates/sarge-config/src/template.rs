@@ -52,6 +52,8 @@ env: {{}}
 # keep_releases: 5
 # Seconds the Procfile's release: command may run:
 # release_timeout: 300
+# Seconds a release prepared by `deploy --prepare` waits for `sarge switch`:
+# prepared_timeout: 600
 # HTTP check a new instance must pass (a 2xx answer) before it gets traffic;
 # add host: NAME to send that Host header instead of localhost:
 # healthcheck:
@@ -106,6 +108,8 @@ env: {}
 # keep_releases: 5
 # Seconds the Procfile's release: command may run:
 # release_timeout: 300
+# Seconds a release prepared by `deploy --prepare` waits for `sarge switch`:
+# prepared_timeout: 600
 # HTTP check a new instance must pass (a 2xx answer) before it gets traffic;
 # add host: NAME to send that Host header instead of localhost:
 # healthcheck:

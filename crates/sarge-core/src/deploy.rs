@@ -20,7 +20,7 @@ use crate::release::{ProcessSpec, Release, ReleaseId};
 use crate::release_command::ReleaseCommand;
 use crate::rollout::Rollout;
 use crate::rollout::{random_hex, RolledOut};
-use crate::state::CurrentInstances;
+use crate::state::{CurrentInstances, PreparedRelease};
 use crate::timestamp::rfc3339;
 use crate::unpack::{unpack_tarball, Limits};
 use crate::Sarge;
@@ -40,6 +40,34 @@ pub struct Deployed {
     pub elapsed: Duration,
 }
 
+/// What [`Sarge::prepare`] made: a release whose instances run and
+/// answered on their own ports, waiting for [`Sarge::switch`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Prepared {
+    /// The prepared release, its instances and when it expires.
+    pub prepared: crate::state::PreparedRelease,
+    /// Whether an existing virtualenv was reused (no installer ran).
+    pub venv_reused: Option<bool>,
+    /// How long the preparation took.
+    pub elapsed: Duration,
+}
+
+/// How far a deploy goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Switch and commit: the whole deploy.
+    Whole,
+    /// Stop once the new instances are ready; run the release command or not.
+    Prepare { release_command: bool },
+}
+
+/// What a deploy made, by phase.
+enum Made {
+    RolledOut(RolledOut),
+    Prepared(crate::state::PreparedRelease),
+}
+
 impl Sarge {
     /// Deploys the app in `tarball` (a tar or tar.gz stream) as a new
     /// release: `processes` get the new code (every process type of its
@@ -53,6 +81,52 @@ impl Sarge {
         processes: &[&str],
         progress: &mut dyn Progress,
     ) -> Result<Deployed> {
+        let (made, venv_reused, elapsed) =
+            self.deploy_to(tarball, processes, Phase::Whole, progress)?;
+        match made {
+            Made::RolledOut(rolled_out) => Ok(Deployed {
+                rolled_out,
+                venv_reused,
+                elapsed,
+            }),
+            Made::Prepared(_) => unreachable!("a whole deploy rolls out"),
+        }
+    }
+
+    /// The first phase of a deploy in two (see [`Sarge::switch`]): like
+    /// [`Sarge::deploy`] up to the new instances being ready on their own
+    /// ports, with nothing switched. The release command runs only with
+    /// `release_command` (so that, over several servers, migrations run
+    /// once). The release waits for [`Sarge::switch`] or
+    /// [`Sarge::discard`]; the first command after `prepared_timeout`
+    /// discards it. A release prepared earlier and not switched is
+    /// replaced.
+    pub fn prepare(
+        &self,
+        tarball: impl Read,
+        processes: &[&str],
+        release_command: bool,
+        progress: &mut dyn Progress,
+    ) -> Result<Prepared> {
+        let phase = Phase::Prepare { release_command };
+        let (made, venv_reused, elapsed) = self.deploy_to(tarball, processes, phase, progress)?;
+        match made {
+            Made::Prepared(prepared) => Ok(Prepared {
+                prepared,
+                venv_reused,
+                elapsed,
+            }),
+            Made::RolledOut(_) => unreachable!("a prepare does not roll out"),
+        }
+    }
+
+    fn deploy_to(
+        &self,
+        tarball: impl Read,
+        processes: &[&str],
+        phase: Phase,
+        progress: &mut dyn Progress,
+    ) -> Result<(Made, Option<bool>, Duration)> {
         let started = Instant::now();
         let mut steps = Steps::new(progress);
         for process in processes {
@@ -84,7 +158,15 @@ impl Sarge {
 
         let _lock = HomeLock::acquire(&self.home, &mut steps)?;
         self.clean_leftovers(&supervisor, &mut steps)?;
-        let current = CurrentInstances::load(&self.home)?;
+        let mut current = CurrentInstances::load(&self.home)?;
+        if phase != Phase::Whole && current.prepared.is_some() {
+            // One prepared release at a time: the newer one replaces it.
+            let replaced = current.prepared.as_ref().map(|prepared| prepared.release);
+            self.discard_prepared(&supervisor, &mut current)?;
+            if let Some(release) = replaced {
+                steps.report(Event::Discarded { release });
+            }
+        }
 
         let procfile = read_procfile(&app_dir)?;
         let rolled: Vec<String> = if processes.is_empty() {
@@ -158,7 +240,11 @@ impl Sarge {
             release_command_ran: false,
         };
         let made = (|| {
-            if let Some(command) = procfile.command(RELEASE_PROCESS) {
+            let release_command = phase
+                != Phase::Prepare {
+                    release_command: false,
+                };
+            if let (Some(command), true) = (procfile.command(RELEASE_PROCESS), release_command) {
                 self.run_release_command(
                     command,
                     id,
@@ -170,21 +256,43 @@ impl Sarge {
                 release.release_command_ran = true;
             }
             release.save(&self.home, &env)?;
-            self.roll_out(&supervisor, &release, &rolled, Rollout::Replace, &mut steps)
+            if phase == Phase::Whole {
+                let rolled_out =
+                    self.roll_out(&supervisor, &release, &rolled, Rollout::Replace, &mut steps)?;
+                return Ok(Made::RolledOut(rolled_out));
+            }
+            let started = self.start_rollout(
+                &supervisor,
+                &release,
+                &rolled,
+                Rollout::Replace,
+                false,
+                &mut steps,
+            )?;
+            let mut current = CurrentInstances::load(&self.home)?;
+            let prepared = PreparedRelease {
+                release: release.id,
+                based_on: current.release,
+                instances: started.started(),
+                expires: self.prepared_expiry(),
+            };
+            current.prepared = Some(prepared.clone());
+            current.last_prepared = Some(release.id);
+            current.save(&self.home)?;
+            started.keep_instances();
+            steps.report(Event::Prepared {
+                release: release.id,
+            });
+            Ok(Made::Prepared(prepared))
         })();
-        let rolled_out = match made {
-            Ok(rolled_out) => rolled_out,
+        match made {
+            Ok(made) => Ok((made, venv.map(|venv| venv.reused), started.elapsed())),
             Err(error) => {
                 // Never current: nothing may keep it.
                 let _ = sarge_venv::remove_tree(&release_dir);
-                return Err(error);
+                Err(error)
             }
-        };
-        Ok(Deployed {
-            rolled_out,
-            venv_reused: venv.map(|venv| venv.reused),
-            elapsed: started.elapsed(),
-        })
+        }
     }
 
     /// Installs the app's requirements.txt into a shared virtualenv, if it

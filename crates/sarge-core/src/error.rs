@@ -194,6 +194,25 @@ pub enum Error {
         /// The kept releases, newest first.
         known: String,
     },
+    /// `sarge switch` or `sarge discard` of a release that is not the
+    /// prepared one.
+    #[error("release {id} is not prepared (prepared: {prepared}); prepare it with `sarge deploy --prepare`")]
+    NotPrepared {
+        /// The release asked for.
+        id: crate::ReleaseId,
+        /// The release that is prepared, or `none`.
+        prepared: String,
+    },
+    /// The current release changed since the prepared one was prepared.
+    #[error("release {id} was prepared on top of {based_on}, but {current} is current now; it was discarded, prepare again")]
+    PreparedStale {
+        /// The prepared release.
+        id: crate::ReleaseId,
+        /// The release current when it was prepared, or `none`.
+        based_on: String,
+        /// The release current now, or `none`.
+        current: String,
+    },
     /// A release whose deploy ran no release command.
     #[error("release {id} ran no release command (its Procfile has no release: line)")]
     NoReleaseOutput {

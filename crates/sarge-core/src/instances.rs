@@ -20,7 +20,7 @@ use crate::launcher::launcher_path;
 use crate::lock::{HomeLock, UploadMark};
 use crate::progress::{Event, Progress, Steps};
 use crate::routing::{Router, HAPROXY_PROGRAM};
-use crate::state::{CurrentInstances, InstanceRecord};
+use crate::state::{CurrentInstances, InstanceRecord, PreparedRelease};
 use crate::Sarge;
 
 /// How many removed instances keep their logs (at most 40 MB each, see
@@ -382,6 +382,19 @@ impl Sarge {
             }
         }
         let mut current = CurrentInstances::load(&self.home)?;
+        // A prepared release nobody switched to in time: its client is gone.
+        if let Some(late) = current
+            .prepared
+            .as_ref()
+            .and_then(|prepared| prepared.expired_for().map(|late| (prepared.release, late)))
+        {
+            self.discard_prepared(supervisor, &mut current)?;
+            steps.warn(format!(
+                "release {} was prepared but not switched to within prepared_timeout; discarded it ({} s late)",
+                late.0,
+                late.1.as_secs()
+            ));
+        }
         // A current instance whose record is gone (deleted by hand, lost
         // to a disk error) cannot run or be routed to: drop it from the
         // state, so that it never blocks a command again.
@@ -410,9 +423,16 @@ impl Sarge {
         if !gone.is_empty() {
             current.save(&self.home)?;
         }
+        // The instances of a prepared release are not leftovers.
         let current_ids: BTreeSet<&str> = current
             .instances()
             .map(|(_, instance)| instance.id.as_str())
+            .chain(
+                current
+                    .prepared
+                    .iter()
+                    .flat_map(PreparedRelease::instance_ids),
+            )
             .collect();
         let mut leftovers: BTreeSet<String> = self
             .instance_ids()?

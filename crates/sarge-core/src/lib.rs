@@ -82,6 +82,7 @@ mod lock;
 mod logs;
 mod operations;
 mod orphans;
+mod prepared;
 mod privacy;
 mod probe;
 mod procfile;
@@ -104,7 +105,7 @@ use sarge_supervisor::Client;
 use sarge_venv::{Installer, VenvStore};
 
 pub use app_logs::{LogFollower, LogLine};
-pub use deploy::Deployed;
+pub use deploy::{Deployed, Prepared};
 pub use error::{Error, Result};
 pub use home::Home;
 pub use init::{init, InitOptions, Initialised};
@@ -119,7 +120,7 @@ pub use rollout::{RolledOut, INSTANCE_VARIABLE};
 pub use sarge_config::ProcessName;
 pub use scale::{Scale, MAX_INSTANCES};
 
-pub use state::{CurrentInstance, CurrentInstances, InstanceRecord};
+pub use state::{CurrentInstance, CurrentInstances, InstanceRecord, PreparedRelease};
 
 /// An initialised `$SARGE_HOME` with its configuration loaded.
 #[derive(Debug)]

@@ -86,6 +86,16 @@ pub enum Event<'a> {
         /// The release.
         release: ReleaseId,
     },
+    /// The release's instances are ready and wait for `sarge switch`.
+    Prepared {
+        /// The release.
+        release: ReleaseId,
+    },
+    /// A prepared release was removed, never switched to.
+    Discarded {
+        /// The release.
+        release: ReleaseId,
+    },
     /// An old instance's open requests finished, or the drain timed out.
     Drained {
         /// The instance id.
@@ -142,6 +152,8 @@ impl Event<'_> {
             Event::Ready { .. } => "ready",
             Event::Switched { .. } => "switch",
             Event::Committed { .. } => "commit",
+            Event::Prepared { .. } => "prepared",
+            Event::Discarded { .. } => "discard",
             Event::Drained { .. } => "drain",
             Event::Removed { .. } => "cleanup",
             Event::Unrouted { .. } => "unroute",
@@ -195,6 +207,10 @@ impl fmt::Display for Event<'_> {
                 write!(f, "{address} -> 127.0.0.1:{}", instance.port)
             }
             Event::Committed { release } => write!(f, "release {release}"),
+            Event::Prepared { release } => {
+                write!(f, "release {release}, ready; nothing switched")
+            }
+            Event::Discarded { release } => write!(f, "release {release}, never switched"),
             Event::Drained { instance, waited } => {
                 write!(f, "{instance} after {} ms", waited.as_millis())
             }

@@ -86,7 +86,72 @@ impl ProcessRollout {
     }
 }
 
+/// A rollout whose new instances are started and ready, and not yet
+/// switched to; see [`Sarge::start_rollout`].
+pub(crate) struct StartedRollout<'a> {
+    plans: Vec<ProcessRollout>,
+    /// Removes the new instances unless the rollout commits.
+    pending: PendingInstances<'a>,
+    live: Option<crate::routing::LiveWorker>,
+}
+
+impl StartedRollout<'_> {
+    /// The new instances, per process.
+    pub(crate) fn started(&self) -> BTreeMap<String, Vec<String>> {
+        self.plans
+            .iter()
+            .map(|plan| {
+                let ids = plan.started.iter().map(|record| record.id.clone());
+                (plan.process.clone(), ids.collect())
+            })
+            .collect()
+    }
+
+    /// Keeps the new instances: they outlive this value (a prepared
+    /// release), and whoever takes them over removes them on failure.
+    pub(crate) fn keep_instances(mut self) {
+        self.pending.ids.clear();
+    }
+}
+
 impl Sarge {
+    /// Takes over the instances of `prepared` (started and found ready by
+    /// an earlier command) as a started rollout replacing the running
+    /// instances of its processes. An instance no longer up fails here.
+    pub(crate) fn resume_rollout<'a>(
+        &'a self,
+        supervisor: &'a Client,
+        prepared: &crate::state::PreparedRelease,
+    ) -> Result<StartedRollout<'a>> {
+        let current = CurrentInstances::load(&self.home)?;
+        let pending = PendingInstances {
+            sarge: self,
+            supervisor,
+            ids: prepared.instance_ids().map(str::to_owned).collect(),
+        };
+        let mut plans = Vec::new();
+        for (process, ids) in &prepared.instances {
+            let mut started = Vec::new();
+            for id in ids {
+                let record = InstanceRecord::load(&self.home, id)?;
+                self.confirm_alive(supervisor, &record)?;
+                started.push(record);
+            }
+            plans.push(ProcessRollout {
+                process: process.clone(),
+                routed: self.config.port_map.contains_key(process.as_str()),
+                kept: Vec::new(),
+                retired: current.of(process).to_vec(),
+                started,
+            });
+        }
+        Ok(StartedRollout {
+            plans,
+            pending,
+            live: None,
+        })
+    }
+
     /// Rolls `release` out for `processes` (all of them in the release when
     /// empty); the others are left as they are. The home lock must be held
     /// and leftovers cleaned.
@@ -98,7 +163,25 @@ impl Sarge {
         how: Rollout,
         steps: &mut Steps<'_>,
     ) -> Result<RolledOut> {
-        let mut current = CurrentInstances::load(&self.home)?;
+        let started = self.start_rollout(supervisor, release, processes, how, true, steps)?;
+        self.finish_rollout(supervisor, release, started, steps)
+    }
+
+    /// Steps 1 and 2 of a rollout: the new instances are started and
+    /// ready, nothing is switched. With `with_haproxy`, haproxy is made
+    /// ready for the switch meanwhile (started or reloaded for a new
+    /// stable address). Dropped without [`Sarge::finish_rollout`], the new
+    /// instances are removed.
+    pub(crate) fn start_rollout<'a>(
+        &'a self,
+        supervisor: &'a Client,
+        release: &Release,
+        processes: &[String],
+        how: Rollout,
+        with_haproxy: bool,
+        steps: &mut Steps<'_>,
+    ) -> Result<StartedRollout<'a>> {
+        let current = CurrentInstances::load(&self.home)?;
         let env = Release::env(&self.home, release.id)?;
         let router = Router::new(&self.home, &self.config, supervisor);
         let rolled: Vec<&String> = if processes.is_empty() {
@@ -205,9 +288,8 @@ impl Sarge {
         // haproxy starts, or reloads for a new stable address, while the
         // apps start; it serves the committed routes meanwhile, so the
         // running instances are unaffected.
-        let routing = Router::committed(&self.home, &current);
-        let live = if plans.iter().any(|plan| plan.routed) {
-            Some(router.ensure(&routing)?)
+        let live = if with_haproxy && plans.iter().any(|plan| plan.routed) {
+            Some(router.ensure(&Router::committed(&self.home, &current))?)
         } else {
             None
         };
@@ -224,6 +306,36 @@ impl Sarge {
                 });
             }
         }
+
+        Ok(StartedRollout {
+            plans,
+            pending,
+            live,
+        })
+    }
+
+    /// Steps 3 to 5 of a rollout started by [`Sarge::start_rollout`]:
+    /// switch, verify, commit, drain and stop what was retired.
+    pub(crate) fn finish_rollout(
+        &self,
+        supervisor: &Client,
+        release: &Release,
+        started: StartedRollout<'_>,
+        steps: &mut Steps<'_>,
+    ) -> Result<RolledOut> {
+        let StartedRollout {
+            plans,
+            mut pending,
+            live,
+        } = started;
+        let mut current = CurrentInstances::load(&self.home)?;
+        let router = Router::new(&self.home, &self.config, supervisor);
+        let routing = Router::committed(&self.home, &current);
+        let live = match live {
+            Some(live) => Some(live),
+            None if plans.iter().any(|plan| plan.routed) => Some(router.ensure(&routing)?),
+            None => None,
+        };
 
         // 3. Switch, then check the end state; anything amiss puts every
         // committed route back while the old instances still run.
@@ -279,6 +391,12 @@ impl Sarge {
             );
         }
         current.release = Some(release.id);
+        // A prepared release is switched by this commit, or can no longer
+        // be (it was prepared on top of the release this one replaces).
+        let superseded = current
+            .prepared
+            .take()
+            .filter(|prepared| prepared.release != release.id);
         current.history.retain(|id| *id != release.id);
         current.history.push(release.id);
         // Which instances served this release, for `sarge logs --release`
@@ -335,6 +453,14 @@ impl Sarge {
                     router.forget(live, &plan.process, &old.id);
                 }
                 replaced.push(old.id.clone());
+            }
+        }
+        if let Some(prepared) = superseded {
+            if let Err(error) = self.remove_prepared(supervisor, &prepared) {
+                steps.warn(format!(
+                    "could not remove release {} prepared before this one ({error}); the next sarge command will",
+                    prepared.release
+                ));
             }
         }
         if let Err(error) = self.prune_releases(&mut current) {
@@ -476,7 +602,8 @@ impl Sarge {
     /// releases), except uploads still being read.
     pub(crate) fn remove_unkept_releases(&self, current: &CurrentInstances) -> Result<Vec<String>> {
         let mut kept: BTreeSet<ReleaseId> = current.history.iter().copied().collect();
-        for id in &current.history {
+        kept.extend(current.prepared.as_ref().map(|prepared| prepared.release));
+        for id in kept.clone().iter() {
             if let Ok(release) = Release::load(&self.home, *id) {
                 kept.extend(release.processes.values().map(|spec| spec.code));
             }

@@ -67,6 +67,39 @@ pub struct CurrentInstances {
     /// last is the current one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<ReleaseId>,
+    /// A release whose instances are started and ready but not switched
+    /// to (`sarge deploy --prepare`), waiting for `sarge switch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepared: Option<PreparedRelease>,
+    /// The newest release ever prepared, switched or not: its id is
+    /// never given again, so a `sarge switch vN` of a client that lost
+    /// track never switches another release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_prepared: Option<ReleaseId>,
+}
+
+/// A release prepared by `sarge deploy --prepare`: its instances run and
+/// answered on their own ports; nothing routes to them yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PreparedRelease {
+    /// The release.
+    pub release: ReleaseId,
+    /// The release that was current when it was prepared: it switches
+    /// only from that one.
+    pub based_on: Option<ReleaseId>,
+    /// Its new instances, per process.
+    pub instances: BTreeMap<String, Vec<String>>,
+    /// When the next command discards it if it was not switched, in
+    /// seconds since the Unix epoch.
+    pub expires: u64,
+}
+
+impl PreparedRelease {
+    /// Every instance id it started.
+    pub fn instance_ids(&self) -> impl Iterator<Item = &str> {
+        self.instances.values().flatten().map(String::as_str)
+    }
 }
 
 /// One current instance of a process.
@@ -126,9 +159,13 @@ impl CurrentInstances {
     /// whose newest is never pruned, so an id that named a release that
     /// was rolled out is never given again.
     pub(crate) fn next_release_id(&self) -> ReleaseId {
-        self.history
+        let newest = self
+            .history
             .last()
-            .map_or(ReleaseId::new(1), |last| last.next())
+            .copied()
+            .max(self.prepared.as_ref().map(|prepared| prepared.release))
+            .max(self.last_prepared);
+        newest.map_or(ReleaseId::new(1), ReleaseId::next)
     }
 
     /// The process whose current instances include `id`.

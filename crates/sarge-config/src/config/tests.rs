@@ -59,6 +59,7 @@ fn minimal_file_gets_defaults() {
             log_backups: 5,
             keep_releases: 5,
             release_timeout: Duration::from_secs(300),
+            prepared_timeout: Duration::from_secs(600),
         }
     );
 }
@@ -428,7 +429,7 @@ fn top_level_must_be_a_mapping() {
 
 #[test]
 fn unknown_keys_are_named() {
-    let known = "port_range, port_map, env, haproxy_bin, supervisord_bin, supervisorctl_bin, python_bin, virtualenv_python_bin, python_dist, healthcheck, ready_timeout, drain_timeout, max_unpacked_bytes, log_max_bytes, log_backups, keep_releases, release_timeout";
+    let known = "port_range, port_map, env, haproxy_bin, supervisord_bin, supervisorctl_bin, python_bin, virtualenv_python_bin, python_dist, healthcheck, ready_timeout, drain_timeout, max_unpacked_bytes, log_max_bytes, log_backups, keep_releases, release_timeout, prepared_timeout";
     assert_eq!(
         error_with_range("haproxy_binn: /usr/sbin/haproxy\n"),
         format!("/h/etc/sarge.yaml: unknown key \"haproxy_binn\" (known keys here: {known})")
@@ -932,4 +933,18 @@ fn a_config_built_in_code_is_checked_by_the_rules_of_the_file() {
         last: 90
     })
     .starts_with("built: port_range: "));
+}
+
+#[test]
+fn prepared_timeout_is_seconds_above_zero() {
+    assert_eq!(parse(RANGE).prepared_timeout, Duration::from_secs(600));
+    assert_eq!(
+        parse(&format!("{RANGE}prepared_timeout: 60\n")).prepared_timeout,
+        Duration::from_secs(60)
+    );
+    let message = error_with_range("prepared_timeout: 0\n");
+    assert!(
+        message.contains("prepared_timeout: 0 would discard a prepared release"),
+        "{message}"
+    );
 }
