@@ -540,12 +540,13 @@ impl Sarge {
     /// instances that still have a folder, and of supervisord and haproxy,
     /// are never touched.
     fn prune_logs(&self) -> Result<()> {
-        let mut existing: BTreeSet<String> = self.instance_ids()?.into_iter().collect();
+        let existing: BTreeSet<String> = self.instance_ids()?.into_iter().collect();
         // The logs of a kept release's instances stay readable
         // (`sarge logs --release`) until the release is pruned.
+        let mut of_kept_releases = BTreeSet::new();
         for release in CurrentInstances::load(&self.home)?.history {
             if let Ok(served) = crate::release::ServedBy::load(&self.home, release) {
-                existing.extend(served.processes.into_values().flatten());
+                of_kept_releases.extend(served.processes.into_values().flatten());
             }
         }
         let mut removed: BTreeMap<String, (SystemTime, Vec<Utf8PathBuf>)> = BTreeMap::new();
@@ -566,9 +567,14 @@ impl Sarge {
             *newest = (*newest).max(modified);
             files.push(log_dir.join(&name));
         }
-        let mut by_age: Vec<(SystemTime, Vec<Utf8PathBuf>)> = removed.into_values().collect();
-        by_age.sort_by_key(|(newest, _)| std::cmp::Reverse(*newest));
-        for (_, files) in by_age.into_iter().skip(KEPT_REMOVED_LOGS) {
+        let mut by_age: Vec<(String, (SystemTime, Vec<Utf8PathBuf>))> =
+            removed.into_iter().collect();
+        by_age.sort_by_key(|(_, (newest, _))| std::cmp::Reverse(*newest));
+        for (_, (_, files)) in by_age
+            .into_iter()
+            .skip(KEPT_REMOVED_LOGS)
+            .filter(|(id, _)| !of_kept_releases.contains(id))
+        {
             for file in files {
                 match fs_err::remove_file(&file) {
                     Ok(()) => {}
