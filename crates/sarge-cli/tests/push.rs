@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! `sarge push` end to end: a real OpenSSH server on loopback, sarge homes
 //! on this machine as the targets (`localhost:HOME1`, `127.0.0.1:HOME2`),
 //! and an app committed in a temp git repository.
@@ -39,7 +40,12 @@ impl Repo {
         let out = Command::new("git")
             .arg("-C")
             .arg(&self.dir)
-            .args(["-c", "user.name=sarge test", "-c", "user.email=test@sarge.invalid"])
+            .args([
+                "-c",
+                "user.name=sarge test",
+                "-c",
+                "user.email=test@sarge.invalid",
+            ])
             .args(args)
             .output()
             .expect("git is not installed: run `scripts/setup`");
@@ -115,7 +121,10 @@ fn push_deploys_head_to_the_env_target_without_uncommitted_changes() {
     let home = TestHome::new("push-env", "  MESSAGE: pushed");
     let repo = Repo::new("env-target");
     let destination = target("localhost", &home);
-    repo.write(".env", &format!("# where to deploy\nTARGET={destination}\n"));
+    repo.write(
+        ".env",
+        &format!("# where to deploy\nTARGET={destination}\n"),
+    );
     // A change not committed: HEAD is deployed, and the push says so.
     let app = std::fs::read_to_string(repo.dir.join("app.py")).unwrap();
     repo.write(
@@ -128,6 +137,7 @@ fn push_deploys_head_to_the_env_target_without_uncommitted_changes() {
 
     let out = repo.push(&sshd, &[]);
     let err = stderr(&out);
+    eprintln!("DEBUG\n{err}");
     assert!(out.status.success(), "push failed:\n{err}");
     assert!(
         err.contains("note: 1 uncommitted or untracked files are not deployed; deploying HEAD"),
@@ -192,14 +202,20 @@ fn missing_wheels_go_from_the_wheels_folder_once() {
     let out = repo.push(&sshd, &[&destination, "--wheels", wheels]);
     let err = stderr(&out);
     assert!(out.status.success(), "push failed:\n{err}");
-    assert!(err.contains(&format!("{destination} | sent 4 wheels: ")), "{err}");
+    assert!(
+        err.contains(&format!("{destination} | sent 4 wheels: ")),
+        "{err}"
+    );
     let mut landed: Vec<String> = std::fs::read_dir(&dist)
         .unwrap()
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .collect();
     landed.sort();
     assert_eq!(landed.len(), 7, "{landed:?}");
-    assert!(landed.iter().all(|name| name.ends_with(".whl")), "{landed:?}");
+    assert!(
+        landed.iter().all(|name| name.ends_with(".whl")),
+        "{landed:?}"
+    );
     assert_eq!(http_get(home.stable, "/").unwrap().1, "wheels\n");
 
     // Nothing is missing now: nothing is sent again.
@@ -224,7 +240,9 @@ fn missing_wheels_go_from_the_wheels_folder_once() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("error: wheel archive entry ../evil-1.0-py3-none-any.whl is not a file name at the top"),
+        stderr(&out).contains(
+            "error: wheel archive entry ../evil-1.0-py3-none-any.whl is not a file name at the top"
+        ),
         "{}",
         stderr(&out)
     );
@@ -271,7 +289,9 @@ fn a_target_that_fails_to_prepare_switches_no_target() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("error: 127.0.0.1:/nonexistent/sarge-home: no sarge home at /nonexistent/sarge-home"),
+        err.contains(
+            "error: 127.0.0.1:/nonexistent/sarge-home: no sarge home at /nonexistent/sarge-home"
+        ),
         "{err}"
     );
     let row = summary_row(&err, &good);
@@ -303,7 +323,11 @@ fn bad_local_input_is_refused_before_any_target_is_reached() {
     let empty = Repo::empty("no-commits");
     let out = push_in(&empty.dir, no_ssh, &["h:/srv/app"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("has no commits yet"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has no commits yet"),
+        "{}",
+        stderr(&out)
+    );
 
     let repo = Repo::new("bad-input");
     repo.git(&["rm", "-q", "Procfile"]);
@@ -311,7 +335,8 @@ fn bad_local_input_is_refused_before_any_target_is_reached() {
     let out = push_in(&repo.dir, no_ssh, &["h:/srv/app"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("HEAD of ") && stderr(&out).contains("has no Procfile at the repository root"),
+        stderr(&out).contains("HEAD of ")
+            && stderr(&out).contains("has no Procfile at the repository root"),
         "{}",
         stderr(&out)
     );
@@ -407,7 +432,11 @@ fn ssh_and_remote_failures_name_the_target() {
         "#!/bin/sh\ncase \"$*\" in --version) echo 'sarge 0.0.9' ;; *) echo 'error: this old sarge has no dist command' >&2; exit 1 ;; esac\n",
     )
     .unwrap();
-    Command::new("chmod").arg("+x").arg(&script).status().unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
     let old = format!("localhost:{}", fake.display());
     let out = repo.push(&sshd, &[&old]);
     let err = stderr(&out);

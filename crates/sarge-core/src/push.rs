@@ -660,9 +660,21 @@ impl TargetRun<'_> {
 
     /// Phase 1: everything that may fail slowly, changing no release.
     fn prepare(&self) -> Result<()> {
-        self.check_version()?;
-        if let Some(requirements) = &self.app.requirements {
-            self.send_missing_wheels(requirements)?;
+        // One connection asks both: each costs a round trip and a login.
+        let requirements = self.app.requirements.as_deref();
+        let mut invocations: Vec<&[&str]> = vec![&["--version"]];
+        if requirements.is_some() {
+            invocations.push(&["dist", "missing", "--json", "-"]);
+        }
+        let output = self.remote_output(&invocations, requirements.unwrap_or("").as_bytes())?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (version, missing) = stdout.split_once('\n').unwrap_or((&stdout, ""));
+        if !version.trim().is_empty() {
+            self.check_version(version.trim());
+        }
+        self.checked(output)?;
+        if requirements.is_some() {
+            self.send_missing_wheels(missing)?;
         }
         Ok(())
     }
@@ -676,13 +688,23 @@ impl TargetRun<'_> {
         self.target.to_string()
     }
 
-    /// The ssh command that runs `bin/sarge ARGS` on the target.
-    fn command(&self, args: &[&str], merge_stderr: bool) -> Command {
-        let sarge = self.target.home.join("bin/sarge");
-        let mut remote = format!("exec {}", shell_quote(sarge.as_str()));
-        for arg in args {
-            remote.push(' ');
-            remote.push_str(&shell_quote(arg));
+    /// The ssh command that runs `bin/sarge ARGS` on the target for each
+    /// ARGS of `invocations` in turn, while they succeed.
+    fn command(&self, invocations: &[&[&str]], merge_stderr: bool) -> Command {
+        let sarge = shell_quote(self.target.home.join("bin/sarge").as_str());
+        let mut remote = String::new();
+        for (index, args) in invocations.iter().enumerate() {
+            if index + 1 == invocations.len() {
+                remote.push_str("exec ");
+            }
+            remote.push_str(&sarge);
+            for arg in *args {
+                remote.push(' ');
+                remote.push_str(&shell_quote(arg));
+            }
+            if index + 1 < invocations.len() {
+                remote.push_str(" && ");
+            }
         }
         if merge_stderr {
             remote.push_str(" 2>&1");
@@ -696,10 +718,29 @@ impl TargetRun<'_> {
         command
     }
 
-    /// Runs `bin/sarge ARGS` on the target with `input` on its stdin.
+    /// Runs `bin/sarge ARGS` on the target with `input` on its stdin; an
+    /// error if it fails.
     fn remote(&self, args: &[&str], input: &[u8]) -> Result<Output> {
+        let output = self.remote_output(&[args], input)?;
+        self.checked(output)
+    }
+
+    /// `output` if its command succeeded, else the error it shows.
+    fn checked(&self, output: Output) -> Result<Output> {
+        if output.status.success() {
+            return Ok(output);
+        }
+        Err(self.failure(
+            output.status.code(),
+            &String::from_utf8_lossy(&output.stderr),
+        ))
+    }
+
+    /// Runs [`TargetRun::command`] of `invocations` with `input` on its
+    /// stdin, whatever its status.
+    fn remote_output(&self, invocations: &[&[&str]], input: &[u8]) -> Result<Output> {
         let mut child = self
-            .command(args, false)
+            .command(invocations, false)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -719,13 +760,7 @@ impl TargetRun<'_> {
             });
             child.wait_with_output()
         })?;
-        if output.status.success() {
-            return Ok(output);
-        }
-        Err(self.failure(
-            output.status.code(),
-            &String::from_utf8_lossy(&output.stderr),
-        ))
+        Ok(output)
     }
 
     /// The error for a remote command that exited with `code`, printing
@@ -769,22 +804,21 @@ impl TargetRun<'_> {
         }
     }
 
-    fn check_version(&self) -> Result<()> {
-        let output = self.remote(&["--version"], b"")?;
-        let server = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    /// Warns when the server's `sarge --version` is not this client's.
+    fn check_version(&self, server: &str) {
         if server != CLIENT_VERSION {
             self.progress.event(&PushEvent::VersionMismatch {
                 target: self.target,
-                server: &server,
+                server,
             });
         }
-        Ok(())
     }
 
-    fn send_missing_wheels(&self, requirements: &str) -> Result<()> {
-        let output = self.remote(&["dist", "missing", "--json", "-"], requirements.as_bytes())?;
+    /// Sends the wheels that `missing` (what `sarge dist missing --json`
+    /// printed) says the server lacks.
+    fn send_missing_wheels(&self, missing: &str) -> Result<()> {
         let answer: RemoteMissing =
-            serde_json::from_slice(&output.stdout).map_err(|error| Error::Remote {
+            serde_json::from_str(missing).map_err(|error| Error::Remote {
                 target: self.target_name(),
                 message: format!(
                     "`sarge dist missing --json` answered something else than its JSON ({error})"
@@ -936,7 +970,7 @@ impl TargetRun<'_> {
         let mut args = vec!["deploy", "-"];
         args.extend(processes);
         let mut child = self
-            .command(&args, true)
+            .command(&[&args], true)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
