@@ -466,3 +466,46 @@ fn run_with_stdin(mut command: Command, input: &[u8]) -> Output {
     drop(stdin);
     child.wait_with_output().unwrap()
 }
+
+#[test]
+fn a_failed_switch_stops_the_rollout_and_names_what_to_roll_back() {
+    let sshd = Sshd::start("switch-fails");
+    let first = TestHome::new("push-switch-a", "  MESSAGE: first");
+    first.deploy_ok(&hello_app(), "web");
+    // Prepares (its sarge answers) but cannot deploy: no supervisord.
+    let second = TestHome::initialised("push-switch-b");
+    second.write_config("  MESSAGE: second", "");
+    let repo = Repo::new("switch-fails");
+    let (a, b) = (target("localhost", &first), target("127.0.0.1", &second));
+
+    let out = repo.push(&sshd, &[&a, &b, "--batch", "1"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("error: {b}: supervisord is not running for ")),
+        "{err}"
+    );
+    assert!(summary_row(&err, &a).ends_with(" deployed"), "{err}");
+    assert!(summary_row(&err, &b).ends_with(" failed"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "these targets run the new release; to go back on each:\n  ssh localhost {}/bin/sarge rollback\n",
+            first.root.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(first.releases().len(), 2);
+
+    // The other way round, the rollout stops before the good target.
+    let out = repo.push(&sshd, &[&b, &a]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        summary_row(&err, &a).ends_with(&format!(
+            "not deployed (the rollout stopped after {b} failed)"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("to go back on each"), "{err}");
+    assert_eq!(first.releases().len(), 2);
+}
