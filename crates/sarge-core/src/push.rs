@@ -532,7 +532,7 @@ pub fn push(options: &PushOptions, progress: &dyn PushProgress) -> Result<PushRe
             app: &app,
             options,
             progress,
-            started: Mutex::new(Duration::ZERO),
+            elapsed: Mutex::new(Duration::ZERO),
         })
         .collect();
     let mut reports: Vec<TargetReport> = targets
@@ -603,7 +603,7 @@ pub fn push(options: &PushOptions, progress: &dyn PushProgress) -> Result<PushRe
 /// The reports with each target's time, and `why` for those not reached.
 fn finish(mut reports: Vec<TargetReport>, runs: &[TargetRun<'_>], why: &str) -> PushReport {
     for (report, run) in reports.iter_mut().zip(runs) {
-        report.elapsed = *run.started.lock().unwrap_or_else(|e| e.into_inner());
+        report.elapsed = *run.elapsed.lock().unwrap_or_else(|e| e.into_inner());
         if matches!(report.outcome, TargetOutcome::NotDeployed(_)) {
             report.outcome = TargetOutcome::NotDeployed(why.to_owned());
         }
@@ -647,14 +647,14 @@ struct TargetRun<'a> {
     options: &'a PushOptions,
     progress: &'a dyn PushProgress,
     /// Time spent on this target so far.
-    started: Mutex<Duration>,
+    elapsed: Mutex<Duration>,
 }
 
 impl TargetRun<'_> {
     fn timed<R>(&self, work: impl FnOnce() -> R) -> R {
         let start = Instant::now();
         let result = work();
-        *self.started.lock().unwrap_or_else(|e| e.into_inner()) += start.elapsed();
+        *self.elapsed.lock().unwrap_or_else(|e| e.into_inner()) += start.elapsed();
         result
     }
 
@@ -788,7 +788,14 @@ impl TargetRun<'_> {
             },
             _ => {
                 // The remote `error:` line and what is indented under it.
-                let message = match stderr.find("error: ") {
+                // A line that starts with it: progress lines (`release |
+                // ...`) may contain the words.
+                let error_line = if stderr.starts_with("error: ") {
+                    Some(0)
+                } else {
+                    stderr.find("\nerror: ").map(|at| at + 1)
+                };
+                let message = match error_line {
                     Some(at) => stderr[at + "error: ".len()..].trim_end().to_owned(),
                     None if last.is_empty() => match code {
                         Some(code) => format!("remote sarge exited with status {code}"),
