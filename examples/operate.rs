@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{} | {}", line.source, line.text);
     }
 
-    let changed = sarge.config_set(&[(name.to_owned(), value.to_owned())], true, &mut Silent)?;
+    let changed = sarge.set_env(&[(name.to_owned(), value.to_owned())], true, &mut Silent)?;
     if let Some(rolled_out) = changed.rolled_out {
         println!("{name} changed in release {}", rolled_out.release);
     }

@@ -1,5 +1,5 @@
 //! Renders a haproxy config with `sarge-haproxy` alone: two stable
-//! addresses, one already routed to an instance, and checks it with the
+//! addresses, one already routed to two instances, and checks it with the
 //! real haproxy when one is installed.
 //!
 //! ```sh
@@ -7,11 +7,13 @@
 //! ```
 
 use camino::Utf8PathBuf;
-use sarge_haproxy::{check_config, HaproxyConfig, Route, Slot};
+use sarge_haproxy::{check_config, HaproxyConfig, Route, Server};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut web = Route::new("web", "127.0.0.1:5000");
-    web.switch_to(Slot::A, 5012);
+    let web = Route::new("web", "127.0.0.1:5000").with_servers([
+        Server::new("web-3fa9c1", 5012),
+        Server::new("web-77b0d2", 5013),
+    ]);
     let api = Route::new("api", "*:5001");
     let config = HaproxyConfig {
         admin_socket: "/var/local/app/var/run/haproxy.sock".into(),

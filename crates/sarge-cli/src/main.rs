@@ -12,13 +12,13 @@
 //! `sarge-core` instead.
 
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use camino::Utf8PathBuf;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use sarge_core::{
     Event, Home, InitOptions, Progress, PushEvent, PushOptions, PushProgress, Sarge, TargetOutcome,
 };
@@ -27,6 +27,9 @@ use sarge_core::{
 enum DistAction {
     /// Print the requirement lines (read from REQUIREMENTS, `-` for stdin)
     /// that no wheel in dist/ satisfies for this home's Python and platform.
+    #[command(
+        after_help = "Examples:\n  sarge dist missing - < requirements.txt\n  ssh server /var/local/my_awesome_app/bin/sarge dist missing --json - < requirements.txt"
+    )]
     Missing {
         /// A requirements file, or `-` for standard input.
         requirements: String,
@@ -36,6 +39,9 @@ enum DistAction {
     },
     /// Add the wheels of a tar (`-` reads stdin) to dist/, each atomically;
     /// wheels already there are skipped.
+    #[command(
+        after_help = "Example:\n  tar -cf - *.whl | ssh server /var/local/my_awesome_app/bin/sarge dist add -"
+    )]
     Add {
         /// A tar of `*.whl` files, or `-` for standard input.
         tarball: String,
@@ -45,11 +51,15 @@ enum DistAction {
 #[derive(Subcommand)]
 enum ConfigAction {
     /// Print one value (exit 1 if it is not set).
+    #[command(after_help = "Example:\n  sarge config get DATABASE_URL")]
     Get {
         /// The env name.
         name: String,
     },
     /// Set NAME=VALUE pairs and roll out a release with them.
+    #[command(
+        after_help = "Examples:\n  sarge config set DATABASE_URL='postgresql://user:pw@localhost/db' DEBUG=0\n  sarge config set --no-restart FEATURE=on   # for the next release only"
+    )]
     Set {
         /// NAME=VALUE, each one argument (quote it for the shell).
         #[arg(required = true, value_name = "NAME=VALUE")]
@@ -59,6 +69,7 @@ enum ConfigAction {
         no_restart: bool,
     },
     /// Unset NAMEs and roll out a release without them.
+    #[command(after_help = "Example:\n  sarge config unset DEBUG")]
     Unset {
         /// The env names.
         #[arg(required = true)]
@@ -72,7 +83,7 @@ enum ConfigAction {
 /// Deploy an app on this server: unpack, install, start under supervisord,
 /// route its stable address through haproxy.
 #[derive(Parser)]
-#[command(name = "sarge", version, about)]
+#[command(name = "sarge", version = env!("SARGE_BUILD_VERSION"), about)]
 struct Cli {
     /// The sarge home (default: $SARGE_HOME).
     #[arg(long, env = "SARGE_HOME", value_name = "DIR", global = true)]
@@ -84,8 +95,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create the home (or refresh sarge's own files in it).
+    #[command(after_help = "Example:\n  SARGE_HOME=/var/local/my_awesome_app sarge init")]
     Init,
     /// Deploy PROCESS of the app in TARBALL (tar or tar.gz; `-` reads stdin).
+    #[command(
+        after_help = "Examples:\n  git archive HEAD | ssh server /var/local/my_awesome_app/bin/sarge deploy -\n  sarge deploy app.tar.gz web   # only web gets the new code"
+    )]
     Deploy {
         /// Path of the tarball, or `-` for standard input.
         tarball: String,
@@ -95,6 +110,13 @@ enum Command {
     },
     /// Deploy the git HEAD of the app in the current folder to servers over
     /// ssh, sending the wheels they lack (run on the dev machine).
+    ///
+    /// Every target is prepared first (version check, missing wheels
+    /// sent), then switched `--batch` at a time; if one fails to prepare,
+    /// none is switched. SARGE_SSH overrides the ssh command.
+    #[command(
+        after_help = "Examples:\n  sarge push                          # TARGET from .env at the repository root\n  sarge push staging                  # TARGET_STAGING from .env\n  sarge push deploy@web1:/var/local/my_awesome_app deploy@web2:/var/local/my_awesome_app\n  SARGE_SSH='ssh -p 2222' sarge push --process web --wheels wheels/"
+    )]
     Push {
         /// `[user@]host:SARGE_HOME`, or NAME for TARGET_NAME in .env
         /// (default: TARGET in .env at the repository root).
@@ -113,11 +135,17 @@ enum Command {
         batch: u16,
     },
     /// The wheel folder: what it lacks, adding to it (what `push` runs).
+    #[command(
+        after_help = "Examples:\n  sarge dist missing - < requirements.txt\n  tar -cf - *.whl | sarge dist add -"
+    )]
     Dist {
         #[command(subcommand)]
         action: DistAction,
     },
     /// List the releases you can roll back to, newest first.
+    #[command(
+        after_help = "Examples:\n  sarge releases\n  sarge releases --output v7   # what v7's release command printed"
+    )]
     Releases {
         /// Print JSON: {"releases": [{id, created, current, description, processes}]}.
         #[arg(long)]
@@ -127,11 +155,15 @@ enum Command {
         output: Option<String>,
     },
     /// Roll back to RELEASE (default: the one before the current one).
+    #[command(
+        after_help = "Examples:\n  sarge rollback      # to the release before the current one\n  sarge rollback v5"
+    )]
     Rollback {
         /// A release id, e.g. `v6`.
         release: Option<String>,
     },
     /// Show or change the env of the app (each change is a new release).
+    #[command(after_help = "Examples:\n  sarge config\n  sarge config set DEBUG=0")]
     Config {
         #[command(subcommand)]
         action: Option<ConfigAction>,
@@ -140,6 +172,7 @@ enum Command {
         json: bool,
     },
     /// Print the app's output, each line prefixed with its instance.
+    #[command(after_help = "Examples:\n  sarge logs web -n 20\n  sarge logs -f")]
     Logs {
         /// A process name or an instance id (default: every process).
         target: Option<String>,
@@ -151,11 +184,22 @@ enum Command {
         follow: bool,
     },
     /// New instances of the current release, with no failed request.
+    #[command(after_help = "Examples:\n  sarge restart\n  sarge restart web")]
     Restart {
         /// The process types to restart (default: all).
         processes: Vec<String>,
     },
+    /// Run COUNT instances of PROCESS (0 stops it), with no failed request.
+    #[command(
+        after_help = "Examples:\n  sarge scale web=3\n  sarge scale web=1 worker=0   # worker stops; it stays in the release"
+    )]
+    Scale {
+        /// PROCESS=COUNT, e.g. `web=3 worker=0`.
+        #[arg(required = true, value_name = "PROCESS=COUNT")]
+        scales: Vec<String>,
+    },
     /// List the current instances.
+    #[command(after_help = "Examples:\n  sarge list\n  sarge list --json")]
     List {
         /// Print JSON: {"instances": [{id, process, port, state, created}]}.
         #[arg(long)]
@@ -167,6 +211,9 @@ enum Command {
     /// Each word after TARGET is one argument, as written:
     /// `sarge run web python -c 'print(1)'`; for shell syntax, run a shell:
     /// `sarge run web sh -c 'echo $PORT'`.
+    #[command(
+        after_help = "Examples:\n  sarge run web python manage.py shell\n  sarge run web   # an interactive bash"
+    )]
     Run {
         /// An instance id, or a process name for its current instance.
         target: String,
@@ -175,26 +222,48 @@ enum Command {
         command: Vec<OsString>,
     },
     /// Start an instance's process.
+    #[command(after_help = "Example:\n  sarge start web")]
     Start {
         /// An instance id or a process name.
         target: String,
     },
     /// Stop an instance's process (it stays deployed).
+    #[command(after_help = "Example:\n  sarge stop web")]
     Stop {
         /// An instance id or a process name.
         target: String,
     },
-    /// Stop and remove an instance.
+    /// Stop and remove an instance (on a terminal, asks first).
+    #[command(
+        after_help = "Examples:\n  sarge destroy worker\n  sarge destroy -y web-3fa9c1   # no question"
+    )]
     Destroy {
         /// An instance id or a process name.
         target: String,
+        /// Do not ask (without a terminal on stdin sarge never asks).
+        #[arg(short, long)]
+        yes: bool,
     },
     /// Clean up what a killed or failed command left (instances that never
     /// became current, their routes, unused releases and virtualenvs).
     ///
     /// Every command that changes state does this first; `list` and
     /// `releases` only read, so run this to tidy the home without deploying.
+    #[command(after_help = "Example:\n  sarge recover")]
     Recover,
+    /// Print the tab-completion script for SHELL.
+    #[command(
+        after_help = "Examples:\n  sarge completions bash > ~/.local/share/bash-completion/completions/sarge\n  sarge completions fish > ~/.config/fish/completions/sarge.fish"
+    )]
+    Completions {
+        /// The shell the script is for.
+        shell: clap_complete::Shell,
+    },
+    /// Print sarge's man page (roff).
+    #[command(
+        after_help = "Examples:\n  sarge man | man -l -\n  sarge man > ~/.local/share/man/man1/sarge.1"
+    )]
+    Man,
     /// Run supervisord with this home's config (what bin/supervisord does).
     #[command(hide = true)]
     Supervisord {
@@ -217,9 +286,13 @@ fn main() -> ExitCode {
     // rest.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
-    if let Command::Push { .. } = cli.command {
-        // The dev machine has no sarge home.
-        return report(run_push(cli.command));
+    // They describe the binary, not a home: they work without one; push
+    // runs on the dev machine, which has no home.
+    match cli.command {
+        Command::Completions { shell } => return print_completions(shell),
+        Command::Man => return print_man(),
+        Command::Push { .. } => return report(run_push(cli.command)),
+        _ => {}
     }
     let Some(root) = cli.home.clone() else {
         eprintln!("error: no sarge home: pass --home DIR or set SARGE_HOME");
@@ -259,6 +332,8 @@ fn run_push(command: Command) -> Result<ExitCode, sarge_core::Error> {
         wheels,
         parallel: parallel.map(usize::from),
         batch: Some(usize::from(batch)),
+        // The commit too: a server built from other code is worth a warning.
+        client_version: Some(format!("sarge {}", env!("SARGE_BUILD_VERSION"))),
         ..PushOptions::default()
     };
     for process in processes {
@@ -340,10 +415,13 @@ impl PushProgress for StderrPushProgress {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            PushEvent::VersionMismatch { target, server } => writeln!(
+            PushEvent::VersionMismatch {
+                target,
+                server,
+                client,
+            } => writeln!(
                 err,
-                "{target} | warning: the server runs {server}, this client is {}",
-                sarge_core::CLIENT_VERSION
+                "{target} | warning: the server runs {server}, this client is {client}"
             ),
             PushEvent::WheelsMissing {
                 target,
@@ -390,6 +468,9 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
             eprintln!("sarge home ready at {}", done.home.root());
             eprintln!("start supervisord now:  {}", done.start_command);
             eprintln!("and at boot (e.g. in /etc/rc.local):  {}", done.boot_line);
+            eprintln!(
+                "tab completion:  sarge completions bash > ~/.local/share/bash-completion/completions/sarge  (or zsh, fish; the man page: sarge man | man -l -)"
+            );
         }
         Command::Deploy { tarball, processes } => {
             let sarge = open()?;
@@ -509,11 +590,11 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
                         };
                         pairs.push((name.to_owned(), value.to_owned()));
                     }
-                    let changed = sarge.config_set(&pairs, !no_restart, &mut StderrProgress)?;
+                    let changed = sarge.set_env(&pairs, !no_restart, &mut StderrProgress)?;
                     report_config_change(&changed);
                 }
                 Some(ConfigAction::Unset { names, no_restart }) => {
-                    let changed = sarge.config_unset(&names, !no_restart, &mut StderrProgress)?;
+                    let changed = sarge.unset_env(&names, !no_restart, &mut StderrProgress)?;
                     report_config_change(&changed);
                 }
             }
@@ -551,12 +632,52 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
             print_rolled_out(&rolled_out);
             eprintln!("restarted as release {}", rolled_out.release);
         }
+        Command::Scale { scales } => {
+            let scales = scales
+                .iter()
+                .map(|scale| scale.parse::<sarge_core::Scale>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let sarge = open()?;
+            // One line first: what is about to change.
+            let running = sarge
+                .releases()?
+                .into_iter()
+                .find(|release| release.current)
+                .map(|release| release.processes)
+                .unwrap_or_default();
+            let changes: Vec<String> = scales
+                .iter()
+                .map(|scale| match running.get(scale.process.as_str()) {
+                    Some(count) => format!("{} from {count} to {}", scale.process, scale.count),
+                    None => scale.to_string(),
+                })
+                .collect();
+            eprintln!("Scaling {}", changes.join(", "));
+            let rolled_out = sarge.scale(&scales, &mut StderrProgress)?;
+            print_rolled_out(&rolled_out);
+            let counts: Vec<String> = scales.iter().map(ToString::to_string).collect();
+            eprintln!(
+                "scaled {} as release {}",
+                counts.join(", "),
+                rolled_out.release
+            );
+        }
         Command::Rollback { release } => {
             let sarge = open()?;
             let target = release
                 .as_deref()
                 .map(str::parse::<sarge_core::ReleaseId>)
                 .transpose()?;
+            if let Some(plan) = sarge.rollback_plan(target)? {
+                let from = plan
+                    .from
+                    .map_or_else(String::new, |from| format!(" from {from}"));
+                eprintln!(
+                    "Rolling back{from} to {} ({})",
+                    plan.to,
+                    plan.processes.join(", ")
+                );
+            }
             let rolled_back = sarge.rollback(target, &mut StderrProgress)?;
             print_rolled_out(&rolled_back.rolled_out);
             if !rolled_back.env_differs.is_empty() {
@@ -633,8 +754,27 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
             let record = open()?.stop(&target)?;
             eprintln!("stopped {}", record.id);
         }
-        Command::Destroy { target } => {
-            let record = open()?.destroy(&target, &mut StderrProgress)?;
+        Command::Destroy { target, yes } => {
+            let sarge = open()?;
+            // Scripts have no terminal and get no question, as before.
+            if !yes && std::io::stdin().is_terminal() {
+                let record = sarge.resolve(&target)?;
+                let what = match sarge.config().port_map.get(record.process.as_str()) {
+                    Some(address) => format!(
+                        "Take {} ({}) off {address} and remove it?",
+                        record.process, record.id
+                    ),
+                    None => format!("Stop {} ({}) and remove it?", record.process, record.id),
+                };
+                eprint!("{what} [y/N] ");
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer)?;
+                if !matches!(answer.trim().to_lowercase().as_str(), "y" | "yes") {
+                    eprintln!("not destroyed: {} keeps running", record.id);
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            let record = sarge.destroy(&target, &mut StderrProgress)?;
             eprintln!("destroyed {}", record.id);
         }
         Command::Recover => {
@@ -665,8 +805,106 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
                 source: error,
             });
         }
+        Command::Completions { .. } | Command::Man => {
+            unreachable!("main prints these before it needs a home")
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The tab-completion script for `shell` on stdout.
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    // Generated into memory first: clap_complete panics when a write
+    // fails, and a closed pipe (`| head`) must be an error, not a panic.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut visible_command(), "sarge", &mut script);
+    write_or_report(&script, "the completions")
+}
+
+/// The man page, as roff, on stdout: one page with every command's help
+/// and examples, since `sarge man` prints a single page.
+fn print_man() -> ExitCode {
+    use clap_mangen::roff::{roman, Roff};
+    let mut command = visible_command();
+    command.build();
+    let man = clap_mangen::Man::new(command.clone());
+    let mut page = Vec::new();
+    let head = [
+        clap_mangen::Man::render_title,
+        clap_mangen::Man::render_name_section,
+        clap_mangen::Man::render_synopsis_section,
+        clap_mangen::Man::render_description_section,
+        clap_mangen::Man::render_options_section,
+    ];
+    for section in head {
+        if let Err(error) = section(&man, &mut page) {
+            eprintln!("error: rendering the man page: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let mut roff = Roff::new();
+    roff.control("SH", ["COMMANDS"]);
+    let mut pending: Vec<clap::Command> = command.get_subcommands().cloned().collect();
+    pending.reverse();
+    while let Some(mut sub) = pending.pop() {
+        if sub.is_hide_set() || sub.get_name() == "help" {
+            continue;
+        }
+        let name = sub.get_bin_name().unwrap_or(sub.get_name()).to_owned();
+        roff.control("SS", [name.as_str()]);
+        roff.control("nf", []);
+        for line in sub.render_long_help().to_string().lines() {
+            roff.text([roman(line)]);
+        }
+        roff.control("fi", []);
+        // `config get/set/unset` follow `config`.
+        let mut nested: Vec<clap::Command> = sub.get_subcommands().cloned().collect();
+        nested.reverse();
+        pending.extend(nested);
+    }
+    page.extend(roff.render().into_bytes());
+    if let Err(error) = man.render_version_section(&mut page) {
+        eprintln!("error: rendering the man page: {error}");
+        return ExitCode::FAILURE;
+    }
+    write_or_report(&page, "the man page")
+}
+
+/// sarge's command as users see it: the hidden subcommands that
+/// `bin/supervisord` and `bin/supervisorctl` run are left out, as they are
+/// of `sarge --help`, so neither completion nor the man page offers them;
+/// the value of `SARGE_HOME` is not shown.
+fn visible_command() -> clap::Command {
+    let full = Cli::command();
+    let visible: Vec<clap::Command> = full
+        .get_subcommands()
+        .filter(|sub| !sub.is_hide_set())
+        .cloned()
+        .collect();
+    let mut command = clap::Command::new("sarge")
+        .version(env!("SARGE_BUILD_VERSION"))
+        // A page installed from one shell must not carry its $SARGE_HOME.
+        .args(
+            full.get_arguments()
+                .map(|arg| arg.clone().hide_env_values(true)),
+        )
+        .subcommands(visible);
+    if let Some(about) = full.get_about() {
+        command = command.about(about.clone());
+    }
+    command
+}
+
+/// Writes `bytes` to stdout; an error (a closed pipe) is one `error:` line.
+fn write_or_report(bytes: &[u8], what: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: writing {what}: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Says on stderr what [`Sarge::stop_orphans`] stopped, so an operator who

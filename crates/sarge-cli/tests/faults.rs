@@ -425,7 +425,7 @@ fn an_exhausted_port_range_is_an_error_that_changes_nothing() {
     std::fs::write(home.config_path(), config).unwrap();
     let before = home.snapshot();
     let output = home.deploy(&hello_app(), "web");
-    let expected = format!("no free port left in range {port}..={port}");
+    let expected = format!("port_range {port}-{port} has 0 free");
     assert_refused(
         &home,
         &before,
@@ -553,7 +553,7 @@ fn assert_listed_truthfully(home: &TestHome, phase: &str) -> String {
         serde_json::from_slice(&std::fs::read(home.root.join("var/state/current.json")).unwrap())
             .unwrap();
     assert_eq!(
-        current["processes"]["web"]["id"], id,
+        current["processes"]["web"][0]["id"], id,
         "after a kill {phase}: list shows an instance that is not committed"
     );
     assert_eq!(

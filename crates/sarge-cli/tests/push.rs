@@ -147,6 +147,10 @@ fn push_deploys_head_to_the_env_target_without_uncommitted_changes() {
         err.contains(&format!("{destination} | -----> ready")),
         "progress lines are prefixed with the target:\n{err}"
     );
+    assert!(
+        !err.contains("warning:"),
+        "the same sarge on both sides is no mismatch:\n{err}"
+    );
     let row = summary_row(&err, &destination);
     assert!(row.contains(" v1 ") && row.ends_with("deployed"), "{row}");
     assert_eq!(
@@ -443,8 +447,8 @@ fn ssh_and_remote_failures_name_the_target() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains(&format!(
-            "{old} | warning: the server runs sarge 0.0.9, this client is sarge {}",
-            env!("CARGO_PKG_VERSION")
+            "{old} | warning: the server runs sarge 0.0.9, this client is {}",
+            stdout(&Command::new(SARGE).arg("--version").output().unwrap()).trim()
         )),
         "{err}"
     );

@@ -91,14 +91,17 @@ impl Sarge {
     fn log_sources(&self, target: Option<&str>) -> Result<Vec<(InstanceRecord, String)>> {
         let current = CurrentInstances::load(&self.home)?;
         let mut sources = Vec::new();
-        for (process, instance) in &current.processes {
-            let matches = match target {
-                None => true,
-                Some(target) => target == process || target == instance.id,
-            };
-            if matches {
-                if let Ok(record) = InstanceRecord::load(&self.home, &instance.id) {
-                    sources.push((record, format!("{process}.1")));
+        for (process, instances) in &current.processes {
+            for (index, instance) in instances.iter().enumerate() {
+                let label = format!("{process}.{}", index + 1);
+                let matches = match target {
+                    None => true,
+                    Some(target) => target == process || target == instance.id || target == label,
+                };
+                if matches {
+                    if let Ok(record) = InstanceRecord::load(&self.home, &instance.id) {
+                        sources.push((record, label));
+                    }
                 }
             }
         }

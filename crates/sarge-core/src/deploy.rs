@@ -18,6 +18,7 @@ use crate::procfile::{is_valid_process_name, Procfile};
 use crate::progress::{Event, Progress, Steps};
 use crate::release::{ProcessSpec, Release, ReleaseId};
 use crate::release_command::ReleaseCommand;
+use crate::rollout::Rollout;
 use crate::rollout::{random_hex, RolledOut};
 use crate::state::CurrentInstances;
 use crate::timestamp::rfc3339;
@@ -136,13 +137,15 @@ impl Sarge {
             None => BTreeMap::new(),
         };
         for process in &rolled {
+            // A deploy keeps each process's count; a new process runs one.
+            let count = release_processes.get(process).map_or(1, |spec| spec.count);
             release_processes.insert(
                 process.clone(),
                 ProcessSpec {
                     code: id,
                     command: procfile.command(process).unwrap_or("").to_owned(),
                     venv: venv.as_ref().map(|venv| venv.id.to_string()),
-                    count: 1,
+                    count,
                 },
             );
         }
@@ -167,7 +170,7 @@ impl Sarge {
                 release.release_command_ran = true;
             }
             release.save(&self.home, &env)?;
-            self.roll_out(&supervisor, &release, &rolled, &mut steps)
+            self.roll_out(&supervisor, &release, &rolled, Rollout::Replace, &mut steps)
         })();
         let rolled_out = match made {
             Ok(rolled_out) => rolled_out,

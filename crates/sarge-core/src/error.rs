@@ -228,6 +228,28 @@ pub enum Error {
         /// The release.
         release: crate::ReleaseId,
     },
+    /// `port_range` cannot hold the instances a rollout would start.
+    #[error("{processes} need {needed} more port(s) but port_range {first}-{last} has {free} free; widen port_range in {config}")]
+    PortsTooFew {
+        /// Ports the new instances need.
+        needed: usize,
+        /// Ports of the range no instance holds.
+        free: usize,
+        /// First port of the range.
+        first: u16,
+        /// Last port of the range.
+        last: u16,
+        /// The processes being rolled out.
+        processes: String,
+        /// The config file that sets `port_range`.
+        config: Utf8PathBuf,
+    },
+    /// A scale request that cannot be carried out as written.
+    #[error("{problem}")]
+    BadScale {
+        /// What is wrong, naming the argument.
+        problem: String,
+    },
     /// A target names no instance.
     #[error("no instance or process named {target:?} (current instances: {known})")]
     UnknownTarget {

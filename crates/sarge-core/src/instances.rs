@@ -13,7 +13,6 @@ use std::time::SystemTime;
 
 use camino::Utf8PathBuf;
 
-use sarge_haproxy::Slot;
 use sarge_supervisor::{Client, ProcessState};
 
 use crate::error::{Error, Result};
@@ -148,7 +147,7 @@ impl Sarge {
             })
             .flatten();
         let mut statuses = Vec::new();
-        for instance in current.processes.values() {
+        for (_, instance) in current.instances() {
             // A record that is gone (see `clean_leftovers`) has nothing to show.
             let Ok(record) = InstanceRecord::load(&self.home, &instance.id) else {
                 continue;
@@ -172,13 +171,14 @@ impl Sarge {
                     matches!(info.state, ProcessState::Running | ProcessState::Starting)
                 });
             let routed = match (
-                instance.slot,
+                instance.routed,
                 self.config.port_map.contains_key(record.process.as_str()),
             ) {
-                (Some(slot), true) => live
-                    .as_ref()
-                    .and_then(|admin| admin.serves(&record.process, slot, record.port).ok()),
-                (None, true) => Some(false),
+                (true, true) => live.as_ref().and_then(|admin| {
+                    let server = sarge_haproxy::Server::new(record.id.clone(), record.port);
+                    admin.serves(&record.process, &server).ok()
+                }),
+                (false, true) => Some(false),
                 _ => None,
             };
             statuses.push(InstanceStatus {
@@ -256,27 +256,50 @@ impl Sarge {
         self.clean_leftovers(&supervisor, &mut steps)?;
         let record = self.resolve(target)?;
         let mut current = CurrentInstances::load(&self.home)?;
-        if self.config.port_map.contains_key(record.process.as_str()) {
+        let process = record.process.clone();
+        // A process name takes the whole process; an instance, only it,
+        // unless it is the process's last one.
+        let whole = target == process || current.of(&process).len() <= 1;
+        let doomed: Vec<String> = if whole {
+            current
+                .of(&process)
+                .iter()
+                .map(|instance| instance.id.clone())
+                .collect()
+        } else {
+            vec![record.id.clone()]
+        };
+        if self.config.port_map.contains_key(process.as_str()) {
             let router = Router::new(&self.home, &self.config, &supervisor);
             let routing = Router::committed(&self.home, &current);
-            router.unroute(&routing, &record.process)?;
-            steps.report(Event::Unrouted {
-                process: &record.process,
-            });
+            if whole {
+                router.unroute(&routing, &process)?;
+                steps.report(Event::Unrouted { process: &process });
+            } else {
+                let mut rest = routing.get(&process).cloned().unwrap_or_default();
+                rest.retain(|server| server.name != record.id);
+                let changes = crate::routing::Routing::from([(process.clone(), rest)]);
+                let live = router.live()?;
+                router.switch(&live, &routing, &changes)?;
+                router.drain(&live, &process, &record.id, self.config.drain_timeout);
+            }
         }
-        current.processes.remove(&record.process);
+        if whole {
+            current.processes.remove(&process);
+        } else if let Some(instances) = current.processes.get_mut(&process) {
+            instances.retain(|instance| instance.id != record.id);
+        }
         current.save(&self.home)?;
-        // Past this point the instance is no longer current: what cannot be
-        // deleted now is a leftover the next command retries.
-        match self.remove_instance(&supervisor, &record.id) {
-            Ok(()) => steps.report(Event::Destroyed {
-                instance: &record.id,
-            }),
-            Err(error) => steps.warn(format!(
-                "{} is destroyed but its files could not all be removed ({}); the next sarge command will try again",
-                record.id,
-                described(&error)
-            )),
+        // Past this point the instances are no longer current: what cannot
+        // be deleted now is a leftover the next command retries.
+        for id in &doomed {
+            match self.remove_instance(&supervisor, id) {
+                Ok(()) => steps.report(Event::Destroyed { instance: id }),
+                Err(error) => steps.warn(format!(
+                    "{id} is destroyed but its files could not all be removed ({}); the next sarge command will try again",
+                    described(&error)
+                )),
+            }
         }
         if let Err(error) = self.collect_venvs(&current) {
             steps.warn(format!(
@@ -305,24 +328,28 @@ impl Sarge {
         Ok(command)
     }
 
-    /// The current instance that `target` names: an instance id, or a
-    /// process name for its current instance.
+    /// The current instance that `target` names: an instance id, a
+    /// process name for its first instance, or `PROCESS.N` for its Nth
+    /// (as `sarge logs` labels them).
     pub fn resolve(&self, target: &str) -> Result<InstanceRecord> {
         let current = CurrentInstances::load(&self.home)?;
-        let id = match current.processes.get(target) {
-            Some(instance) => Some(instance.id.clone()),
-            None => current.process_of(target).map(|_| target.to_owned()),
+        let by_label = target.rsplit_once('.').and_then(|(process, number)| {
+            let index = number.parse::<usize>().ok()?.checked_sub(1)?;
+            current.of(process).get(index)
+        });
+        let id = match (current.of(target).first(), by_label) {
+            (Some(instance), _) | (None, Some(instance)) => Some(instance.id.clone()),
+            (None, None) => current.process_of(target).map(|_| target.to_owned()),
         };
         match id {
             Some(id) => InstanceRecord::load(&self.home, &id),
             None => Err(Error::UnknownTarget {
                 target: target.to_owned(),
-                known: if current.processes.is_empty() {
+                known: if current.instances().next().is_none() {
                     "none".to_owned()
                 } else {
                     current
-                        .processes
-                        .iter()
+                        .instances()
                         .map(|(process, instance)| format!("{} ({process})", instance.id))
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -359,8 +386,7 @@ impl Sarge {
         // to a disk error) cannot run or be routed to: drop it from the
         // state, so that it never blocks a command again.
         let gone: Vec<(String, String)> = current
-            .processes
-            .iter()
+            .instances()
             .filter(|(_, instance)| {
                 matches!(
                     InstanceRecord::load(&self.home, &instance.id),
@@ -371,21 +397,22 @@ impl Sarge {
                     .join("instance.json")
                     .exists()
             })
-            .map(|(process, instance)| (process.clone(), instance.id.clone()))
+            .map(|(process, instance)| (process.to_owned(), instance.id.clone()))
             .collect();
         for (process, id) in &gone {
-            current.processes.remove(process);
+            if let Some(instances) = current.processes.get_mut(process) {
+                instances.retain(|instance| instance.id != *id);
+            }
             steps.warn(format!(
-                "the current instance {id} of {process} has no readable instance.json; {process} is no longer deployed"
+                "the current instance {id} of {process} has no readable instance.json; it is no longer deployed"
             ));
         }
         if !gone.is_empty() {
             current.save(&self.home)?;
         }
         let current_ids: BTreeSet<&str> = current
-            .processes
-            .values()
-            .map(|instance| instance.id.as_str())
+            .instances()
+            .map(|(_, instance)| instance.id.as_str())
             .collect();
         let mut leftovers: BTreeSet<String> = self
             .instance_ids()?
@@ -430,11 +457,10 @@ impl Sarge {
             let router = Router::new(&self.home, &self.config, supervisor);
             let routing = Router::committed(&self.home, &current);
             let live = router.ensure(&routing)?;
-            for process in self.config.port_map.keys() {
-                let committed = routing.get(process.as_str()).map(|(slot, _)| *slot);
-                for slot in [Slot::A, Slot::B] {
-                    if committed != Some(slot) {
-                        router.drain(&live, process, slot, self.config.drain_timeout);
+            for id in &leftovers {
+                if let Ok(record) = InstanceRecord::load(&self.home, id) {
+                    if self.config.port_map.contains_key(record.process.as_str()) {
+                        router.drain(&live, &record.process, id, self.config.drain_timeout);
                     }
                 }
             }
@@ -542,7 +568,7 @@ impl Sarge {
     /// Deletes virtualenvs no current instance uses.
     pub(crate) fn collect_venvs(&self, current: &CurrentInstances) -> Result<()> {
         let mut keep = BTreeSet::new();
-        for instance in current.processes.values() {
+        for (_, instance) in current.instances() {
             if let Ok(record) = InstanceRecord::load(&self.home, &instance.id) {
                 if let Some(key) = record.venv {
                     keep.insert(sarge_venv::VenvId::new(key));

@@ -99,6 +99,7 @@ mod release_command;
 mod rollback;
 mod rollout;
 mod routing;
+mod scale;
 mod state;
 mod timestamp;
 mod unpack;
@@ -126,10 +127,11 @@ pub use push::{
     Target, TargetOutcome, TargetReport, CLIENT_VERSION,
 };
 pub use release::{ProcessSpec, Release, ReleaseId, ReleaseSummary};
-pub use rollback::RolledBack;
+pub use rollback::{RollbackPlan, RolledBack};
 pub use rollout::{RolledOut, INSTANCE_VARIABLE};
 pub use sarge_config::ProcessName;
-pub use sarge_haproxy::Slot;
+pub use scale::{Scale, MAX_INSTANCES};
+
 pub use state::{CurrentInstance, CurrentInstances, InstanceRecord};
 
 /// An initialised `$SARGE_HOME` with its configuration loaded.

@@ -14,6 +14,7 @@ use crate::error::{excerpt, Error, Result};
 use crate::lock::HomeLock;
 use crate::progress::{Progress, Steps};
 use crate::release::Release;
+use crate::rollout::Rollout;
 use crate::rollout::{RolledOut, INSTANCE_VARIABLE};
 use crate::state::{read_json, write_json, CurrentInstances};
 use crate::Sarge;
@@ -102,7 +103,7 @@ impl Sarge {
     /// Sets env `values` (NAME, value) and, unless `restart` is false,
     /// rolls out a new release with the same code and virtualenv and the
     /// new env. A bad name is refused before anything changes.
-    pub fn config_set(
+    pub fn set_env(
         &self,
         values: &[(String, String)],
         restart: bool,
@@ -127,7 +128,7 @@ impl Sarge {
 
     /// Unsets env `names` (also those `sarge.yaml` sets) and, unless
     /// `restart` is false, rolls out a new release without them.
-    pub fn config_unset(
+    pub fn unset_env(
         &self,
         names: &[String],
         restart: bool,
@@ -186,6 +187,7 @@ impl Sarge {
                 &env,
                 description,
                 &[],
+                Rollout::Replace,
                 &mut steps,
                 |_| {},
             )
@@ -239,6 +241,7 @@ impl Sarge {
             &env,
             &description,
             &names,
+            Rollout::Replace,
             &mut steps,
             |_| {},
         )

@@ -39,7 +39,8 @@ use serde::Deserialize;
 
 use crate::error::{excerpt, Error, Result};
 
-/// This client's version, compared with each server's.
+/// What `sarge --version` prints for this library's version: the default
+/// [`PushOptions::client_version`].
 pub const CLIENT_VERSION: &str = concat!("sarge ", env!("CARGO_PKG_VERSION"));
 
 /// Where a push goes: `[user@]host:SARGE_HOME`.
@@ -312,6 +313,9 @@ pub struct PushOptions {
     pub batch: Option<usize>,
     /// The ssh command (default: [`SshCommand::from_env`]).
     pub ssh: Option<SshCommand>,
+    /// What the client's `sarge --version` prints, compared with each
+    /// server's (default: [`CLIENT_VERSION`]).
+    pub client_version: Option<String>,
 }
 
 /// What happens during a push, for a reporter to show.
@@ -336,6 +340,8 @@ pub enum PushEvent<'a> {
         target: &'a Target,
         /// What it runs (`sarge --version`).
         server: &'a str,
+        /// What this client is.
+        client: &'a str,
     },
     /// What the server's `dist/` lacks, before it is sent.
     WheelsMissing {
@@ -813,10 +819,16 @@ impl TargetRun<'_> {
 
     /// Warns when the server's `sarge --version` is not this client's.
     fn check_version(&self, server: &str) {
-        if server != CLIENT_VERSION {
+        let client = self
+            .options
+            .client_version
+            .as_deref()
+            .unwrap_or(CLIENT_VERSION);
+        if server != client {
             self.progress.event(&PushEvent::VersionMismatch {
                 target: self.target,
                 server,
+                client,
             });
         }
     }

@@ -10,6 +10,7 @@ use crate::lock::HomeLock;
 use crate::progress::{Event, Progress, Steps};
 use crate::release::{Release, ReleaseId, ReleaseSummary};
 use crate::rollout::RolledOut;
+use crate::rollout::Rollout;
 use crate::state::CurrentInstances;
 use crate::Sarge;
 
@@ -32,7 +33,54 @@ pub struct RolledBack {
     pub elapsed: Duration,
 }
 
+/// What [`Sarge::rollback`] is about to change, read before it runs (see
+/// [`Sarge::rollback_plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RollbackPlan {
+    /// The current release, if there is one.
+    pub from: Option<ReleaseId>,
+    /// The release rolled back to.
+    pub to: ReleaseId,
+    /// The process types that get new instances, sorted.
+    pub processes: Vec<String>,
+}
+
+/// The release before the current one in the history: the default
+/// target of a rollback.
+fn previous_release(current: &CurrentInstances) -> Option<ReleaseId> {
+    let position = current
+        .release
+        .and_then(|id| current.history.iter().position(|kept| *kept == id))?;
+    let before = position.checked_sub(1)?;
+    current.history.get(before).copied()
+}
+
 impl Sarge {
+    /// What `rollback(target)` would change, from the committed state, so
+    /// a caller can say it before it starts: `None` when the rollback will
+    /// be refused (no release before the current one, an unknown release,
+    /// the current one), which `rollback` then explains. Reads only; like
+    /// `releases`, it sees what is committed, which is what `rollback`
+    /// sees once it has recovered, unless another command commits a
+    /// release in between (`rollback` waits for its lock): then
+    /// [`RolledBack::target`] is the truth.
+    pub fn rollback_plan(&self, target: Option<ReleaseId>) -> Result<Option<RollbackPlan>> {
+        let current = CurrentInstances::load(&self.home)?;
+        let Some(to) = target.or_else(|| previous_release(&current)) else {
+            return Ok(None);
+        };
+        if !current.history.contains(&to) || Some(to) == current.release {
+            return Ok(None);
+        }
+        let release = Release::load(&self.home, to)?;
+        Ok(Some(RollbackPlan {
+            from: current.release,
+            to,
+            processes: release.processes.keys().cloned().collect(),
+        }))
+    }
+
     /// The releases you can roll back to, newest first, the current one
     /// marked. Reads only.
     pub fn releases(&self) -> Result<Vec<ReleaseSummary>> {
@@ -104,21 +152,16 @@ impl Sarge {
         };
         let target = match target {
             Some(id) => id,
-            None => {
-                let position = current
-                    .release
-                    .and_then(|id| current.history.iter().position(|kept| *kept == id));
-                match position {
-                    Some(position) if position > 0 => current.history[position - 1],
-                    _ => {
-                        return Err(Error::NothingToRollBackTo {
-                            current: current
-                                .release
-                                .map_or_else(|| "none".to_owned(), |id| id.to_string()),
-                        })
-                    }
+            None => match previous_release(&current) {
+                Some(previous) => previous,
+                None => {
+                    return Err(Error::NothingToRollBackTo {
+                        current: current
+                            .release
+                            .map_or_else(|| "none".to_owned(), |id| id.to_string()),
+                    })
                 }
-            }
+            },
         };
         if !current.history.contains(&target) || Some(target) == current.release {
             return Err(Error::UnknownRelease {
@@ -130,7 +173,19 @@ impl Sarge {
                 },
             });
         }
-        let old = Release::load(&self.home, target)?;
+        let mut old = Release::load(&self.home, target)?;
+        // A rollback changes code and env, not capacity: each process keeps
+        // the count it runs at now.
+        if let Some(now) = current
+            .release
+            .and_then(|id| Release::load(&self.home, id).ok())
+        {
+            for (process, spec) in &mut old.processes {
+                if let Some(running) = now.processes.get(process) {
+                    spec.count = running.count;
+                }
+            }
+        }
         let env = Release::env(&self.home, target)?;
         // Every part must still be on disk: a rollback never builds.
         for spec in old.processes.values() {
@@ -169,6 +224,7 @@ impl Sarge {
             &env,
             &format!("rollback to {target}"),
             &[],
+            Rollout::Replace,
             &mut steps,
             |steps| {
                 steps.report(Event::ReleaseMade {

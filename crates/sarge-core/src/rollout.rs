@@ -1,13 +1,18 @@
 //! The rollout engine: takes the current state to a release, process by
-//! process, with no failed request. Every change (a deploy, a rollback)
-//! is a release rolled out here, in the steps the user waits on:
+//! process, with no failed request. Every change (a deploy, a rollback, a
+//! config change, a restart, a scale) is a release rolled out here, in
+//! the steps the user waits on:
 //!
-//! 1. **start** a new instance of each process being rolled out, all at once;
+//! 1. **start** the new instances of each process being rolled out, all
+//!    at once (as many as the release's count; for a [`Rollout::Resize`],
+//!    only those the count adds);
 //! 2. **ready**: wait until each answers (its port, its health check);
-//! 3. **switch** haproxy's stable addresses to them, through the live
-//!    worker, and **verify** the end state;
+//! 3. **switch** haproxy's stable addresses: every new instance joins its
+//!    backend, then every instance being retired leaves it, through the
+//!    live worker; then **verify** the end state. At no instant does a
+//!    stable address have fewer ready instances than the count;
 //! 4. **commit**: `current.json` names the release and its instances;
-//! 5. **drain** the old instances' open requests, then **stop** them.
+//! 5. **drain** the retired instances' open requests, then **stop** them.
 //!
 //! A failure before the commit puts every route back and removes the new
 //! instances: each process stays wholly on the release before.
@@ -18,7 +23,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::time::{Duration, Instant, SystemTime};
 
 use camino::Utf8Path;
-use sarge_haproxy::Slot;
+use sarge_haproxy::Server;
 use sarge_supervisor::{Client, ProcessState, Program};
 
 use crate::error::{Error, Result};
@@ -27,7 +32,7 @@ use crate::logs::log_tail;
 use crate::probe::{accepts_connections, http_status};
 use crate::progress::{Event, Steps};
 use crate::release::{Release, ReleaseId};
-use crate::routing::{Probe, Router};
+use crate::routing::{Probe, Router, Routing};
 use crate::state::{CurrentInstance, CurrentInstances, InstanceRecord};
 use crate::timestamp::rfc3339;
 use crate::Sarge;
@@ -40,26 +45,57 @@ pub struct RolledOut {
     pub release: ReleaseId,
     /// The new instances, with the stable address each serves (if routed).
     pub instances: Vec<(InstanceRecord, Option<String>)>,
-    /// The instances they replaced, now stopped and removed.
+    /// The instances retired, now stopped and removed.
     pub replaced: Vec<String>,
 }
 
-/// One new instance during a rollout.
-struct Starting {
-    record: InstanceRecord,
-    previous: Option<CurrentInstance>,
-    slot: Option<Slot>,
+/// What a rollout does with a process's running instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rollout {
+    /// New instances, as many as the count, replace every running one: a
+    /// deploy, a rollback, a config change, a restart.
+    Replace,
+    /// The running instances stay, up to the count; new ones make up the
+    /// rest, or the newest are retired: a scale.
+    Resize,
+}
+
+/// One process during a rollout.
+struct ProcessRollout {
+    process: String,
+    /// Whether it has a stable address.
+    routed: bool,
+    /// Running instances it keeps.
+    kept: Vec<CurrentInstance>,
+    /// Running instances it stops once the new ones serve.
+    retired: Vec<CurrentInstance>,
+    /// Its new instances, started by this rollout.
+    started: Vec<InstanceRecord>,
+}
+
+impl ProcessRollout {
+    /// The servers its stable address has once rolled out.
+    fn servers(&self, home: &crate::Home) -> Vec<Server> {
+        let kept = self
+            .kept
+            .iter()
+            .filter_map(|instance| InstanceRecord::load(home, &instance.id).ok());
+        kept.chain(self.started.iter().cloned())
+            .map(|record| Server::new(record.id, record.port))
+            .collect()
+    }
 }
 
 impl Sarge {
     /// Rolls `release` out for `processes` (all of them in the release when
-    /// empty), replacing their current instances; the others are left as
-    /// they are. The home lock must be held and leftovers cleaned.
+    /// empty); the others are left as they are. The home lock must be held
+    /// and leftovers cleaned.
     pub(crate) fn roll_out(
         &self,
         supervisor: &Client,
         release: &Release,
         processes: &[String],
+        how: Rollout,
         steps: &mut Steps<'_>,
     ) -> Result<RolledOut> {
         let mut current = CurrentInstances::load(&self.home)?;
@@ -70,20 +106,11 @@ impl Sarge {
         } else {
             processes.iter().collect()
         };
-        if rolled
-            .iter()
-            .any(|process| self.config.port_map.contains_key(process.as_str()))
-        {
-            router.haproxy_bin()?;
-        }
 
-        // 1. Start every new instance; they start up side by side.
-        let mut pending = PendingInstances {
-            sarge: self,
-            supervisor,
-            ids: Vec::new(),
-        };
-        let mut starting = Vec::new();
+        // What each process keeps, retires and starts; nothing starts
+        // unless every new instance has a port.
+        let mut plans = Vec::new();
+        let mut to_start = Vec::new();
         for process in &rolled {
             let spec =
                 release
@@ -93,131 +120,162 @@ impl Sarge {
                         process: (*process).clone(),
                         release: release.id,
                     })?;
-            let port = self.allocate_port()?;
-            let id = self.claim_instance_dir(process)?;
-            pending.ids.push(id.clone());
-            let record = InstanceRecord {
-                id: id.clone(),
-                process: (*process).clone(),
-                port,
-                created: rfc3339(SystemTime::now()),
-                command: spec.command.clone(),
-                venv: spec.venv.clone(),
-                release: Some(release.id),
+            let running = current.of(process).to_vec();
+            let count = usize::try_from(spec.count).unwrap_or(usize::MAX);
+            let (kept, retired) = match how {
+                Rollout::Replace => (Vec::new(), running),
+                Rollout::Resize => {
+                    let split = count.min(running.len());
+                    (running[..split].to_vec(), running[split..].to_vec())
+                }
             };
-            record.save(&self.home)?;
-            let mut instance_env = env.clone();
-            instance_env.insert("PORT".to_owned(), port.to_string());
-            // Which instance this is, as Heroku's DYNO says: also how
-            // `bin/supervisord` names what a killed supervisord left.
-            instance_env.insert(INSTANCE_VARIABLE.to_owned(), id.clone());
-            let venv_bin = spec
-                .venv
-                .as_ref()
-                .map(|venv| self.home.venvs_dir().join(venv).join("bin"));
-            let app_dir = Release::app_dir(&self.home, spec);
-            write_launcher(
-                &self.home.instance_dir(&id),
-                &app_dir,
-                &instance_env,
-                venv_bin.as_deref(),
-                &spec.command,
-            )?;
-            self.add_program(supervisor, &id, &app_dir)?;
-            steps.report(Event::Started { instance: &record });
-            let previous = current.processes.get(*process).cloned();
-            let slot = self
-                .config
-                .port_map
-                .contains_key(process.as_str())
-                .then(|| match previous.as_ref().and_then(|p| p.slot) {
-                    Some(Slot::A) => Slot::B,
-                    _ => Slot::A,
-                });
-            starting.push(Starting {
-                record,
-                previous,
-                slot,
+            to_start.push((count - kept.len(), spec));
+            plans.push(ProcessRollout {
+                process: (*process).clone(),
+                routed: self.config.port_map.contains_key(process.as_str()),
+                kept,
+                retired,
+                started: Vec::new(),
             });
         }
+        if plans.iter().any(|plan| plan.routed) {
+            router.haproxy_bin()?;
+        }
+        let needed: usize = to_start.iter().map(|(count, _)| count).sum();
+        self.check_port_capacity(needed, &plans)?;
 
-        // haproxy checks the next config, and starts or reloads for a new
-        // stable address, while the apps start; it serves the committed
-        // routes meanwhile, so the old instances are unaffected.
-        let routing = Router::committed(&self.home, &current);
-        let changes: Vec<(String, Slot, u16)> = starting
-            .iter()
-            .filter_map(|new| {
-                new.slot
-                    .map(|slot| (new.record.process.clone(), slot, new.record.port))
-            })
-            .collect();
-        let staged = if changes.is_empty() {
-            None
-        } else {
-            Some(router.stage_switch(&routing, &changes)?)
+        // 1. Start every new instance; they start up side by side, from one
+        // re-read of supervisord's config.
+        let mut pending = PendingInstances {
+            sarge: self,
+            supervisor,
+            ids: Vec::new(),
         };
-        let live = match staged {
-            Some(_) => Some(router.ensure(&routing)?),
-            None => None,
+        for (plan, (count, spec)) in plans.iter_mut().zip(&to_start) {
+            for _ in 0..*count {
+                let port = self.allocate_port()?;
+                let id = self.claim_instance_dir(&plan.process)?;
+                pending.ids.push(id.clone());
+                let record = InstanceRecord {
+                    id: id.clone(),
+                    process: plan.process.clone(),
+                    port,
+                    created: rfc3339(SystemTime::now()),
+                    command: spec.command.clone(),
+                    venv: spec.venv.clone(),
+                    release: Some(release.id),
+                };
+                record.save(&self.home)?;
+                let mut instance_env = env.clone();
+                instance_env.insert("PORT".to_owned(), port.to_string());
+                // Which instance this is, as Heroku's DYNO says: also how
+                // `bin/supervisord` names what a killed supervisord left.
+                instance_env.insert(INSTANCE_VARIABLE.to_owned(), id.clone());
+                let venv_bin = spec
+                    .venv
+                    .as_ref()
+                    .map(|venv| self.home.venvs_dir().join(venv).join("bin"));
+                let app_dir = Release::app_dir(&self.home, spec);
+                write_launcher(
+                    &self.home.instance_dir(&id),
+                    &app_dir,
+                    &instance_env,
+                    venv_bin.as_deref(),
+                    &spec.command,
+                )?;
+                self.write_program(&id, &app_dir)?;
+                plan.started.push(record);
+            }
+        }
+        let new_ids: Vec<&str> = plans
+            .iter()
+            .flat_map(|plan| plan.started.iter().map(|record| record.id.as_str()))
+            .collect();
+        if !new_ids.is_empty() {
+            supervisor.reload_config()?;
+            for plan in &plans {
+                for record in &plan.started {
+                    supervisor.add_process_group(&record.id)?;
+                    supervisor.start_process(&record.id, false)?;
+                    steps.report(Event::Started { instance: record });
+                }
+            }
+        }
+
+        // haproxy starts, or reloads for a new stable address, while the
+        // apps start; it serves the committed routes meanwhile, so the
+        // running instances are unaffected.
+        let routing = Router::committed(&self.home, &current);
+        let live = if plans.iter().any(|plan| plan.routed) {
+            Some(router.ensure(&routing)?)
+        } else {
+            None
         };
 
         // 2. Ready.
-        for new in &starting {
-            let process = &new.record.process;
-            let health = self.config.healthcheck.get(process.as_str());
-            let needs_port = new.slot.is_some() || health.is_some();
-            self.wait_ready(supervisor, &new.record, needs_port)?;
-            steps.report(Event::Ready {
-                instance: &new.record,
-                answers: needs_port,
-            });
+        for plan in &plans {
+            let health = self.config.healthcheck.get(plan.process.as_str());
+            let needs_port = plan.routed || health.is_some();
+            for record in &plan.started {
+                self.wait_ready(supervisor, record, needs_port)?;
+                steps.report(Event::Ready {
+                    instance: record,
+                    answers: needs_port,
+                });
+            }
         }
 
         // 3. Switch, then check the end state; anything amiss puts every
         // committed route back while the old instances still run.
-        if let (Some(staged), Some(live)) = (staged, &live) {
-            router.switch(live, &routing, staged)?;
-            for new in &starting {
-                let Some(slot) = new.slot else { continue };
-                let process = &new.record.process;
-                let health = self.config.healthcheck.get(process.as_str());
+        if let Some(live) = &live {
+            let changes: Routing = plans
+                .iter()
+                .filter(|plan| plan.routed)
+                .map(|plan| (plan.process.clone(), plan.servers(&self.home)))
+                .collect();
+            router.switch(live, &routing, &changes)?;
+            for plan in plans.iter().filter(|plan| plan.routed) {
+                let health = self.config.healthcheck.get(plan.process.as_str());
                 let probe = Probe {
                     path: health.map_or("/", |health| health.path.as_str()),
                     host: health.map_or("localhost", |health| health.host.as_str()),
                 };
-                let confirmed = self
-                    .confirm_alive(supervisor, &new.record)
-                    .and_then(|_| router.verify(live, process, slot, &probe));
+                let confirmed = plan
+                    .started
+                    .iter()
+                    .try_for_each(|record| self.confirm_alive(supervisor, record).map(drop))
+                    .and_then(|()| {
+                        router.verify(live, &plan.process, &changes[&plan.process], &probe)
+                    });
                 if let Err(error) = confirmed {
                     router.restore(live, &routing);
                     return Err(error);
                 }
-                if let Some(address) = self.config.port_map.get(process.as_str()) {
-                    steps.report(Event::Switched {
-                        address: &address.to_string(),
-                        instance: &new.record,
-                    });
+                if let Some(address) = self.config.port_map.get(plan.process.as_str()) {
+                    for record in &plan.started {
+                        steps.report(Event::Switched {
+                            address: &address.to_string(),
+                            instance: record,
+                        });
+                    }
                 }
             }
         }
 
         // 4. The commit point: from here on the new instances are current.
         let mut ready_pids = BTreeMap::new();
-        for new in &starting {
-            ready_pids.insert(
-                new.record.id.clone(),
-                self.confirm_alive(supervisor, &new.record)?,
-            );
+        for record in plans.iter().flat_map(|plan| &plan.started) {
+            ready_pids.insert(record.id.clone(), self.confirm_alive(supervisor, record)?);
         }
-        for new in &starting {
+        for plan in &plans {
+            let started = plan.started.iter().map(|record| CurrentInstance {
+                id: record.id.clone(),
+                routed: plan.routed,
+                ready_pid: ready_pids.get(&record.id).copied(),
+            });
             current.processes.insert(
-                new.record.process.clone(),
-                CurrentInstance {
-                    id: new.record.id.clone(),
-                    slot: new.slot,
-                    ready_pid: ready_pids.get(&new.record.id).copied(),
-                },
+                plan.process.clone(),
+                plan.kept.iter().cloned().chain(started).collect(),
             );
         }
         current.release = Some(release.id);
@@ -235,37 +293,43 @@ impl Sarge {
         steps.report(Event::Committed {
             release: release.id,
         });
-        if let Some(last) = starting.last() {
+        if let Some(last) = plans.iter().flat_map(|plan| &plan.started).last() {
             // Only a hint for where the next allocation starts.
-            if let Err(error) = self.record_port(last.record.port) {
+            if let Err(error) = self.record_port(last.port) {
                 steps.warn(format!(
                     "could not record port {} as the last one used ({error})",
-                    last.record.port
+                    last.port
                 ));
             }
         }
 
-        // 5. Drain and stop what was replaced. The rollout has succeeded:
+        // 5. Drain and stop what was retired. The rollout has succeeded:
         // a failed cleanup is a note, and the next command finishes it.
         let mut replaced = Vec::new();
-        for new in &starting {
-            let Some(old) = &new.previous else { continue };
-            if let (Some(slot), Some(live)) = (old.slot, &live) {
-                let waited =
-                    router.drain(live, &new.record.process, slot, self.config.drain_timeout);
-                steps.report(Event::Drained {
-                    instance: &old.id,
-                    waited,
-                });
+        for plan in &plans {
+            for old in &plan.retired {
+                if let (true, Some(live)) = (old.routed, &live) {
+                    let waited =
+                        router.drain(live, &plan.process, &old.id, self.config.drain_timeout);
+                    steps.report(Event::Drained {
+                        instance: &old.id,
+                        waited,
+                    });
+                }
+                match self.remove_instance(supervisor, &old.id) {
+                    Ok(()) => steps.report(Event::Removed { instance: &old.id }),
+                    Err(error) => steps.warn(format!(
+                        "could not remove the old instance {} ({error}); the next sarge command will",
+                        old.id
+                    )),
+                }
+                if let (true, Some(live)) = (old.routed, &live) {
+                    // Its idle connections closed with it; a server haproxy
+                    // still holds on to goes at the next rollout.
+                    router.forget(live, &plan.process, &old.id);
+                }
+                replaced.push(old.id.clone());
             }
-            match self.remove_instance(supervisor, &old.id) {
-                Ok(()) => steps.report(Event::Removed { instance: &old.id }),
-                Err(error) => steps.warn(format!(
-                    "could not remove the old instance {} ({error}); the next sarge command will",
-                    old.id
-                )),
-            }
-            replaced.push(old.id.clone());
         }
         if let Err(error) = self.prune_releases(&mut current) {
             steps.warn(format!("could not prune old releases ({error})"));
@@ -275,18 +339,50 @@ impl Sarge {
         }
         Ok(RolledOut {
             release: release.id,
-            instances: starting
+            instances: plans
                 .into_iter()
-                .map(|new| {
+                .flat_map(|plan| plan.started)
+                .map(|record| {
                     let address = self
                         .config
                         .port_map
-                        .get(new.record.process.as_str())
+                        .get(record.process.as_str())
                         .map(ToString::to_string);
-                    (new.record, address)
+                    (record, address)
                 })
                 .collect(),
             replaced,
+        })
+    }
+
+    /// Fails, naming the processes, if `port_range` has fewer than
+    /// `needed` ports no instance holds.
+    fn check_port_capacity(&self, needed: usize, plans: &[ProcessRollout]) -> Result<()> {
+        if needed == 0 {
+            return Ok(());
+        }
+        let used: BTreeSet<u16> = self
+            .instance_ids()?
+            .iter()
+            .filter_map(|id| InstanceRecord::load(&self.home, id).ok())
+            .map(|record| record.port)
+            .collect();
+        let range = self.config.port_range.as_range();
+        let free = range.filter(|port| !used.contains(port)).count();
+        if free >= needed {
+            return Ok(());
+        }
+        Err(Error::PortsTooFew {
+            needed,
+            free,
+            first: self.config.port_range.first,
+            last: self.config.port_range.last,
+            processes: plans
+                .iter()
+                .map(|plan| plan.process.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+            config: self.home.config_file(),
         })
     }
 
@@ -303,6 +399,7 @@ impl Sarge {
         env: &BTreeMap<String, String>,
         description: &str,
         processes: &[String],
+        how: Rollout,
         steps: &mut Steps<'_>,
         saved: impl FnOnce(&mut Steps<'_>),
     ) -> Result<RolledOut> {
@@ -313,9 +410,26 @@ impl Sarge {
             processes: from.processes.clone(),
             release_command_ran: false,
         };
+        self.roll_out_release(supervisor, release, env, processes, how, steps, saved)
+    }
+
+    /// Records `release` with `env` and rolls it out for `processes` (all
+    /// when empty); `saved` runs once it is recorded. A release that does
+    /// not become current is removed. The lock must be held.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn roll_out_release(
+        &self,
+        supervisor: &Client,
+        release: Release,
+        env: &BTreeMap<String, String>,
+        processes: &[String],
+        how: Rollout,
+        steps: &mut Steps<'_>,
+        saved: impl FnOnce(&mut Steps<'_>),
+    ) -> Result<RolledOut> {
         release.save(&self.home, env)?;
         saved(steps);
-        self.roll_out(supervisor, &release, processes, steps)
+        self.roll_out(supervisor, &release, processes, how, steps)
             .inspect_err(|_| {
                 let _ = sarge_venv::remove_tree(&self.home.release_dir(release.id));
             })
@@ -423,12 +537,9 @@ impl Drop for PendingInstances<'_> {
 }
 
 impl Sarge {
-    pub(crate) fn add_program(
-        &self,
-        supervisor: &sarge_supervisor::Client,
-        id: &str,
-        app_dir: &Utf8Path,
-    ) -> Result<()> {
+    /// Writes the supervisord program file of instance `id`; supervisord
+    /// takes it at its next `reloadConfig`.
+    fn write_program(&self, id: &str, app_dir: &Utf8Path) -> Result<()> {
         let program = Program {
             name: id.to_owned(),
             command: vec![launcher_path(&self.home.instance_dir(id)).to_string()],
@@ -447,11 +558,7 @@ impl Sarge {
             &self.home.program_file(id),
             program.render()?.as_bytes(),
             crate::privacy::PRIVATE_FILE,
-        )?;
-        supervisor.reload_config()?;
-        supervisor.add_process_group(id)?;
-        supervisor.start_process(id, false)?;
-        Ok(())
+        )
     }
 
     /// Polls until the instance listens on its port (and answers its health

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use sarge_config::{Config, StableAddress};
-use sarge_haproxy::{AdminClient, HaproxyConfig, MasterClient, Route, Slot};
+use sarge_haproxy::{AdminClient, HaproxyConfig, MasterClient, Route, Server};
 use sarge_supervisor::{Client, ProcessState, Program};
 
 use crate::error::{Error, Result};
@@ -21,8 +21,8 @@ pub(crate) const HAPROXY_PROGRAM: &str = "haproxy";
 /// or reload.
 const HAPROXY_START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where each routed process points: its slot and port.
-pub(crate) type Routing = BTreeMap<String, (Slot, u16)>;
+/// The servers (instances) behind each routed process's stable address.
+pub(crate) type Routing = BTreeMap<String, Vec<Server>>;
 
 pub(crate) struct Router<'a> {
     home: &'a Home,
@@ -61,11 +61,15 @@ impl<'a> Router<'a> {
     /// drops it from the state.
     pub(crate) fn committed(home: &Home, current: &CurrentInstances) -> Routing {
         let mut routing = Routing::new();
-        for (process, instance) in &current.processes {
-            if let Some(slot) = instance.slot {
-                if let Ok(record) = InstanceRecord::load(home, &instance.id) {
-                    routing.insert(process.clone(), (slot, record.port));
-                }
+        for (process, instance) in current.instances() {
+            if !instance.routed {
+                continue;
+            }
+            if let Ok(record) = InstanceRecord::load(home, &instance.id) {
+                routing
+                    .entry(process.to_owned())
+                    .or_default()
+                    .push(Server::new(record.id, record.port));
             }
         }
         routing
@@ -81,26 +85,29 @@ impl<'a> Router<'a> {
     }
 
     /// Makes sure haproxy runs with a config matching `routing`, starting,
-    /// restarting or reloading it only when needed, and that the live
-    /// worker's runtime state matches (which repairs a switch that a killed
-    /// deploy left half-done). On failure the files are put back and the
-    /// haproxy that ran before keeps running.
+    /// restarting or reloading it only when needed (a new or moved stable
+    /// address; servers change at runtime), and that the live worker's
+    /// servers match (which repairs a switch that a killed command left
+    /// half-done). On failure the files are put back and the haproxy that
+    /// ran before keeps running.
     pub(crate) fn ensure(&self, routing: &Routing) -> Result<LiveWorker> {
         let bin = self.haproxy_bin()?;
         let config = self.render(routing)?;
         let config_path = self.home.haproxy_config();
         let previous_text = fs_err::read_to_string(&config_path).ok();
-        let config_changed = previous_text.as_deref() != Some(config.render().as_str());
-        if config_changed {
+        let structure_changed = !previous_text
+            .as_deref()
+            .is_some_and(|text| config.same_structure(text));
+        if structure_changed {
             config.write_checked(&config_path, &bin)?;
         }
         let program_file = self.home.program_file(HAPROXY_PROGRAM);
         let previous_program = fs_err::read_to_string(&program_file).ok();
-        let started = self.start_or_reload(&bin, &config, config_changed);
+        let started = self.start_or_reload(&bin, &config, structure_changed);
         if started.is_err() {
             // Put back the files as they were, so nothing of a failed
             // deploy stays and the next attempt sees the change again.
-            if config_changed {
+            if structure_changed {
                 restore_file(&config_path, previous_text.as_deref());
             }
             let program_changed = fs_err::read_to_string(&program_file).ok() != previous_program;
@@ -124,6 +131,11 @@ impl<'a> Router<'a> {
         for route in &config.routes {
             live.admin.resume_if_paused(&route.name)?;
             live.admin.apply(route)?;
+        }
+        if !structure_changed && previous_text.as_deref() != Some(config.render().as_str()) {
+            // Only servers differ: the runtime now has them, and a later
+            // reload must come back the same.
+            config.write(&config_path)?;
         }
         Ok(live)
     }
@@ -214,54 +226,36 @@ impl<'a> Router<'a> {
         })
     }
 
-    /// Prepares a switch of `process` to `port` on `slot`: writes the
-    /// config haproxy will have afterwards beside the live one and starts
-    /// `haproxy -c` on it, which then runs while the new instance starts.
-    pub(crate) fn stage_switch(
-        &self,
-        routing: &Routing,
-        changes: &[(String, Slot, u16)],
-    ) -> Result<StagedSwitch> {
-        let bin = self.haproxy_bin()?;
-        let mut next = routing.clone();
-        for (process, slot, port) in changes {
-            next.insert(process.clone(), (*slot, *port));
-        }
-        let staged = staged_path(&self.home.haproxy_config());
-        self.render(&next)?.write(&staged)?;
-        let check = match sarge_haproxy::spawn_check(&bin, &staged) {
-            Ok(check) => check,
-            Err(error) => {
-                let _ = fs_err::remove_file(&staged);
-                return Err(error.into());
-            }
-        };
-        Ok(StagedSwitch {
-            changes: changes.to_vec(),
-            staged,
-            check: Some(check),
-        })
-    }
-
-    /// Sends new connections for the staged process to its new port; the
-    /// other slot (the old instance) goes into maintenance. The checked
-    /// config then replaces the live one, so a reload lands in this state.
+    /// Gives each process of `changes` its new servers: every server it
+    /// did not have joins its backend ready, then every server it no
+    /// longer has goes into maintenance (its open requests finish), so the
+    /// stable address never has fewer ready servers than either side. The
+    /// config file then says the same, so a reload lands in this state.
     /// On failure the committed routes are back.
     pub(crate) fn switch(
         &self,
         live: &LiveWorker,
         routing: &Routing,
-        mut staged: StagedSwitch,
+        changes: &Routing,
     ) -> Result<()> {
-        if let Some(check) = staged.check.take() {
-            check.wait()?;
-        }
-        let switched = staged
-            .changes
-            .iter()
-            .try_for_each(|(process, slot, port)| live.admin.switch(process, *slot, *port))
-            .map_err(Error::from)
-            .and_then(|()| Ok(fs_err::rename(&staged.staged, self.home.haproxy_config())?));
+        let mut next = routing.clone();
+        let switched = (|| -> Result<()> {
+            for (process, servers) in changes {
+                let before = routing.get(process).map_or(&[][..], Vec::as_slice);
+                for server in servers {
+                    if !before.contains(server) {
+                        live.admin.add_server(process, server)?;
+                    }
+                }
+                for server in before {
+                    if !servers.contains(server) {
+                        live.admin.disable_server(process, &server.name)?;
+                    }
+                }
+                next.insert(process.clone(), servers.clone());
+            }
+            Ok(self.render(&next)?.write(&self.home.haproxy_config())?)
+        })();
         if switched.is_err() {
             self.restore(live, routing);
         }
@@ -271,12 +265,12 @@ impl<'a> Router<'a> {
     /// Checks the end state a user relies on after a switch: the worker
     /// that was switched is still the live one, every stable address
     /// accepts connections, and a request on `process`'s stable address
-    /// reaches its `slot` (the slot's request count rises).
+    /// reaches one of `servers` (their request count rises).
     pub(crate) fn verify(
         &self,
         live: &LiveWorker,
         process: &str,
-        slot: Slot,
+        servers: &[Server],
         probe: &Probe<'_>,
     ) -> Result<()> {
         let failed = |problem: String| Error::SwitchNotVerified {
@@ -305,19 +299,28 @@ impl<'a> Router<'a> {
         let Some(address) = self.config.port_map.get(process) else {
             return Ok(());
         };
+        if servers.is_empty() {
+            // Scaled to zero: nothing to reach.
+            return Ok(());
+        }
         // haproxy counts a request against the server it picks before the
         // answer comes, so a slow page still proves the route.
-        let before = live.admin.sessions_total(process, slot)?;
+        let total = || -> Result<u64> {
+            servers.iter().try_fold(0, |sum, server| {
+                Ok(sum + u64::from(live.admin.sessions_total(process, &server.name)?))
+            })
+        };
+        let before = total()?;
         let answer = probe.send(connect_address(address));
-        let after = live.admin.sessions_total(process, slot)?;
+        let after = total()?;
         if after > before {
             return Ok(());
         }
         Err(failed(match answer {
-            Ok(status) => format!(
-                "a request on {address} was answered ({status}) but not by the new instance"
-            ),
-            Err(error) => format!("a request on {address} did not reach the new instance: {error}"),
+            Ok(status) => {
+                format!("a request on {address} was answered ({status}) but not by a new instance")
+            }
+            Err(error) => format!("a request on {address} did not reach a new instance: {error}"),
         }))
     }
 
@@ -351,22 +354,30 @@ impl<'a> Router<'a> {
         Ok(config.write(&self.home.haproxy_config())?)
     }
 
-    /// Waits until `slot` of `process` has no open sessions, at most `limit`.
+    /// Waits until server `server` of `process` has no open sessions, at
+    /// most `limit`.
     pub(crate) fn drain(
         &self,
         live: &LiveWorker,
         process: &str,
-        slot: Slot,
+        server: &str,
         limit: Duration,
     ) -> Duration {
         let started = Instant::now();
         while started.elapsed() < limit {
-            match live.admin.sessions(process, slot) {
+            match live.admin.sessions(process, server) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
         started.elapsed()
+    }
+
+    /// Deletes the drained server `server` of `process` from the live
+    /// worker. Best effort: one haproxy still holds a connection to stays
+    /// in maintenance until the next rollout's [`Router::ensure`] deletes it.
+    pub(crate) fn forget(&self, live: &LiveWorker, process: &str, server: &str) {
+        let _ = live.admin.delete_server(process, server);
     }
 
     /// Waits until haproxy's master names one live worker (`expected`, if
@@ -376,22 +387,22 @@ impl<'a> Router<'a> {
         let mut last_problem = "its master CLI never answered".to_owned();
         while started.elapsed() < HAPROXY_START_TIMEOUT {
             match self.master.processes() {
-                Ok(processes) => {
-                    match processes.current_worker() {
-                        Some(pid) if expected.is_none_or(|expected| expected == pid) => {
-                            let admin = self.master.worker(pid);
-                            match config.routes.iter().try_for_each(|route| {
-                                admin.sessions(&route.name, Slot::A).map(drop)
-                            }) {
-                                Ok(()) => return Ok(LiveWorker { admin }),
-                                Err(error) => last_problem = format!("worker {pid}: {error}"),
-                            }
-                        }
-                        _ => {
-                            last_problem = format!("its workers are {:?}", processes.workers);
+                Ok(processes) => match processes.current_worker() {
+                    Some(pid) if expected.is_none_or(|expected| expected == pid) => {
+                        let admin = self.master.worker(pid);
+                        match config
+                            .routes
+                            .iter()
+                            .try_for_each(|route| admin.servers(&route.name).map(drop))
+                        {
+                            Ok(()) => return Ok(LiveWorker { admin }),
+                            Err(error) => last_problem = format!("worker {pid}: {error}"),
                         }
                     }
-                }
+                    _ => {
+                        last_problem = format!("its workers are {:?}", processes.workers);
+                    }
+                },
                 Err(error) => last_problem = error.to_string(),
             }
             // A haproxy that cannot start (a stable address already taken)
@@ -484,40 +495,14 @@ fn excerpt(stdout: &str, stderr: &[u8]) -> String {
     format!(": {short}")
 }
 
-/// A switch prepared by [`Router::stage_switch`]: its config is staged
-/// and being checked. Dropped without [`Router::switch`], it leaves the
-/// live config alone.
-pub(crate) struct StagedSwitch {
-    /// Each process to switch, to which slot and port.
-    changes: Vec<(String, Slot, u16)>,
-    staged: Utf8PathBuf,
-    check: Option<sarge_haproxy::PendingCheck>,
-}
-
-impl Drop for StagedSwitch {
-    fn drop(&mut self) {
-        // After a successful switch the file was renamed away: nothing to do.
-        let _ = std::fs::remove_file(&self.staged);
-    }
-}
-
 /// The haproxy config for `routing` under `config`'s stable addresses.
 pub(crate) fn render_config(home: &Home, config: &Config, routing: &Routing) -> HaproxyConfig {
     let routes = config
         .port_map
         .iter()
         .map(|(process, address)| {
-            let mut route = Route {
-                name: process.to_string(),
-                bind: address.to_string(),
-                active: None,
-                ports: [None, None],
-            };
-            if let Some((slot, port)) = routing.get(process.as_str()) {
-                route.active = Some(*slot);
-                route.ports[slot_index(*slot)] = Some(*port);
-            }
-            route
+            Route::new(process.to_string(), address.to_string())
+                .with_servers(routing.get(process.as_str()).cloned().unwrap_or_default())
         })
         .collect();
     HaproxyConfig {
@@ -563,7 +548,8 @@ fn restore_file(path: &Utf8Path, previous: Option<&str>) {
     };
 }
 
-/// Where a switch stages the config it has haproxy check.
+/// Where an older sarge staged the config it had haproxy check before a
+/// switch; a killed one may have left it.
 pub(crate) fn staged_path(path: &Utf8Path) -> Utf8PathBuf {
     path.with_extension("cfg.next")
 }
@@ -585,11 +571,4 @@ fn is_executable(path: &Utf8Path) -> bool {
     std::fs::metadata(path)
         .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
-}
-
-fn slot_index(slot: Slot) -> usize {
-    match slot {
-        Slot::A => 0,
-        Slot::B => 1,
-    }
 }

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::home::Home;
 use crate::release::ReleaseId;
-use sarge_haproxy::Slot;
 
 /// What an instance is: written into its folder as `instance.json` before
 /// it is started, never changed afterwards.
@@ -51,14 +50,16 @@ impl InstanceRecord {
     }
 }
 
-/// Which instance serves each process, and on which haproxy slot. This is
-/// the commit point of a deploy: an instance folder not named here is a
-/// leftover of a failed or killed deploy.
+/// Which instances serve each process, and whether haproxy routes to
+/// them. This is the commit point of a rollout: an instance folder not
+/// named here is a leftover of a failed or killed command.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct CurrentInstances {
-    /// Process name to its current instance.
-    pub processes: BTreeMap<String, CurrentInstance>,
+    /// Process name to its current instances, in the order they were
+    /// started (`web.1`, `web.2`, ...). A process scaled to 0 has none.
+    #[serde(deserialize_with = "one_or_many::deserialize")]
+    pub processes: BTreeMap<String, Vec<CurrentInstance>>,
     /// The current release (none before the first release was made).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<ReleaseId>,
@@ -68,21 +69,43 @@ pub struct CurrentInstances {
     pub history: Vec<ReleaseId>,
 }
 
-/// The current instance of one process.
+/// One current instance of a process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "CurrentInstanceOnDisk")]
 #[non_exhaustive]
 pub struct CurrentInstance {
-    /// Instance id.
+    /// Instance id; also its haproxy server name.
     pub id: String,
-    /// The haproxy server slot it is routed through, if the process has a
-    /// stable address. Stored as `"a"` or `"b"`, as every sarge wrote it.
-    #[serde(default, with = "slot_on_disk")]
-    pub slot: Option<Slot>,
+    /// Whether the process's stable address routes to it.
+    pub routed: bool,
     /// The pid sarge saw answer when it made this instance current: while
     /// that process runs, it is running, whatever supervisord's start-up
     /// grace period still calls it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_pid: Option<u32>,
+}
+
+/// A current instance as any sarge wrote it: older ones kept a haproxy
+/// slot, `"a"` or `"b"`, where a routed instance now says `routed`.
+#[derive(Deserialize)]
+struct CurrentInstanceOnDisk {
+    id: String,
+    #[serde(default)]
+    routed: bool,
+    #[serde(default)]
+    slot: Option<String>,
+    #[serde(default)]
+    ready_pid: Option<u32>,
+}
+
+impl From<CurrentInstanceOnDisk> for CurrentInstance {
+    fn from(disk: CurrentInstanceOnDisk) -> Self {
+        CurrentInstance {
+            id: disk.id,
+            routed: disk.routed || disk.slot.is_some(),
+            ready_pid: disk.ready_pid,
+        }
+    }
 }
 
 impl CurrentInstances {
@@ -108,41 +131,57 @@ impl CurrentInstances {
             .map_or(ReleaseId::new(1), |last| last.next())
     }
 
-    /// The process whose current instance is `id`.
+    /// The process whose current instances include `id`.
     pub fn process_of(&self, id: &str) -> Option<&str> {
         self.processes
             .iter()
-            .find(|(_, current)| current.id == id)
+            .find(|(_, instances)| instances.iter().any(|instance| instance.id == id))
             .map(|(process, _)| process.as_str())
+    }
+
+    /// Every current instance, with its process, process by process.
+    pub fn instances(&self) -> impl Iterator<Item = (&str, &CurrentInstance)> {
+        self.processes.iter().flat_map(|(process, instances)| {
+            instances
+                .iter()
+                .map(move |instance| (process.as_str(), instance))
+        })
+    }
+
+    /// The current instances of `process` (none if it has none).
+    pub fn of(&self, process: &str) -> &[CurrentInstance] {
+        self.processes.get(process).map_or(&[], Vec::as_slice)
     }
 }
 
-/// `current.json` keeps a slot as its haproxy server name, `"a"` or `"b"`
-/// (what sarge wrote before the slot had a type of its own), so homes
-/// written by any sarge read alike.
-mod slot_on_disk {
-    use sarge_haproxy::Slot;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+/// `processes` maps each process to a list of instances; sarge before
+/// scaling wrote one instance, not a list.
+mod one_or_many {
+    use super::CurrentInstance;
+    use serde::{Deserialize, Deserializer};
+    use std::collections::BTreeMap;
 
-    pub(super) fn serialize<S: Serializer>(
-        slot: &Option<Slot>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        slot.map(Slot::server_name).serialize(serializer)
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<CurrentInstance>),
+        One(CurrentInstance),
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
-    ) -> Result<Option<Slot>, D::Error> {
-        match Option::<String>::deserialize(deserializer)?.as_deref() {
-            None => Ok(None),
-            Some("a") => Ok(Some(Slot::A)),
-            Some("b") => Ok(Some(Slot::B)),
-            Some(other) => Err(serde::de::Error::invalid_value(
-                serde::de::Unexpected::Str(other),
-                &"a haproxy slot, \"a\" or \"b\"",
-            )),
-        }
+    ) -> Result<BTreeMap<String, Vec<CurrentInstance>>, D::Error> {
+        let map = BTreeMap::<String, OneOrMany>::deserialize(deserializer)?;
+        Ok(map
+            .into_iter()
+            .map(|(process, instances)| {
+                let instances = match instances {
+                    OneOrMany::Many(instances) => instances,
+                    OneOrMany::One(instance) => vec![instance],
+                };
+                (process, instances)
+            })
+            .collect())
     }
 }
 
@@ -195,7 +234,8 @@ pub(crate) fn write_atomic(path: &Utf8Path, bytes: &[u8], mode: u32) -> Result<(
 mod tests {
     use super::*;
 
-    /// A `current.json` as sarge wrote it when the slot was a `char`.
+    /// A `current.json` as sarge wrote it before scaling: one instance
+    /// per process, routed ones on haproxy slot `a` or `b`.
     const OLD_CURRENT: &str = r#"{
   "processes": {
     "api": {
@@ -218,26 +258,26 @@ mod tests {
 "#;
 
     #[test]
-    fn a_current_file_written_with_char_slots_reads_and_writes_back_alike() {
+    fn a_current_file_written_before_scaling_reads_as_one_instance_each() {
         let current: CurrentInstances = serde_json::from_str(OLD_CURRENT).unwrap();
-        assert_eq!(current.processes["web"].slot, Some(Slot::A));
-        assert_eq!(current.processes["api"].slot, Some(Slot::B));
-        assert_eq!(current.processes["api"].ready_pid, Some(4242));
-        assert_eq!(current.processes["worker"].slot, None);
-        // An older sarge reads what this one writes: the same strings.
-        let written: serde_json::Value = serde_json::to_value(&current).unwrap();
-        let old: serde_json::Value = serde_json::from_str(OLD_CURRENT).unwrap();
-        assert_eq!(written, old);
+        assert!(current.of("web")[0].routed);
+        assert_eq!(current.of("api")[0].ready_pid, Some(4242));
+        assert!(!current.of("worker")[0].routed);
+        assert_eq!(current.process_of("worker-77aa00"), Some("worker"));
+        assert_eq!(current.instances().count(), 3);
+        // What this sarge writes reads back alike.
+        let written = serde_json::to_string(&current).unwrap();
+        let again: CurrentInstances = serde_json::from_str(&written).unwrap();
+        assert_eq!(again, current);
     }
 
     #[test]
-    fn a_slot_that_is_neither_a_nor_b_is_an_error_not_a_silent_none() {
-        let text = r#"{"processes": {"web": {"id": "web-3fa9c1", "slot": "c"}}}"#;
-        let error = serde_json::from_str::<CurrentInstances>(text).unwrap_err();
-        assert!(error.to_string().contains("\"a\" or \"b\""), "{error}");
-        // A record with no slot key at all is an unrouted one.
-        let text = r#"{"processes": {"web": {"id": "web-3fa9c1"}}}"#;
+    fn a_process_scaled_to_zero_keeps_its_key_with_no_instance() {
+        let text = r#"{"processes": {"web": [], "worker": [{"id": "worker-1", "routed": false}]}}"#;
         let current: CurrentInstances = serde_json::from_str(text).unwrap();
-        assert_eq!(current.processes["web"].slot, None);
+        assert!(current.of("web").is_empty());
+        assert!(current.processes.contains_key("web"));
+        assert_eq!(current.of("worker").len(), 1);
+        assert!(current.of("api").is_empty());
     }
 }

@@ -1,18 +1,19 @@
-//! A small client for haproxy's admin (stats) socket: switching which slot of
-//! a route serves, without reloading haproxy.
+//! A small client for haproxy's admin (stats) socket: adding, draining and
+//! removing a route's servers at runtime, without reloading haproxy.
 
 use std::time::Duration;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::error::{Error, Result};
-use crate::model::{backend_name, frontend_name, Route, Slot};
+use crate::model::{backend_name, frontend_name, Route, Server};
 
 /// Answers haproxy gives instead of doing what was asked. The CLI has no
 /// status code, and `set severity-output` does not help: 2.6 tags
 /// "Invalid addr" with the same severity as success notices.
 const ERROR_PREFIXES: &[&str] = &[
     "No such",
+    "No backend",
     "Unknown command",
     "Require ",
     "Permission denied",
@@ -106,43 +107,132 @@ impl AdminClient {
         Ok(response)
     }
 
-    /// Make slot `to` of `route` serve `127.0.0.1:port` and take the other
-    /// slot out of rotation, then check haproxy reports exactly that.
-    ///
-    /// The new slot is made ready before the old one goes to maintenance,
-    /// so there is no instant with no server. Requests already running on
-    /// the old slot finish there; see [`sessions`](Self::sessions) to wait
-    /// for them.
-    pub fn switch(&self, route: &str, to: Slot, port: u16) -> Result<()> {
-        self.set_addr(route, to, port)?;
-        self.set_state(route, to, "ready")?;
-        self.set_state(route, to.other(), "maint")?;
-        self.expect_state(route, to, Some(port), true)?;
-        self.expect_state(route, to.other(), None, false)
+    /// Adds `server` to `route`'s backend and makes it ready, then checks
+    /// haproxy reports it ready at its port: from then on the route's
+    /// requests are spread over it too. Safe to repeat: a server of that
+    /// name already there is moved to the port and made ready.
+    pub fn add_server(&self, route: &str, server: &Server) -> Result<()> {
+        let backend = backend_name(route);
+        let target = format!("{backend}/{}", server.name);
+        let add = format!("add server {target} 127.0.0.1:{}", server.port);
+        match self.command(&add) {
+            Ok(response) if response.contains("New server registered") => {}
+            Ok(response) if response.contains("Already exists") => {
+                self.command(&format!(
+                    "set server {target} addr 127.0.0.1 port {}",
+                    server.port
+                ))?;
+            }
+            Ok(response) => {
+                return Err(Error::Command {
+                    command: add,
+                    response,
+                })
+            }
+            Err(error) => return Err(error),
+        }
+        // A server added at runtime starts in maintenance.
+        self.command(&format!("set server {target} state ready"))?;
+        let status = self.server(route, &server.name)?;
+        if !status.ready || status.port != server.port {
+            return Err(Error::Unexpected {
+                command: add,
+                problem: format!(
+                    "server {target} is {} at {}:{}, expected ready at 127.0.0.1:{}",
+                    if status.ready {
+                        "ready"
+                    } else {
+                        "in maintenance"
+                    },
+                    status.addr,
+                    status.port,
+                    server.port
+                ),
+            });
+        }
+        Ok(())
     }
 
-    /// Make the runtime match `route` (addresses, which slot serves), e.g.
-    /// after a crash between [`switch`](Self::switch) and rewriting the
-    /// config. Safe to repeat.
+    /// Puts server `name` of `route` in maintenance and checks it is: no new
+    /// request goes to it; those it is serving finish there (see
+    /// [`sessions`](Self::sessions) to wait for them).
+    pub fn disable_server(&self, route: &str, name: &str) -> Result<()> {
+        let target = format!("{}/{name}", backend_name(route));
+        self.command(&format!("set server {target} state maint"))?;
+        let status = self.server(route, name)?;
+        if status.ready {
+            return Err(Error::Unexpected {
+                command: format!("set server {target} state maint"),
+                problem: format!("server {target} is still ready"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes server `name` of `route`, which must be in maintenance.
+    /// Returns false, deleting nothing, while it still has connections (an
+    /// idle keep-alive one counts); a later call, or haproxy's next
+    /// reload, removes it. A server that is not there counts as deleted.
+    pub fn delete_server(&self, route: &str, name: &str) -> Result<bool> {
+        let command = format!("del server {}/{name}", backend_name(route));
+        match self.command(&command) {
+            Ok(response) if response.contains("Server deleted") => Ok(true),
+            Ok(response) if response.contains("connections") => Ok(false),
+            Ok(response) => Err(Error::Command { command, response }),
+            Err(Error::Command { response, .. }) if response.starts_with("No such server") => {
+                Ok(true)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The servers of `route`'s backend as haproxy has them now. Reads only.
+    pub fn servers(&self, route: &str) -> Result<Vec<ServerStatus>> {
+        let backend = backend_name(route);
+        let command = format!("show servers state {backend}");
+        let response = self.command(&command)?;
+        ServerStatus::parse(&response, &backend).map_err(|problem| Error::Unexpected {
+            command,
+            problem: problem.to_owned(),
+        })
+    }
+
+    /// Server `name` of `route` as haproxy has it now. Reads only.
+    fn server(&self, route: &str, name: &str) -> Result<ServerStatus> {
+        self.servers(route)?
+            .into_iter()
+            .find(|server| server.name == name)
+            .ok_or_else(|| Error::Unexpected {
+                command: format!("show servers state {}", backend_name(route)),
+                problem: format!("server {}/{name} is not listed", backend_name(route)),
+            })
+    }
+
+    /// Makes the runtime match `route`: its servers ready at their ports,
+    /// any other server in maintenance and deleted once it has no
+    /// connection left. Repairs a rollout killed halfway, or a config an
+    /// older sarge wrote. Safe to repeat.
     pub fn apply(&self, route: &Route) -> Result<()> {
-        let name = route.name.as_str();
-        for slot in [Slot::A, Slot::B] {
-            if let Some(port) = route.ports[slot.index()] {
-                self.set_addr(name, slot, port)?;
+        let present = self.servers(&route.name)?;
+        for server in &route.servers {
+            let in_line = present.iter().any(|status| {
+                status.name == server.name
+                    && status.ready
+                    && status.addr == "127.0.0.1"
+                    && status.port == server.port
+            });
+            if !in_line {
+                self.add_server(&route.name, server)?;
             }
         }
-        if let Some(active) = route.active {
-            self.set_state(name, active, "ready")?;
-        }
-        for slot in [Slot::A, Slot::B] {
-            if route.active != Some(slot) {
-                self.set_state(name, slot, "maint")?;
+        for status in &present {
+            if route.server(&status.name).is_some() {
+                continue;
             }
-        }
-        for slot in [Slot::A, Slot::B] {
-            let serving = route.active == Some(slot);
-            let port = route.ports[slot.index()].filter(|_| serving);
-            self.expect_state(name, slot, port, serving)?;
+            if status.ready {
+                self.disable_server(&route.name, &status.name)?;
+            }
+            self.delete_server(&route.name, &status.name)?;
         }
         Ok(())
     }
@@ -185,21 +275,21 @@ impl AdminClient {
             .map_err(|problem| Error::Unexpected { command, problem })
     }
 
-    /// Requests currently being served by `slot` of `route` (`scur` in
-    /// `show stat`); idle keep-alive connections do not count.
-    pub fn sessions(&self, route: &str, slot: Slot) -> Result<u32> {
-        self.server_stat(route, slot, "scur")
+    /// Requests currently being served by server `server` of `route`
+    /// (`scur` in `show stat`); idle keep-alive connections do not count.
+    pub fn sessions(&self, route: &str, server: &str) -> Result<u32> {
+        self.server_stat(route, server, "scur")
     }
 
-    /// Requests `slot` of `route` has been given since haproxy started
-    /// (`stot` in `show stat`): a request through the stable address that
-    /// raises it has reached that slot's instance.
-    pub fn sessions_total(&self, route: &str, slot: Slot) -> Result<u32> {
-        self.server_stat(route, slot, "stot")
+    /// Requests server `server` of `route` has been given since haproxy
+    /// started (`stot` in `show stat`): a request through the stable
+    /// address that raises it has reached that server's instance.
+    pub fn sessions_total(&self, route: &str, server: &str) -> Result<u32> {
+        self.server_stat(route, server, "stot")
     }
 
     /// One numeric column of `show stat` for one server.
-    fn server_stat(&self, route: &str, slot: Slot, name: &str) -> Result<u32> {
+    fn server_stat(&self, route: &str, server: &str, name: &str) -> Result<u32> {
         let backend = backend_name(route);
         // 4 = servers only, -1 = all of them.
         let command = format!("show stat {backend} 4 -1");
@@ -209,9 +299,7 @@ impl AdminClient {
             problem,
         };
         let table = StatTable::parse(&response).map_err(unexpected)?;
-        let value = table
-            .field(&backend, slot.server_name(), name)
-            .map_err(unexpected)?;
+        let value = table.field(&backend, server, name).map_err(unexpected)?;
         value
             .parse()
             .map_err(|_| unexpected(format!("{name} {value:?} is not a number")))
@@ -222,73 +310,15 @@ impl AdminClient {
         self.command("show info").is_ok()
     }
 
-    fn set_addr(&self, route: &str, slot: Slot, port: u16) -> Result<()> {
-        let backend = backend_name(route);
-        self.command(&format!(
-            "set server {backend}/{slot} addr 127.0.0.1 port {port}"
-        ))
-        .map(drop)
-    }
-
-    fn set_state(&self, route: &str, slot: Slot, state: &str) -> Result<()> {
-        let backend = backend_name(route);
-        self.command(&format!("set server {backend}/{slot} state {state}"))
-            .map(drop)
-    }
-
-    /// Whether `slot` of `route` serves `127.0.0.1:port` now: ready (not
-    /// in maintenance) at that address. Reads only.
-    pub fn serves(&self, route: &str, slot: Slot, port: u16) -> Result<bool> {
-        let backend = backend_name(route);
-        let command = format!("show servers state {backend}");
-        let response = self.command(&command)?;
-        let server =
-            ServerState::find(&response, &backend, slot.server_name()).map_err(|problem| {
-                Error::Unexpected {
-                    command: command.clone(),
-                    problem: problem.to_owned(),
-                }
-            })?;
-        Ok(server.admin_state & ADMIN_MAINT_MASK == 0
-            && server.addr == "127.0.0.1"
-            && server.port == port.to_string())
-    }
-
-    /// Read back one slot from `show servers state`, so a command haproxy
-    /// accepted but did not apply is caught here rather than by users.
-    fn expect_state(
-        &self,
-        route: &str,
-        slot: Slot,
-        port: Option<u16>,
-        serving: bool,
-    ) -> Result<()> {
-        let backend = backend_name(route);
-        let command = format!("show servers state {backend}");
-        let response = self.command(&command)?;
-        let unexpected = |problem: String| Error::Unexpected {
-            command: command.clone(),
-            problem,
-        };
-        let server = ServerState::find(&response, &backend, slot.server_name())
-            .map_err(|problem| unexpected(problem.to_owned()))?;
-        if let Some(port) = port {
-            if server.addr != "127.0.0.1" || server.port != port.to_string() {
-                return Err(unexpected(format!(
-                    "server {backend}/{slot} is at {}:{}, expected 127.0.0.1:{port}",
-                    server.addr, server.port
-                )));
-            }
-        }
-        let in_maint = server.admin_state & ADMIN_MAINT_MASK != 0;
-        if in_maint == serving {
-            let wanted = if serving { "ready" } else { "in maintenance" };
-            return Err(unexpected(format!(
-                "server {backend}/{slot} is not {wanted} (srv_admin_state {})",
-                server.admin_state
-            )));
-        }
-        Ok(())
+    /// Whether `route` sends requests to `server` now: listed, ready (not
+    /// in maintenance) and at its port. Reads only.
+    pub fn serves(&self, route: &str, server: &Server) -> Result<bool> {
+        Ok(self.servers(route)?.iter().any(|status| {
+            status.name == server.name
+                && status.ready
+                && status.addr == "127.0.0.1"
+                && status.port == server.port
+        }))
     }
 }
 
@@ -329,17 +359,25 @@ impl<'a> StatTable<'a> {
     }
 }
 
-/// The fields of one `show servers state` row this crate looks at.
-struct ServerState<'a> {
-    addr: &'a str,
-    port: &'a str,
-    admin_state: u32,
+/// One server of a backend as `show servers state` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStatus {
+    /// The server's name.
+    pub name: String,
+    /// Its address, `127.0.0.1` for every server sarge adds.
+    pub addr: String,
+    /// Its port.
+    pub port: u16,
+    /// Ready for requests (not in maintenance).
+    pub ready: bool,
 }
 
-impl<'a> ServerState<'a> {
-    /// Column positions come from the `#` header line, so extra columns in
-    /// later haproxy versions do not shift anything.
-    fn find(response: &'a str, backend: &str, server: &str) -> Result<Self, &'static str> {
+impl ServerStatus {
+    /// The rows of `backend` in a `show servers state` answer. Column
+    /// positions come from the `#` header line, so extra columns in later
+    /// haproxy versions do not shift anything.
+    fn parse(response: &str, backend: &str) -> Result<Vec<Self>, &'static str> {
         let header: Vec<&str> = response
             .lines()
             .find_map(|line| line.strip_prefix("# "))
@@ -356,20 +394,31 @@ impl<'a> ServerState<'a> {
         ) else {
             return Err("header lacks an expected column");
         };
-        let row = response
+        let mut servers = Vec::new();
+        // The first line is the format version, then the header.
+        for line in response
             .lines()
+            .skip(1)
             .filter(|line| !line.starts_with('#'))
-            .map(|line| line.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f.get(be) == Some(&backend) && f.get(srv) == Some(&server))
-            .ok_or("server not listed")?;
-        let field = |i: usize| row.get(i).copied().ok_or("row too short");
-        Ok(ServerState {
-            addr: field(addr)?,
-            port: field(port)?,
-            admin_state: field(admin)?
+        {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(be) != Some(&backend) {
+                continue;
+            }
+            let field = |i: usize| fields.get(i).copied().ok_or("row too short");
+            let admin_state: u32 = field(admin)?
                 .parse()
-                .map_err(|_| "srv_admin_state is not a number")?,
-        })
+                .map_err(|_| "srv_admin_state is not a number")?;
+            servers.push(ServerStatus {
+                name: field(srv)?.to_owned(),
+                addr: field(addr)?.to_owned(),
+                port: field(port)?
+                    .parse()
+                    .map_err(|_| "srv_port is not a number")?,
+                ready: admin_state & ADMIN_MAINT_MASK == 0,
+            });
+        }
+        Ok(servers)
     }
 }
 
@@ -384,13 +433,23 @@ mod tests {
 3 be_web 2 b 127.0.0.1 0 5 1 1 5 1 0 0 8 0 0 0 - 25003 - 0 0 - - 0";
 
     #[test]
-    fn server_state_reads_columns_by_header_name() {
-        let a = ServerState::find(SERVERS_STATE, "be_web", "a").unwrap();
-        assert_eq!((a.addr, a.port, a.admin_state), ("127.0.0.1", "25012", 4));
-        assert_eq!(a.admin_state & ADMIN_MAINT_MASK, 0);
-        let b = ServerState::find(SERVERS_STATE, "be_web", "b").unwrap();
-        assert_ne!(b.admin_state & ADMIN_MAINT_MASK, 0);
-        assert!(ServerState::find(SERVERS_STATE, "api", "a").is_err());
+    fn server_status_reads_columns_by_header_name() {
+        let servers = ServerStatus::parse(SERVERS_STATE, "be_web").unwrap();
+        assert_eq!(servers.len(), 2);
+        assert_eq!(
+            (
+                servers[0].name.as_str(),
+                servers[0].addr.as_str(),
+                servers[0].port,
+                servers[0].ready
+            ),
+            ("a", "127.0.0.1", 25012, true)
+        );
+        assert!(!servers[1].ready);
+        assert!(ServerStatus::parse(SERVERS_STATE, "be_api")
+            .unwrap()
+            .is_empty());
+        assert!(ServerStatus::parse("1\n", "be_web").is_err());
     }
 
     #[test]

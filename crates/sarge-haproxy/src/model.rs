@@ -23,92 +23,68 @@ pub struct HaproxyConfig {
     pub routes: Vec<Route>,
 }
 
-/// A stable address that forwards to whichever instance of a process is
-/// current.
+/// A stable address that balances over the ready instances of a process.
 ///
 /// Rendered as frontend `fe_NAME` and backend `be_NAME` (distinct names,
 /// because `show stat NAME` picks only the first proxy called NAME); the
-/// backend has exactly two server slots, `a` and `b`.
+/// backend has one server per routed instance, balanced round-robin. A
+/// route with no server answers 503.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Route {
-    /// Process name, e.g. `web`; haproxy names derive from it.
+    /// The process name; also the frontend/backend name suffix.
     pub name: String,
-    /// What the frontend binds: `127.0.0.1:5000`, `*:5000`, `[::1]:5000`.
+    /// Address to bind, e.g. `127.0.0.1:5000`, `*:5000` or `[::1]:5000`.
     pub bind: String,
-    /// The slot serving traffic; `None` before the first deploy, in which
-    /// case both slots are disabled and haproxy answers 503.
-    pub active: Option<Slot>,
-    /// Port last set on slot `a` and slot `b` (index with [`Slot::index`]).
-    pub ports: [Option<u16>; 2],
+    /// The instances this route sends requests to, all ready.
+    pub servers: Vec<Server>,
 }
 
-/// One of the two server slots of a route's backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Slot {
-    /// Server `a`.
-    A,
-    /// Server `b`.
-    B,
+/// One instance behind a [`Route`]: a haproxy server named after it,
+/// at `127.0.0.1:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Server {
+    /// The server's name in haproxy; sarge uses the instance id. Letters,
+    /// digits, `-`, `_`, `.` and `:` only.
+    pub name: String,
+    /// The loopback port the instance listens on.
+    pub port: u16,
 }
 
-impl Slot {
-    /// The slot that is not `self`.
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::A => Slot::B,
-            Slot::B => Slot::A,
-        }
-    }
-
-    /// The haproxy server name of this slot: `"a"` or `"b"`.
-    pub fn server_name(self) -> &'static str {
-        match self {
-            Slot::A => "a",
-            Slot::B => "b",
-        }
-    }
-
-    /// Position of this slot in [`Route::ports`].
-    pub fn index(self) -> usize {
-        match self {
-            Slot::A => 0,
-            Slot::B => 1,
+impl Server {
+    /// The server `name` at `127.0.0.1:port`.
+    pub fn new(name: impl Into<String>, port: u16) -> Self {
+        Server {
+            name: name.into(),
+            port,
         }
     }
 }
 
-impl fmt::Display for Slot {
+impl fmt::Display for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.server_name())
+        write!(f, "{} (127.0.0.1:{})", self.name, self.port)
     }
 }
 
 impl Route {
-    /// A route with nothing deployed yet.
+    /// A route with no servers yet.
     pub fn new(name: impl Into<String>, bind: impl Into<String>) -> Self {
         Route {
             name: name.into(),
             bind: bind.into(),
-            active: None,
-            ports: [None, None],
+            servers: Vec::new(),
         }
     }
 
-    /// The slot the next instance should go on: the one not serving.
-    pub fn idle_slot(&self) -> Slot {
-        self.active.map_or(Slot::A, Slot::other)
+    /// The route with `servers` behind it.
+    pub fn with_servers(mut self, servers: impl IntoIterator<Item = Server>) -> Self {
+        self.servers = servers.into_iter().collect();
+        self
     }
 
-    /// The port of the serving instance, if any.
-    pub fn active_port(&self) -> Option<u16> {
-        self.active.and_then(|slot| self.ports[slot.index()])
-    }
-
-    /// Record in the model what [`AdminClient::switch`](crate::AdminClient::switch)
-    /// did at runtime, so the next rendered config matches it.
-    pub fn switch_to(&mut self, slot: Slot, port: u16) {
-        self.ports[slot.index()] = Some(port);
-        self.active = Some(slot);
+    /// The server called `name`, if the route has one.
+    pub fn server(&self, name: &str) -> Option<&Server> {
+        self.servers.iter().find(|server| server.name == name)
     }
 }
 
@@ -192,13 +168,16 @@ pub(crate) fn validate_socket_path(field: &'static str, path: &Utf8Path) -> Resu
 /// by characters only, not length, so no length limit here: every process
 /// name sarge-config accepts (at most 40 of `[A-Za-z0-9_.-]`) is a valid
 /// route name.
-fn validate_route(route: &Route) -> Result<()> {
-    let name_ok = !route.name.is_empty()
-        && route
-            .name
+/// A name haproxy takes for a proxy or a server.
+fn is_haproxy_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-    if !name_ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+fn validate_route(route: &Route) -> Result<()> {
+    if !is_haproxy_name(&route.name) {
         return Err(invalid(
             "route name",
             &route.name,
@@ -218,12 +197,22 @@ fn validate_route(route: &Route) -> Result<()> {
             "expected HOST:PORT such as 127.0.0.1:5000, *:5000 or [::1]:5000",
         ));
     }
-    if route.active.is_some() && route.active_port().is_none() {
-        return Err(invalid(
-            "route",
-            &route.name,
-            "has an active slot but no port for it",
-        ));
+    let mut seen = HashSet::new();
+    for server in &route.servers {
+        if !is_haproxy_name(&server.name) {
+            return Err(invalid(
+                "server name",
+                &server.name,
+                "haproxy names may only hold letters, digits, '-', '_', '.' and ':'",
+            ));
+        }
+        if !seen.insert(server.name.as_str()) {
+            return Err(invalid(
+                "server name",
+                &server.name,
+                "used twice in a route",
+            ));
+        }
     }
     Ok(())
 }
@@ -240,22 +229,12 @@ mod tests {
     }
 
     #[test]
-    fn slot_other_and_names() {
-        assert_eq!(Slot::A.other(), Slot::B);
-        assert_eq!(Slot::B.other(), Slot::A);
-        assert_eq!(Slot::A.server_name(), "a");
-        assert_eq!(Slot::B.to_string(), "b");
-    }
-
-    #[test]
-    fn switch_to_records_port_and_active_slot() {
-        let mut route = Route::new("web", "127.0.0.1:5000");
-        assert_eq!(route.idle_slot(), Slot::A);
-        route.switch_to(Slot::A, 8001);
-        assert_eq!(route.idle_slot(), Slot::B);
-        route.switch_to(Slot::B, 8002);
-        assert_eq!(route.ports, [Some(8001), Some(8002)]);
-        assert_eq!(route.active_port(), Some(8002));
+    fn with_servers_and_lookup() {
+        let route =
+            Route::new("web", "127.0.0.1:5000").with_servers([Server::new("web-1a2b3c", 8001)]);
+        assert_eq!(route.server("web-1a2b3c").map(|s| s.port), Some(8001));
+        assert!(route.server("web-ffffff").is_none());
+        assert_eq!(route.servers[0].to_string(), "web-1a2b3c (127.0.0.1:8001)");
     }
 
     #[test]
@@ -335,10 +314,17 @@ mod tests {
     }
 
     #[test]
-    fn validate_rejects_active_slot_without_port() {
-        let mut route = Route::new("web", "127.0.0.1:5000");
-        route.active = Some(Slot::B);
-        route.ports = [Some(8001), None];
-        assert!(config("/run/a.sock", vec![route]).validate().is_err());
+    fn validate_rejects_bad_and_duplicate_server_names() {
+        for servers in [
+            vec![Server::new("web 1", 8001)],
+            vec![Server::new("", 8001)],
+            vec![Server::new("web-1", 8001), Server::new("web-1", 8002)],
+        ] {
+            let route = Route::new("web", "127.0.0.1:5000").with_servers(servers.clone());
+            assert!(
+                config("/run/a.sock", vec![route]).validate().is_err(),
+                "{servers:?}"
+            );
+        }
     }
 }

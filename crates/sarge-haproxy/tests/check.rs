@@ -5,7 +5,7 @@ mod common;
 
 use camino::Utf8Path;
 use common::{haproxy_bin, TempDir};
-use sarge_haproxy::{check_config, Error, HaproxyConfig, Route, Slot};
+use sarge_haproxy::{check_config, Error, HaproxyConfig, Route, Server};
 
 fn check_rendered(config: &HaproxyConfig) {
     config.validate().unwrap();
@@ -35,19 +35,18 @@ fn haproxy_accepts_route_with_nothing_deployed() {
 }
 
 #[test]
-fn haproxy_accepts_route_active_on_a() {
-    let mut route = Route::new("web", "*:5000");
-    route.switch_to(Slot::A, 8001);
+fn haproxy_accepts_route_with_one_server() {
+    let route = Route::new("web", "*:5000").with_servers([Server::new("web-0a1b2c", 8001)]);
     check_rendered(&config(vec![route]));
 }
 
 #[test]
 fn haproxy_accepts_two_routes_with_ipv6_bind() {
-    let mut web = Route::new("web", "127.0.0.1:5000");
-    web.switch_to(Slot::A, 8001);
-    web.switch_to(Slot::B, 8002);
-    let mut worker = Route::new("worker", "[::1]:5001");
-    worker.switch_to(Slot::A, 8003);
+    let web = Route::new("web", "127.0.0.1:5000").with_servers([
+        Server::new("web-0a1b2c", 8001),
+        Server::new("web-3d4e5f", 8002),
+    ]);
+    let worker = Route::new("worker", "[::1]:5001").with_servers([Server::new("worker-1", 8003)]);
     check_rendered(&config(vec![web, worker]));
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use common::{haproxy_bin, random_listener, random_port, TempDir};
-use sarge_haproxy::{AdminClient, Error, HaproxyConfig, Route, Slot};
+use sarge_haproxy::{AdminClient, Error, HaproxyConfig, Route, Server};
 
 /// Answers every request with `body`, keeping connections alive.
 fn serve_fixed(listener: TcpListener, body: &'static str) {
@@ -254,14 +254,15 @@ fn switch_and_master_reload_fail_no_request() {
     let admin = AdminClient::new(config.admin_socket.clone());
     wait_for("admin socket", &haproxy, || admin.is_up());
 
-    // Nothing deployed: both slots are declared `disabled`.
+    // Nothing deployed: the backend has no server.
     assert_eq!(get_once(front).unwrap().0, 503);
 
-    // A slot declared `disabled` comes up with `state ready`.
-    let mut first = config.routes[0].clone();
-    first.switch_to(Slot::A, port_one);
+    // A server added at runtime comes up ready; applying twice is harmless.
+    let one_server = Server::new("web-one", port_one);
+    let first = config.routes[0].clone().with_servers([one_server.clone()]);
     admin.apply(&first).unwrap();
     admin.apply(&first).unwrap();
+    assert!(admin.serves("web", &one_server).unwrap());
     assert_eq!(get_once(front).unwrap(), (200, "one".to_owned()));
     config.routes[0] = first;
     config.write_checked(&cfg_path, &haproxy_bin()).unwrap();
@@ -269,13 +270,13 @@ fn switch_and_master_reload_fail_no_request() {
     let mut kept = Client::connect(front).unwrap();
     assert_eq!(kept.get().unwrap().1, "one");
 
+    // The switch: the new server joins, the old one leaves, under load.
     let load = Load::start(front, true);
     thread::sleep(Duration::from_millis(200));
-    let route = config.route_mut("web").unwrap();
-    let slot = route.idle_slot();
-    assert_eq!(slot, Slot::B);
-    admin.switch("web", slot, port_two).unwrap();
-    route.switch_to(slot, port_two);
+    let two_server = Server::new("web-two", port_two);
+    admin.add_server("web", &two_server).unwrap();
+    admin.disable_server("web", &one_server.name).unwrap();
+    config.routes[0].servers = vec![two_server.clone()];
     thread::sleep(Duration::from_millis(200));
     let (requests, failures) = load.finish();
     assert!(failures.is_empty(), "{failures:?}");
@@ -286,9 +287,20 @@ fn switch_and_master_reload_fail_no_request() {
     for _ in 0..5 {
         assert_eq!(get_once(front).unwrap(), (200, "two".to_owned()));
     }
-    wait_for("old slot to drain", &haproxy, || {
-        admin.sessions("web", Slot::A).unwrap() == 0
+    wait_for("old server to drain", &haproxy, || {
+        admin.sessions("web", &one_server.name).unwrap() == 0
     });
+    drop(kept);
+    wait_for("old server to be deleted", &haproxy, || {
+        admin.delete_server("web", &one_server.name).unwrap()
+    });
+    let names: Vec<String> = admin
+        .servers("web")
+        .unwrap()
+        .into_iter()
+        .map(|server| server.name)
+        .collect();
+    assert_eq!(names, ["web-two"]);
 
     // The config now says what the runtime does, so a reload keeps it.
     config.write_checked(&cfg_path, &haproxy_bin()).unwrap();
@@ -307,7 +319,39 @@ fn switch_and_master_reload_fail_no_request() {
         assert_eq!(get_once(front).unwrap(), (200, "two".to_owned()));
     }
     admin.apply(config.route("web").unwrap()).unwrap();
-    assert_eq!(admin.sessions("web", Slot::B).unwrap(), 0);
+    assert_eq!(admin.sessions("web", "web-two").unwrap(), 0);
+}
+
+#[test]
+fn round_robin_reaches_every_server() {
+    let dir = TempDir::new("balance");
+    let front = random_port();
+    let mut servers = Vec::new();
+    for name in ["one", "two", "three"] {
+        let listener = random_listener();
+        servers.push(Server::new(
+            format!("web-{name}"),
+            listener.local_addr().unwrap().port(),
+        ));
+        serve_fixed(listener, name);
+    }
+    let config = HaproxyConfig {
+        admin_socket: dir.path().join("admin.sock"),
+        routes: vec![
+            Route::new("web", format!("127.0.0.1:{front}")).with_servers(servers[..1].to_vec())
+        ],
+    };
+    let cfg_path = dir.path().join("haproxy.cfg");
+    config.write_checked(&cfg_path, &haproxy_bin()).unwrap();
+    let haproxy = Haproxy::start(&cfg_path, dir.path().join("haproxy.log"));
+    let admin = AdminClient::new(config.admin_socket.clone());
+    wait_for("admin socket", &haproxy, || admin.is_up());
+    for server in &servers[1..] {
+        admin.add_server("web", server).unwrap();
+    }
+    let answers: std::collections::BTreeSet<String> =
+        (0..9).map(|_| get_once(front).unwrap().1).collect();
+    assert_eq!(answers.len(), 3, "{answers:?}");
 }
 
 #[test]
@@ -330,13 +374,16 @@ fn admin_errors_carry_haproxy_message() {
         }
         other => panic!("expected Error::Command, got {other:?}"),
     }
-    let err = admin.switch("api", Slot::A, 8000).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "haproxy admin command `set server be_api/a addr 127.0.0.1 port 8000`: No such backend."
+    let err = admin
+        .add_server("api", &Server::new("api-1", 8000))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("haproxy admin command `add server be_api/api-1 127.0.0.1:8000`"),
+        "{err}"
     );
     assert!(matches!(
-        admin.sessions("api", Slot::A),
+        admin.sessions("api", "api-1"),
         Err(Error::Command { .. })
     ));
 }
