@@ -392,6 +392,16 @@ fn ssh_and_remote_failures_name_the_target() {
             && err.contains("nosuchhost.invalid"),
         "{err}"
     );
+    // An ssh command that does not exist.
+    let out = push_in(&repo.dir, "/nonexistent/ssh -p 22", &[&destination]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: {destination}: ssh failed: cannot run /nonexistent/ssh: "
+        )),
+        "{err}"
+    );
     // A key the server does not know.
     let stranger = sshd.dir.join("stranger_key");
     let keygen = Command::new("ssh-keygen")

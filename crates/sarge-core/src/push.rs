@@ -296,7 +296,8 @@ fn shell_quote(word: &str) -> String {
     }
 }
 
-/// What to push and how: [`push`]'s options.
+/// What to push and how: [`push`]'s options. Fields are added in minor
+/// releases: fill in what you need and end with `..PushOptions::default()`.
 #[derive(Debug, Clone, Default)]
 pub struct PushOptions {
     /// A folder in the app's git repository (the CLI: the current one).
@@ -751,10 +752,7 @@ impl TargetRun<'_> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| Error::Spawn {
-                program: self.ssh.program.clone(),
-                source,
-            })?;
+            .map_err(|source| self.cannot_run_ssh(&source))?;
         let output = std::thread::scope(|scope| {
             let mut stdin = child.stdin.take();
             scope.spawn(move || {
@@ -767,6 +765,15 @@ impl TargetRun<'_> {
             child.wait_with_output()
         })?;
         Ok(output)
+    }
+
+    /// The error for an ssh command that could not be started (a wrong
+    /// `SARGE_SSH`), naming the target like ssh's own failures.
+    fn cannot_run_ssh(&self, source: &std::io::Error) -> Error {
+        Error::Ssh {
+            target: self.target_name(),
+            message: format!("cannot run {}: {source}", self.ssh.program),
+        }
     }
 
     /// The error for a remote command that exited with `code`, printing
@@ -994,10 +1001,7 @@ impl TargetRun<'_> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| Error::Spawn {
-                program: self.ssh.program.clone(),
-                source,
-            })?;
+            .map_err(|source| self.cannot_run_ssh(&source))?;
         let mut stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
