@@ -286,6 +286,7 @@ fn a_target_that_fails_to_prepare_switches_no_target() {
     let sshd = Sshd::start("one-fails");
     let home = TestHome::new("push-fails", "  MESSAGE: old");
     home.deploy_ok(&hello_app(), "web");
+    let before = home.snapshot();
     let repo = Repo::new("one-fails");
     let good = target("localhost", &home);
     let bad = "127.0.0.1:/nonexistent/sarge-home";
@@ -307,6 +308,7 @@ fn a_target_that_fails_to_prepare_switches_no_target() {
     assert!(err.contains("error: 1 of 2 targets failed"), "{err}");
     assert_eq!(home.releases().len(), 1, "the good target switched");
     assert_eq!(http_get(home.stable, "/").unwrap().1, "old\n");
+    assert_unchanged(&home, &before, "a push that failed to prepare elsewhere");
 }
 
 #[test]
