@@ -525,3 +525,109 @@ fn a_failed_switch_stops_the_rollout_and_names_what_to_roll_back() {
     assert!(!err.contains("to go back on each"), "{err}");
     assert_eq!(first.releases().len(), 2);
 }
+
+/// A `python3` for the client only: `-m pip download` copies the named
+/// wheel from the test wheels into `--dest` (or fails for `pycrypto`, as
+/// pip does for an sdist-only package), logging its arguments.
+const FAKE_PIP: &str = r#"#!/bin/sh
+echo "$@" >> "$FAKE_PIP_LOG"
+dest=""
+last=""
+while [ $# -gt 0 ]; do
+  case "$1" in --dest) dest="$2"; shift ;; esac
+  last="$1"
+  shift
+done
+name=$(echo "$last" | sed 's/==.*//' | tr 'A-Z' 'a-z')
+if [ "$name" = pycrypto ]; then
+  echo "ERROR: Could not find a version that satisfies the requirement $last" >&2
+  echo "ERROR: No matching distribution found for $last" >&2
+  exit 1
+fi
+cp "$FAKE_PIP_WHEELS"/"$name"-*.whl "$dest"/
+"#;
+
+#[test]
+fn without_a_wheels_folder_pip_downloads_for_the_servers_python_and_platform() {
+    let sshd = Sshd::start("pip");
+    let home = home_with_own_dist("push-pip", "pip");
+    let repo = Repo::new("pip");
+    let destination = target("localhost", &home);
+    let bin = sshd.dir.join("client-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("python3"), FAKE_PIP).unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(bin.join("python3"))
+        .status()
+        .unwrap();
+    let log = sshd.dir.join("pip.log");
+    let push = |repo: &Repo| {
+        Command::new(SARGE)
+            .args(["push", &destination])
+            .current_dir(&repo.dir)
+            .env("SARGE_SSH", sshd.ssh_command())
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("FAKE_PIP_LOG", &log)
+            .env("FAKE_PIP_WHEELS", test_wheels())
+            .env_remove("SARGE_HOME")
+            .output()
+            .unwrap()
+    };
+
+    let out = push(&repo);
+    let err = stderr(&out);
+    assert!(out.status.success(), "push failed:\n{err}");
+    assert!(
+        err.contains(&format!("{destination} | sent 7 wheels: ")),
+        "{err}"
+    );
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "pip\n");
+    // Asked for binary wheels only, for the server's Python and platform.
+    let requirements = std::fs::read(hello_app().join("requirements.txt")).unwrap();
+    let server = run_with_stdin(
+        home.command(&["dist", "missing", "--json", "-"]),
+        &requirements,
+    );
+    let server: serde_json::Value = serde_json::from_slice(&server.stdout).unwrap();
+    let python_version = server["python_version"].as_str().unwrap();
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(calls.lines().count(), 7, "{calls}");
+    let first = calls.lines().next().unwrap();
+    for expected in [
+        "-m pip download".to_owned(),
+        "--only-binary=:all: --no-deps".to_owned(),
+        format!("--python-version {python_version}"),
+        "--implementation cp".to_owned(),
+        format!(
+            "--platform {}",
+            server["tags"][0]
+                .as_str()
+                .unwrap()
+                .rsplit('-')
+                .next()
+                .unwrap()
+        ),
+    ] {
+        assert!(first.contains(&expected), "{expected:?} not in {first}");
+    }
+
+    // A requirement with no wheel at all: named, with how to build one.
+    let text = String::from_utf8(requirements).unwrap();
+    repo.write("requirements.txt", &format!("{text}pycrypto==2.6.1\n"));
+    repo.commit("an sdist-only requirement");
+    let before = home.snapshot();
+    let out = push(&repo);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: {destination} needs pycrypto==2.6.1, which has no wheel for Python {python_version} on the server's platform (ERROR: No matching distribution found for pycrypto==2.6.1): build one with `pip wheel --no-deps -w wheels 'pycrypto==2.6.1'`"
+        )),
+        "{err}"
+    );
+    assert_unchanged(&home, &before, "a push with an sdist-only requirement");
+}

@@ -557,14 +557,10 @@ pub fn push(options: &PushOptions, progress: &dyn PushProgress) -> Result<PushRe
         targets: &targets,
     });
     let parallel = options.parallel.unwrap_or(runs.len()).max(1);
-    let prepared = run_parallel(&runs, parallel, |run| run.timed(|| run.prepare()));
+    let prepared = run_parallel(&runs, parallel, |run| run.step(|| run.prepare()));
     let mut failed_prepare = Vec::new();
     for (index, result) in prepared.into_iter().enumerate() {
         if let Err(error) = result {
-            progress.event(&PushEvent::Failed {
-                target: &targets[index],
-                error: &error,
-            });
             reports[index].outcome = TargetOutcome::Failed(error.to_string());
             failed_prepare.push(targets[index].to_string());
         }
@@ -580,7 +576,7 @@ pub fn push(options: &PushOptions, progress: &dyn PushProgress) -> Result<PushRe
     });
     let batch = options.batch.unwrap_or(1).max(1);
     for (batch_index, chunk) in runs.chunks(batch).enumerate() {
-        let switched = run_parallel(chunk, chunk.len(), |run| run.timed(|| run.switch()));
+        let switched = run_parallel(chunk, chunk.len(), |run| run.step(|| run.switch()));
         let mut failed = Vec::new();
         for (offset, result) in switched.into_iter().enumerate() {
             let index = batch_index * batch + offset;
@@ -590,10 +586,6 @@ pub fn push(options: &PushOptions, progress: &dyn PushProgress) -> Result<PushRe
                     reports[index].outcome = TargetOutcome::Deployed;
                 }
                 Err(error) => {
-                    progress.event(&PushEvent::Failed {
-                        target: &targets[index],
-                        error: &error,
-                    });
                     reports[index].outcome = TargetOutcome::Failed(error.to_string());
                     failed.push(targets[index].to_string());
                 }
@@ -658,10 +650,18 @@ struct TargetRun<'a> {
 }
 
 impl TargetRun<'_> {
-    fn timed<R>(&self, work: impl FnOnce() -> R) -> R {
+    /// Runs one phase's `work` on this target, adding up its time and
+    /// saying at once when it fails (other targets may still be running).
+    fn step<R>(&self, work: impl FnOnce() -> Result<R>) -> Result<R> {
         let start = Instant::now();
         let result = work();
         *self.elapsed.lock().unwrap_or_else(|e| e.into_inner()) += start.elapsed();
+        if let Err(error) = &result {
+            self.progress.event(&PushEvent::Failed {
+                target: self.target,
+                error,
+            });
+        }
         result
     }
 
