@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use sarge_config::ProcessName;
-use sarge_venv::{wheels_for, wheels_in, Requirement, WheelName, WheelTag};
+use sarge_venv::{wheels_in, Requirement, WheelTag};
 use serde::Deserialize;
 
 use crate::error::{excerpt, Error, Result};
@@ -673,7 +673,9 @@ impl TargetRun<'_> {
         if requirements.is_some() {
             invocations.push(&["dist", "missing", "--json", "-"]);
         }
-        let output = self.remote_output(&invocations, requirements.unwrap_or("").as_bytes())?;
+        let output = self.remote_output(&invocations, |stdin| {
+            stdin.write_all(requirements.unwrap_or("").as_bytes())
+        })?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let (version, missing) = stdout.split_once('\n').unwrap_or((&stdout, ""));
         if !version.trim().is_empty() {
@@ -727,8 +729,12 @@ impl TargetRun<'_> {
 
     /// Runs `bin/sarge ARGS` on the target with `input` on its stdin; an
     /// error if it fails.
-    fn remote(&self, args: &[&str], input: &[u8]) -> Result<Output> {
-        let output = self.remote_output(&[args], input)?;
+    fn remote(
+        &self,
+        args: &[&str],
+        feed: impl FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
+    ) -> Result<Output> {
+        let output = self.remote_output(&[args], feed)?;
         self.checked(output)
     }
 
@@ -743,9 +749,16 @@ impl TargetRun<'_> {
         ))
     }
 
-    /// Runs [`TargetRun::command`] of `invocations` with `input` on its
-    /// stdin, whatever its status.
-    fn remote_output(&self, invocations: &[&[&str]], input: &[u8]) -> Result<Output> {
+    /// Runs [`TargetRun::command`] of `invocations` with what `feed`
+    /// writes on its stdin (streamed, never all in memory), whatever its
+    /// status. An error of `feed` itself (a local file that cannot be
+    /// read) is returned; the remote closing its stdin early is not: its
+    /// own message says why.
+    fn remote_output(
+        &self,
+        invocations: &[&[&str]],
+        feed: impl FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
+    ) -> Result<Output> {
         let mut child = self
             .command(invocations, false)
             .stdin(Stdio::piped())
@@ -753,18 +766,21 @@ impl TargetRun<'_> {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|source| self.cannot_run_ssh(&source))?;
-        let output = std::thread::scope(|scope| {
-            let mut stdin = child.stdin.take();
-            scope.spawn(move || {
-                if let Some(stdin) = stdin.as_mut() {
-                    // The remote side may stop reading early (an error);
-                    // its own message says why.
-                    let _ = stdin.write_all(input);
-                }
+        let stdin = child.stdin.take();
+        let (output, fed) = std::thread::scope(|scope| {
+            let feeding = scope.spawn(move || match stdin {
+                // Dropped at the end: the remote sees end of input.
+                Some(mut stdin) => feed(&mut stdin),
+                None => Ok(()),
             });
-            child.wait_with_output()
-        })?;
-        Ok(output)
+            let output = child.wait_with_output();
+            (output, feeding.join())
+        });
+        let output = output?;
+        match fed {
+            Ok(Err(error)) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+            _ => Ok(output),
+        }
     }
 
     /// The error for an ssh command that could not be started (a wrong
@@ -872,15 +888,14 @@ impl TargetRun<'_> {
             }
         };
         let available = wheels_in(dir)?;
-        let names: Vec<WheelName> = available.iter().map(|(_, wheel)| wheel.clone()).collect();
         let mut chosen: Vec<&Utf8Path> = Vec::new();
         for line in &answer.missing {
             let Some(requirement) = Requirement::parse(line) else {
                 continue;
             };
-            let Some(wheel) = wheels_for(&requirement, &names, &supported)
-                .into_iter()
-                .next()
+            let Some((path, _)) = available
+                .iter()
+                .find(|(_, wheel)| requirement.is_satisfied_by(wheel, &supported))
             else {
                 return Err(Error::WheelNotInDir {
                     target: self.target_name(),
@@ -889,19 +904,19 @@ impl TargetRun<'_> {
                     python_version: answer.python_version.clone(),
                 });
             };
-            let index = names.iter().position(|name| name == wheel).unwrap_or(0);
-            let path = available[index].0.as_path();
-            if !chosen.contains(&path) {
+            if !chosen.contains(&path.as_path()) {
                 chosen.push(path);
             }
         }
-        let mut builder = tar::Builder::new(Vec::new());
-        for path in &chosen {
-            let name = path.file_name().unwrap_or_default();
-            builder.append_path_with_name(path, name)?;
-        }
-        let tarball = builder.into_inner()?;
-        self.remote(&["dist", "add", "-"], &tarball)?;
+        self.remote(&["dist", "add", "-"], |stdin| {
+            let mut builder = tar::Builder::new(stdin);
+            for path in &chosen {
+                let mut file = fs_err::File::open(path)?;
+                let name = path.file_name().unwrap_or_default();
+                builder.append_file(name, file.file_mut())?;
+            }
+            builder.finish()
+        })?;
         let sent: Vec<String> = chosen
             .iter()
             .map(|path| path.file_name().unwrap_or_default().to_owned())

@@ -77,6 +77,5 @@ pub use key::{EnvKey, VenvId};
 pub use remove::remove_tree;
 pub use store::{EnvironmentSpec, Progress, Venv, VenvStore};
 pub use wheel::{
-    missing_requirements, wheels_for, wheels_in, PackageName, PythonTags, Requirement, WheelName,
-    WheelTag,
+    missing_requirements, wheels_in, PackageName, PythonTags, Requirement, WheelName, WheelTag,
 };

@@ -208,7 +208,13 @@ impl Requirement {
         })
     }
 
-    /// Whether `wheel` satisfies this line (names already equal aside).
+    /// Whether `wheel` satisfies this line on an interpreter supporting
+    /// `supported`.
+    pub fn is_satisfied_by(&self, wheel: &WheelName, supported: &HashSet<WheelTag>) -> bool {
+        self.accepts(wheel) && wheel.is_compatible(supported)
+    }
+
+    /// Whether `wheel` is of this line's package and version.
     fn accepts(&self, wheel: &WheelName) -> bool {
         wheel.name == self.name
             && self
@@ -257,19 +263,6 @@ pub fn missing_requirements(
         .iter()
         .filter_map(|line| Requirement::parse(line))
         .filter(|requirement| !compatible.iter().any(|wheel| requirement.accepts(wheel)))
-        .collect()
-}
-
-/// The wheels in `wheels` that satisfy `requirement` for `supported`, in
-/// the order given.
-pub fn wheels_for<'a>(
-    requirement: &Requirement,
-    wheels: &'a [WheelName],
-    supported: &HashSet<WheelTag>,
-) -> Vec<&'a WheelName> {
-    wheels
-        .iter()
-        .filter(|wheel| requirement.accepts(wheel) && wheel.is_compatible(supported))
         .collect()
 }
 
