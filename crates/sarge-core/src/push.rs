@@ -438,8 +438,12 @@ impl PushReport {
 /// The app as committed: what every target gets.
 struct App {
     repo: Utf8PathBuf,
-    tarball: Vec<u8>,
+    /// `git archive HEAD`, written once to a temp file and streamed from
+    /// it to each target: a large app is never all in memory.
+    tarball: Utf8PathBuf,
     requirements: Option<String>,
+    /// Holds the tarball; removed with it.
+    _scratch: TempDir,
 }
 
 impl App {
@@ -502,11 +506,14 @@ impl App {
         } else {
             None
         };
-        let tarball = checked(&["archive", "--format=tar", "HEAD"])?;
+        let scratch = TempDir::new("sarge-push")?;
+        let tarball = scratch.0.join("app.tar");
+        checked(&["archive", "--format=tar", "-o", tarball.as_str(), "HEAD"])?;
         Ok(Self {
             repo,
             tarball,
             requirements,
+            _scratch: scratch,
         })
     }
 }
@@ -1020,11 +1027,12 @@ impl TargetRun<'_> {
         let mut stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
-        let tarball = &self.app.tarball;
+        let mut tarball = fs_err::File::open(&self.app.tarball)?;
         let (printed, ssh_said) = std::thread::scope(|scope| {
             scope.spawn(move || {
                 if let Some(stdin) = stdin.as_mut() {
-                    let _ = stdin.write_all(tarball);
+                    // A remote that stops reading says why on its output.
+                    let _ = std::io::copy(&mut tarball, stdin);
                 }
             });
             let ssh_said = scope.spawn(move || {
