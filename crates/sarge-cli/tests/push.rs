@@ -199,7 +199,19 @@ fn missing_wheels_go_from_the_wheels_folder_once() {
         .iter()
         .any(|tag| tag == "py3-none-any"));
 
+    // Two of the lines in a file requirements.txt includes: sent too.
     let repo = Repo::new("wheels");
+    let text = String::from_utf8(requirements.clone()).unwrap();
+    let (base, top): (Vec<&str>, Vec<&str>) = text
+        .lines()
+        .partition(|line| line.starts_with("MarkupSafe") || line.starts_with("Werkzeug"));
+    std::fs::create_dir_all(repo.dir.join("deps")).unwrap();
+    repo.write("deps/base.txt", &format!("{}\n", base.join("\n")));
+    repo.write(
+        "requirements.txt",
+        &format!("-r deps/base.txt\n{}\n", top.join("\n")),
+    );
+    repo.commit("requirements split in two files");
     let destination = target("127.0.0.1", &home);
     let wheels = test_wheels();
     let wheels = wheels.to_str().unwrap();

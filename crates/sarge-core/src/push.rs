@@ -496,15 +496,37 @@ impl App {
         if changed > 0 {
             progress.event(&PushEvent::Uncommitted { files: changed });
         }
-        let requirements = if git(&["cat-file", "-e", "HEAD:requirements.txt"])?
-            .status
-            .success()
-        {
-            Some(
-                String::from_utf8_lossy(&checked(&["show", "HEAD:requirements.txt"])?).into_owned(),
-            )
-        } else {
-            None
+        // requirements.txt with the files it includes (`-r`) appended, as
+        // committed: the installer on the server reads them all.
+        let show = |path: &str| -> Result<Option<String>> {
+            let object = format!("HEAD:{path}");
+            if !git(&["cat-file", "-e", &object])?.status.success() {
+                return Ok(None);
+            }
+            Ok(Some(
+                String::from_utf8_lossy(&checked(&["show", &object])?).into_owned(),
+            ))
+        };
+        let requirements = match show("requirements.txt")? {
+            None => None,
+            Some(top) => {
+                let mut text = String::new();
+                let mut queue = vec![("requirements.txt".to_owned(), top)];
+                let mut seen = vec!["requirements.txt".to_owned()];
+                while let Some((path, body)) = queue.pop() {
+                    for include in includes(&path, &body) {
+                        if seen.len() < MAX_INCLUDES && !seen.contains(&include) {
+                            if let Some(included) = show(&include)? {
+                                queue.push((include.clone(), included));
+                            }
+                            seen.push(include);
+                        }
+                    }
+                    text.push_str(&body);
+                    text.push('\n');
+                }
+                Some(text)
+            }
         };
         let scratch = TempDir::new("sarge-push")?;
         let tarball = scratch.0.join("app.tar");
@@ -516,6 +538,48 @@ impl App {
             _scratch: scratch,
         })
     }
+}
+
+/// Most requirement files read for one push (the top one included).
+const MAX_INCLUDES: usize = 64;
+
+/// The repository paths of the files that `-r FILE` / `--requirement FILE`
+/// lines of the requirements file at `path` include (relative to its
+/// folder, as installers resolve them); a path that leaves the repository
+/// is left out (the server refuses it).
+fn includes(path: &str, text: &str) -> Vec<String> {
+    let folder = path.rsplit_once('/').map_or("", |(folder, _)| folder);
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        // `-r FILE`, `-rFILE`, `--requirement FILE`, `--requirement=FILE`.
+        let rest = line
+            .strip_prefix("--requirement")
+            .filter(|rest| rest.starts_with([' ', '\t', '=']))
+            .or_else(|| {
+                line.strip_prefix("-r")
+                    .filter(|rest| !rest.starts_with('-'))
+            });
+        let Some(rest) = rest else { continue };
+        let file = rest.trim_start_matches(['=', ' ', '\t']);
+        let file = file.split(" #").next().unwrap_or("").trim();
+        if file.is_empty() || file.starts_with('/') {
+            continue;
+        }
+        let mut parts: Vec<&str> = folder.split('/').filter(|p| !p.is_empty()).collect();
+        let mut inside = true;
+        for part in file.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => inside &= parts.pop().is_some(),
+                part => parts.push(part),
+            }
+        }
+        if inside && !parts.is_empty() {
+            found.push(parts.join("/"));
+        }
+    }
+    found
 }
 
 /// What `sarge dist missing --json` answers.
@@ -1160,6 +1224,19 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "no target to push to: give [user@]host:SARGE_HOME or a name, or set TARGET in /app/.env"
+        );
+    }
+
+    #[test]
+    fn includes_resolve_from_the_including_files_folder_inside_the_repository() {
+        let text = "flask==3.1.3\n-r base.txt\n--requirement=deps/extra.txt  # more\n-r ../../outside.txt\n-r /etc/passwd\n-rfoo\n";
+        assert_eq!(
+            includes("requirements.txt", text),
+            ["base.txt", "deps/extra.txt", "foo"]
+        );
+        assert_eq!(
+            includes("deps/extra.txt", "-r ../base.txt\n-r ./more.txt\n"),
+            ["base.txt", "deps/more.txt"]
         );
     }
 
