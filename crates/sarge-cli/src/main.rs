@@ -19,7 +19,34 @@ use std::time::Duration;
 
 use camino::Utf8PathBuf;
 use clap::{CommandFactory, Parser, Subcommand};
-use sarge_core::{Event, Home, InitOptions, Progress, Sarge};
+use sarge_core::{
+    Event, Home, InitOptions, Progress, PushEvent, PushOptions, PushProgress, Sarge, TargetOutcome,
+};
+
+#[derive(Subcommand)]
+enum DistAction {
+    /// Print the requirement lines (read from REQUIREMENTS, `-` for stdin)
+    /// that no wheel in dist/ satisfies for this home's Python and platform.
+    #[command(
+        after_help = "Examples:\n  sarge dist missing - < requirements.txt\n  ssh server /var/local/my_awesome_app/bin/sarge dist missing --json - < requirements.txt"
+    )]
+    Missing {
+        /// A requirements file, or `-` for standard input.
+        requirements: String,
+        /// Print JSON: {"missing": [...], "python_version", "tags": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add the wheels of a tar (`-` reads stdin) to dist/, each atomically;
+    /// wheels already there are skipped.
+    #[command(
+        after_help = "Example:\n  tar -cf - *.whl | ssh server /var/local/my_awesome_app/bin/sarge dist add -"
+    )]
+    Add {
+        /// A tar of `*.whl` files, or `-` for standard input.
+        tarball: String,
+    },
+}
 
 #[derive(Subcommand)]
 enum ConfigAction {
@@ -100,6 +127,40 @@ enum Command {
     Discard {
         /// The prepared release, e.g. `v8`.
         release: String,
+    },
+    /// Deploy the git HEAD of the app in the current folder to servers over
+    /// ssh, sending the wheels they lack (run on the dev machine).
+    ///
+    /// Every target is prepared first (version check, missing wheels
+    /// sent), then switched `--batch` at a time; if one fails to prepare,
+    /// none is switched. SARGE_SSH overrides the ssh command.
+    #[command(
+        after_help = "Examples:\n  sarge push                          # TARGET from .env at the repository root\n  sarge push staging                  # TARGET_STAGING from .env\n  sarge push deploy@web1:/var/local/my_awesome_app deploy@web2:/var/local/my_awesome_app\n  SARGE_SSH='ssh -p 2222' sarge push --process web --wheels wheels/"
+    )]
+    Push {
+        /// `[user@]host:SARGE_HOME`, or NAME for TARGET_NAME in .env
+        /// (default: TARGET in .env at the repository root).
+        targets: Vec<String>,
+        /// A process type that gets the new code (repeat; default: all).
+        #[arg(long = "process", value_name = "PROCESS")]
+        processes: Vec<String>,
+        /// Take the wheels servers lack from DIR instead of `pip download`.
+        #[arg(long, value_name = "DIR")]
+        wheels: Option<Utf8PathBuf>,
+        /// Prepare N targets at a time (default: all).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        parallel: Option<u16>,
+        /// Switch N targets at a time.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        batch: u16,
+    },
+    /// The wheel folder: what it lacks, adding to it (what `push` runs).
+    #[command(
+        after_help = "Examples:\n  sarge dist missing - < requirements.txt\n  tar -cf - *.whl | sarge dist add -"
+    )]
+    Dist {
+        #[command(subcommand)]
+        action: DistAction,
     },
     /// List the releases you can roll back to, newest first.
     #[command(
@@ -250,17 +311,24 @@ fn main() -> ExitCode {
     // rest.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
-    // They describe the binary, not a home: they work without one.
+    // They describe the binary, not a home: they work without one; push
+    // runs on the dev machine, which has no home.
     match cli.command {
         Command::Completions { shell } => return print_completions(shell),
         Command::Man => return print_man(),
+        Command::Push { .. } => return report(run_push(cli.command)),
         _ => {}
     }
     let Some(root) = cli.home.clone() else {
         eprintln!("error: no sarge home: pass --home DIR or set SARGE_HOME");
         return ExitCode::FAILURE;
     };
-    match run(Home::new(root), cli.command) {
+    report(run(Home::new(root), cli.command))
+}
+
+/// The exit code, after printing an error as one `error:` line.
+fn report(result: Result<ExitCode, sarge_core::Error>) -> ExitCode {
+    match result {
         Ok(code) => code,
         Err(error) => {
             // One `error:` line; what follows it (an app's log tail, an
@@ -269,6 +337,139 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run_push(command: Command) -> Result<ExitCode, sarge_core::Error> {
+    let Command::Push {
+        targets,
+        processes,
+        wheels,
+        parallel,
+        batch,
+    } = command
+    else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let mut options = PushOptions {
+        repo_dir: Utf8PathBuf::from("."),
+        targets,
+        wheels,
+        parallel: parallel.map(usize::from),
+        batch: Some(usize::from(batch)),
+        // The commit too: a server built from other code is worth a warning.
+        client_version: Some(format!("sarge {}", env!("SARGE_BUILD_VERSION"))),
+        ..PushOptions::default()
+    };
+    for process in processes {
+        options.processes.push(process.parse()?);
+    }
+    let report = sarge_core::push(&options, &StderrPushProgress)?;
+    print_push_summary(&report);
+    Ok(if report.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The summary table, and what to do about a partial rollout.
+fn print_push_summary(report: &sarge_core::PushReport) {
+    let width = report
+        .targets
+        .iter()
+        .map(|row| row.target.to_string().len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    eprintln!(
+        "{:<width$}  {:<8} {:>8}  RESULT",
+        "TARGET", "RELEASE", "SECONDS"
+    );
+    for row in &report.targets {
+        eprintln!(
+            "{:<width$}  {:<8} {:>8.1}  {}",
+            row.target.to_string(),
+            row.release.as_deref().unwrap_or("-"),
+            row.elapsed.as_secs_f64(),
+            row.outcome
+        );
+    }
+    if report.succeeded() {
+        return;
+    }
+    let deployed: Vec<&sarge_core::TargetReport> = report
+        .targets
+        .iter()
+        .filter(|row| row.outcome == TargetOutcome::Deployed)
+        .collect();
+    if !deployed.is_empty() {
+        eprintln!("these targets run the new release; to go back on each:");
+        for row in deployed {
+            eprintln!(
+                "  ssh {} {}/bin/sarge rollback",
+                row.target.destination, row.target.home
+            );
+        }
+    }
+    let failed = report
+        .targets
+        .iter()
+        .filter(|row| matches!(row.outcome, TargetOutcome::Failed(_)))
+        .count();
+    eprintln!("error: {failed} of {} targets failed", report.targets.len());
+}
+
+/// Push progress on stderr, each line prefixed with its target.
+struct StderrPushProgress;
+
+impl PushProgress for StderrPushProgress {
+    fn event(&self, event: &PushEvent<'_>) {
+        let mut err = std::io::stderr().lock();
+        let _ = match event {
+            PushEvent::Uncommitted { files } => writeln!(
+                err,
+                "note: {files} uncommitted or untracked files are not deployed; deploying HEAD"
+            ),
+            PushEvent::Phase { name, targets } => writeln!(
+                err,
+                "-----> {name} on {}",
+                targets
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            PushEvent::VersionMismatch {
+                target,
+                server,
+                client,
+            } => writeln!(
+                err,
+                "{target} | warning: the server runs {server}, this client is {client}"
+            ),
+            PushEvent::WheelsMissing {
+                target,
+                requirements,
+            } => writeln!(
+                err,
+                "{target} | dist/ lacks {}: {}",
+                requirements.len(),
+                requirements.join(", ")
+            ),
+            PushEvent::WheelsSent { target, wheels } => writeln!(
+                err,
+                "{target} | sent {} wheels: {}",
+                wheels.len(),
+                wheels.join(", ")
+            ),
+            PushEvent::Remote { target, line } => writeln!(err, "{target} | {line}"),
+            PushEvent::Failed { target: _, error } => {
+                let message = describe(error).replace('\n', "\n    ");
+                writeln!(err, "error: {message}")
+            }
+            _ => Ok(()),
+        };
     }
 }
 
@@ -347,6 +548,41 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
                 deployed.rolled_out.release,
                 millis(deployed.elapsed)
             );
+        }
+        Command::Push { .. } => return run_push(command),
+        Command::Dist { action } => {
+            let sarge = open()?;
+            match action {
+                DistAction::Missing { requirements, json } => {
+                    let text = if requirements == "-" {
+                        std::io::read_to_string(std::io::stdin().lock())?
+                    } else {
+                        fs_err::read_to_string(&requirements)?
+                    };
+                    let missing = sarge.dist_missing(&text)?;
+                    let mut out = std::io::stdout().lock();
+                    if json {
+                        writeln!(out, "{}", serde_json::json!(missing))?;
+                    } else {
+                        for line in &missing.missing {
+                            writeln!(out, "{line}")?;
+                        }
+                    }
+                }
+                DistAction::Add { tarball } => {
+                    let added = if tarball == "-" {
+                        sarge.dist_add(std::io::stdin().lock())?
+                    } else {
+                        sarge.dist_add(fs_err::File::open(&tarball)?)?
+                    };
+                    for name in &added.added {
+                        eprintln!("added {name}");
+                    }
+                    for name in &added.skipped {
+                        eprintln!("skipped {name} (already in dist/)");
+                    }
+                }
+            }
         }
         Command::Releases {
             output: Some(id), ..

@@ -323,6 +323,127 @@ pub enum Error {
         /// The last lines, indented, one per line.
         last_lines: String,
     },
+    /// An entry of a wheel archive given to `sarge dist add` was refused;
+    /// nothing of the archive was added.
+    #[error("wheel archive entry {entry} {problem}; no wheel of the archive was added")]
+    DistEntry {
+        /// The entry's path as written in the archive.
+        entry: String,
+        /// Why it was refused.
+        problem: String,
+    },
+    /// A wheel could not be written into the wheel folder.
+    #[error("cannot write wheel {path}")]
+    DistWrite {
+        /// The file being written or renamed.
+        path: Utf8PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `sarge push` was run outside a git repository.
+    #[error("{dir} is not in a git repository: run sarge push in the app's repository ({detail})")]
+    NotAGitRepository {
+        /// Where sarge looked.
+        dir: Utf8PathBuf,
+        /// What git said.
+        detail: String,
+    },
+    /// The repository has no commit to deploy.
+    #[error("the repository {repo} has no commits yet: commit the app, sarge push deploys HEAD")]
+    NoCommits {
+        /// The repository root.
+        repo: Utf8PathBuf,
+    },
+    /// HEAD has no Procfile at the repository root.
+    #[error("HEAD of {repo} has no Procfile at the repository root: commit one (e.g. `web: python app.py $PORT`)")]
+    NoProcfileInHead {
+        /// The repository root.
+        repo: Utf8PathBuf,
+    },
+    /// A git command failed.
+    #[error("`{command}` failed in {repo}: {detail}")]
+    Git {
+        /// The command.
+        command: String,
+        /// The repository.
+        repo: Utf8PathBuf,
+        /// What git printed.
+        detail: String,
+    },
+    /// No target was given and none is configured.
+    #[error(
+        "no target to push to: give [user@]host:SARGE_HOME or a name, or set TARGET in {env_file}"
+    )]
+    NoTargets {
+        /// The `.env` file looked at.
+        env_file: Utf8PathBuf,
+    },
+    /// A target that is neither `[user@]host:SARGE_HOME` nor a name set in `.env`.
+    #[error("target {target:?} {problem}")]
+    BadTarget {
+        /// The target as given.
+        target: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// `SARGE_SSH` is set but names no command.
+    #[error("SARGE_SSH is set but names no command (it is {value:?})")]
+    BadSshCommand {
+        /// Its value.
+        value: String,
+    },
+    /// ssh itself failed to reach a target (exit status 255).
+    #[error("{target}: ssh failed: {message}")]
+    Ssh {
+        /// The target.
+        target: String,
+        /// ssh's own message.
+        message: String,
+    },
+    /// The target path holds no sarge home.
+    #[error("{target}: no sarge home at {home} ({detail}): run `sarge init` there first")]
+    NoRemoteHome {
+        /// The target.
+        target: String,
+        /// The path.
+        home: Utf8PathBuf,
+        /// What the server said.
+        detail: String,
+    },
+    /// A sarge command on a target failed; its `error:` line is shown.
+    #[error("{target}: {message}")]
+    Remote {
+        /// The target.
+        target: String,
+        /// What sarge printed on the target (its `error:` line), or its status.
+        message: String,
+    },
+    /// A missing requirement has no wheel in `--wheels DIR`.
+    #[error("{target} needs {requirement} and {dir} has no wheel of it for Python {python_version} on the server's platform: add one (`pip wheel --no-deps -w {dir} '{requirement}'` builds one from source for this machine's platform)")]
+    WheelNotInDir {
+        /// The target.
+        target: String,
+        /// The requirement line.
+        requirement: String,
+        /// The `--wheels` folder.
+        dir: Utf8PathBuf,
+        /// The server's Python version.
+        python_version: String,
+    },
+    /// pip found no wheel of a requirement for the target's platform
+    /// (an sdist-only package, or a version without such a wheel).
+    #[error("{target} needs {requirement}, which has no wheel for Python {python_version} on the server's platform ({detail}): build one with `pip wheel --no-deps -w wheels '{requirement}'` on a machine like the server and push with --wheels wheels")]
+    NoWheel {
+        /// The target.
+        target: String,
+        /// The requirement line.
+        requirement: String,
+        /// The server's Python version.
+        python_version: String,
+        /// pip's last line.
+        detail: String,
+    },
 }
 
 /// `Result` with sarge-core's [`Error`].

@@ -28,6 +28,12 @@
 //! destroy, start, stop) runs it first; call it yourself only to tidy a
 //! home without changing anything else.
 //!
+//! The wheel folder answers clients: [`Sarge::dist_missing`] says which
+//! requirement lines it cannot satisfy for this home's Python, and
+//! [`Sarge::dist_add`] lands wheels in it atomically. On the dev machine,
+//! [`push()`] deploys a git repository's HEAD to [`Target`]s over the system
+//! `ssh`, sending the wheels each lacks: prepare everywhere, then switch.
+//!
 //! Before `bin/supervisord` starts supervisord, [`Sarge::stop_orphans`]
 //! stops the programs a supervisord that was killed left holding the ports.
 //!
@@ -73,6 +79,7 @@
 
 mod app_logs;
 mod deploy;
+mod dist;
 mod error;
 mod home;
 mod init;
@@ -87,6 +94,7 @@ mod privacy;
 mod probe;
 mod procfile;
 mod progress;
+mod push;
 mod release;
 mod release_command;
 mod rollback;
@@ -106,6 +114,7 @@ use sarge_venv::{Installer, VenvStore};
 
 pub use app_logs::{LogFollower, LogLine};
 pub use deploy::{Deployed, Prepared};
+pub use dist::{DistAdded, DistMissing};
 pub use error::{Error, Result};
 pub use home::Home;
 pub use init::{init, InitOptions, Initialised};
@@ -114,6 +123,10 @@ pub use operations::ConfigChanged;
 pub use orphans::{Orphan, StoppedOrphans, SUPERVISORD_MARKER};
 pub use procfile::{is_valid_process_name, Procfile};
 pub use progress::{Event, Progress, Silent};
+pub use push::{
+    push, resolve_targets, DotEnv, PushEvent, PushOptions, PushProgress, PushReport, SshCommand,
+    Target, TargetOutcome, TargetReport, CLIENT_VERSION,
+};
 pub use release::{ProcessSpec, Release, ReleaseId, ReleaseSummary};
 pub use rollback::{RollbackPlan, RolledBack};
 pub use rollout::{RolledOut, INSTANCE_VARIABLE};

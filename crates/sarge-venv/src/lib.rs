@@ -20,6 +20,11 @@
 //! [`Error`]s naming the interpreter, the wheel folder or the missing
 //! package; nothing is printed.
 //!
+//! Which requirement lines a wheel folder cannot satisfy for a given
+//! interpreter is [`missing_requirements`], over [`WheelName`]s and the
+//! [`PythonTags`] the interpreter supports: what `sarge dist missing`
+//! answers.
+//!
 //! Environments are read-only once built, so [`remove_tree`] (which
 //! `chmod -R u+w`s what it deletes) removes them; sarge uses it for the
 //! app folders too, which an app may have made read-only.
@@ -64,9 +69,13 @@ mod remove;
 mod requirements;
 mod seal;
 mod store;
+mod wheel;
 
 pub use error::{Error, Result};
 pub use installer::Installer;
 pub use key::{EnvKey, VenvId};
 pub use remove::remove_tree;
 pub use store::{EnvironmentSpec, Progress, Venv, VenvStore};
+pub use wheel::{
+    missing_requirements, wheels_in, PackageName, PythonTags, Requirement, WheelName, WheelTag,
+};
