@@ -692,16 +692,17 @@ impl<'a> Unpacker<'a> {
     fn make_dir(&mut self, relative: &Path) -> std::io::Result<()> {
         let mode = Mode::from_raw_mode(DIR_MODE);
         if !self.dirs.contains(relative) {
-            match rustix::fs::mkdirat(&self.root, relative, mode) {
-                Ok(()) => {
-                    self.files.remove(relative);
-                    self.dirs.insert(relative.to_owned());
-                    if !self.masked(DIR_MODE) {
-                        return Ok(());
-                    }
+            let made = match rustix::fs::mkdirat(&self.root, relative, mode) {
+                Ok(()) => true,
+                Err(rustix::io::Errno::EXIST) => {
+                    self.existing_dir(relative)?;
+                    false
                 }
-                Err(rustix::io::Errno::EXIST) => self.existing_dir(relative)?,
                 Err(errno) => return Err(errno.into()),
+            };
+            self.dirs.insert(relative.to_owned());
+            if made && !self.masked(DIR_MODE) {
+                return Ok(());
             }
         }
         // Made earlier as the parent of an entry, or the umask is unknown.
