@@ -9,18 +9,27 @@
 //! every entry's parent folder on disk (some twenty syscalls per entry)
 //! although every path has already been checked here. `tar::Header` still
 //! decodes the fields of each header.
+//!
+//! Every path is checked before anything is written, so writing is direct:
+//! the app folder is opened once and each entry is created relative to it
+//! (`mkdirat`, `openat` with `O_EXCL`, `symlinkat`, `linkat`), never through
+//! a link and without walking the path to the home again. A file is created
+//! with its final mode, so it costs `openat`, `write`, `futimens` and
+//! `close` (less than GNU tar); the mode is set again only where the umask
+//! could have taken bits of it.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use flate2::bufread::GzDecoder;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use tar::EntryType;
 
 use crate::error::{excerpt, Error, Result};
@@ -82,6 +91,9 @@ const MAX_LINK_HOPS: u32 = 40;
 const ENTRY_COST: u64 = BLOCK as u64;
 /// Zero bytes after a gzip stream that tape-blocking tools may add.
 const MAX_ZERO_PADDING: u64 = 1024 * 1024;
+/// The mode of every folder entry: [`tamed_mode`] keeps the owner's bits
+/// only, and sarge needs all three of them to fill and later remove it.
+const DIR_MODE: u32 = 0o700;
 
 /// Unpacks a plain or gzip-compressed tar stream into `dest`, which must be
 /// an empty folder. The compression is detected from the bytes, not a name.
@@ -102,7 +114,7 @@ pub(crate) fn unpack_tarball(input: impl Read, dest: &Utf8Path, limits: &Limits)
             problem: "it is empty".into(),
         });
     }
-    let mut unpacker = Unpacker::new(dest.as_std_path(), limits);
+    let mut unpacker = Unpacker::new(dest.as_std_path(), limits)?;
     if !head.starts_with(&[0x1f, 0x8b]) {
         unpacker.unpack(&mut input, false)?;
         return unpacker.finish();
@@ -221,10 +233,19 @@ fn read_exact_or_end(input: &mut impl Read, buffer: &mut [u8]) -> Result<bool, S
 }
 
 /// Reads and drops `count` bytes.
-fn skip(input: &mut impl Read, count: u64) -> Result<(), Stop> {
-    let copied = std::io::copy(&mut input.take(count), &mut std::io::sink())?;
-    if copied < count {
-        return Err(Stop::End);
+fn skip(input: &mut impl Read, mut count: u64) -> Result<(), Stop> {
+    // Mostly the padding of one entry, under a block.
+    let mut buffer = [0u8; 8 * BLOCK];
+    while count > 0 {
+        let want = buffer
+            .len()
+            .min(usize::try_from(count).unwrap_or(usize::MAX));
+        match input.read(&mut buffer[..want]) {
+            Ok(0) => return Err(Stop::End),
+            Ok(read) => count -= read as u64,
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(error) => return Err(error.into()),
+        }
     }
     Ok(())
 }
@@ -254,8 +275,13 @@ struct Entry {
 }
 
 struct Unpacker<'a> {
-    dest: &'a Path,
+    /// The app folder, opened once: every entry is created relative to it
+    /// (`openat`, `mkdirat`, ...), so no entry walks the path to it again.
+    root: OwnedFd,
     limits: &'a Limits,
+    /// The process's umask, if `/proc` tells it; unknown, every mode is set
+    /// again after creation.
+    umask: Option<u32>,
     /// Bytes of entry data so far, plus [`ENTRY_COST`] per entry.
     unpacked: u64,
     /// Entries that may each have taken an inode so far.
@@ -270,16 +296,32 @@ struct Unpacker<'a> {
     files: HashSet<PathBuf>,
     /// Folders known to exist.
     dirs: HashSet<PathBuf>,
-    /// Folder modes, set at the end so a read-only folder can still be
-    /// filled first.
-    dir_modes: Vec<(PathBuf, u32)>,
+    /// File data passes through here, one allocation for the whole tarball.
+    buffer: Vec<u8>,
 }
 
 impl<'a> Unpacker<'a> {
-    fn new(dest: &'a Path, limits: &'a Limits) -> Self {
-        Self {
+    fn new(dest: &Path, limits: &'a Limits) -> Result<Self> {
+        // Resolved once; `O_PATH` is all the `*at` calls need.
+        let root = rustix::fs::open(
             dest,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| {
+            std::io::Error::new(
+                std::io::Error::from(errno).kind(),
+                format!(
+                    "cannot open the app folder {}: {}",
+                    dest.display(),
+                    std::io::Error::from(errno)
+                ),
+            )
+        })?;
+        Ok(Self {
+            root,
             limits,
+            umask: umask(),
             unpacked: 0,
             inodes: 0,
             count: 0,
@@ -287,8 +329,14 @@ impl<'a> Unpacker<'a> {
             link_order: Vec::new(),
             files: HashSet::new(),
             dirs: HashSet::from([PathBuf::new()]),
-            dir_modes: Vec::new(),
-        }
+            buffer: vec![0; 64 * 1024],
+        })
+    }
+
+    /// Whether a file or folder created with `mode` may have lost bits of
+    /// it to the umask and needs it set again.
+    fn masked(&self, mode: u32) -> bool {
+        self.umask.is_none_or(|umask| mode & umask != 0)
     }
 
     fn truncated(&self, problem: impl std::fmt::Display) -> Error {
@@ -475,11 +523,11 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
-    /// Checks one entry and writes it under `dest`.
+    /// Checks one entry and writes it under the app folder.
     fn entry(&mut self, input: &mut impl Read, entry: Entry) -> Result<()> {
-        let shown_name = shown(&entry.name);
+        // The name is shown only in an error: most entries never need it.
         let refuse = |problem: String| Error::TarEntry {
-            entry: shown_name.clone(),
+            entry: shown(&entry.name),
             problem,
         };
         match entry.kind {
@@ -488,6 +536,9 @@ impl<'a> Unpacker<'a> {
             EntryType::Char | EntryType::Block => return Err(refuse("is a device file".into())),
             EntryType::Fifo => return Err(refuse("is a fifo".into())),
             other => return Err(refuse(format!("has unsupported type {other:?}"))),
+        }
+        if entry.name.contains(&0) {
+            return Err(refuse("has a NUL byte in its name".into()));
         }
         let path = Path::new(OsStr::from_bytes(&entry.name));
         let relative = normalized_relative(path).map_err(|problem| refuse(problem.into()))?;
@@ -527,38 +578,43 @@ impl<'a> Unpacker<'a> {
                     "is not a folder but names the app folder itself".into(),
                 ));
             }
-            return self.skip_data(input, &entry, &shown_name);
+            return self.skip_data(input, &entry);
         }
-        if self.links.contains_key(&relative) {
-            return Err(refuse("would replace a link".into()));
+        if !self.links.is_empty() {
+            if self.links.contains_key(&relative) {
+                return Err(refuse("would replace a link".into()));
+            }
+            if let Some(link) = relative
+                .ancestors()
+                .skip(1)
+                .find(|ancestor| self.links.contains_key(*ancestor))
+            {
+                return Err(refuse(format!(
+                    "would be written through the link {}",
+                    shown(link.as_os_str().as_bytes())
+                )));
+            }
         }
-        if let Some(link) = relative
-            .ancestors()
-            .skip(1)
-            .find(|ancestor| self.links.contains_key(*ancestor))
-        {
-            return Err(refuse(format!(
-                "would be written through the link {}",
-                shown(link.as_os_str().as_bytes())
-            )));
-        }
+        // Every path below is relative to `root` and none of its folders
+        // is a link (checked just above), so nothing is written through a
+        // link; the last component is created exclusively, never followed.
         let cannot_write = |source: std::io::Error| refuse(format!("cannot be written: {source}"));
         if let Some(parent) = relative.parent() {
             self.make_dirs(parent).map_err(cannot_write)?;
         }
-        let full = self.dest.join(&relative);
         match entry.kind {
             EntryType::Directory => {
-                self.make_dirs(&relative).map_err(cannot_write)?;
-                self.dir_modes
-                    .push((relative, tamed_mode(entry.mode) | 0o700));
-                self.skip_data(input, &entry, &shown_name)
+                self.make_dir(&relative).map_err(cannot_write)?;
+                self.skip_data(input, &entry)
             }
             EntryType::Symlink => {
                 let target = match &entry.link {
                     Some(link) if !link.is_empty() => PathBuf::from(OsStr::from_bytes(link)),
                     _ => return Err(refuse("is a link without a target".into())),
                 };
+                if target.as_os_str().as_bytes().contains(&0) {
+                    return Err(refuse("is a link whose target has a NUL byte".into()));
+                }
                 let parent = relative.parent().unwrap_or(Path::new(""));
                 if target.is_absolute() || normalized_relative(&parent.join(&target)).is_err() {
                     return Err(refuse(format!(
@@ -566,52 +622,92 @@ impl<'a> Unpacker<'a> {
                         shown(target.as_os_str().as_bytes())
                     )));
                 }
-                replacing(&full, |path| std::os::unix::fs::symlink(&target, path))
-                    .map_err(cannot_write)?;
+                let root = &self.root;
+                replacing(root, &relative, || {
+                    rustix::fs::symlinkat(&target, root, &relative)
+                })
+                .map_err(cannot_write)?;
                 self.files.remove(&relative);
                 self.links.insert(relative.clone(), target);
                 self.link_order.push(relative);
-                self.skip_data(input, &entry, &shown_name)
+                self.skip_data(input, &entry)
             }
             EntryType::Link => {
                 let target = match &entry.link {
                     Some(link) if !link.is_empty() => link,
                     _ => return Err(refuse("is a link without a target".into())),
                 };
-                let target_shown = shown(target);
+                let target_shown = || shown(target);
                 let target =
                     normalized_relative(Path::new(OsStr::from_bytes(target))).map_err(|_| {
                         refuse(format!(
-                            "is a hard link to {target_shown} outside the app folder"
+                            "is a hard link to {} outside the app folder",
+                            target_shown()
                         ))
                     })?;
                 // Only files are linked to: a hard link to a symbolic link
                 // would be a copy of it, resolved from another folder.
                 if !self.files.contains(&target) {
                     return Err(refuse(format!(
-                        "is a hard link to {target_shown}, which is not an earlier file of the tarball"
+                        "is a hard link to {}, which is not an earlier file of the tarball",
+                        target_shown()
                     )));
                 }
-                replacing(&full, |path| {
-                    std::fs::hard_link(self.dest.join(&target), path)
+                let root = &self.root;
+                replacing(root, &relative, || {
+                    rustix::fs::linkat(root, &target, root, &relative, AtFlags::empty())
                 })
                 .map_err(cannot_write)?;
                 self.files.insert(relative);
-                self.skip_data(input, &entry, &shown_name)
+                self.skip_data(input, &entry)
             }
             _ => {
-                let file = replacing(&full, |path| {
-                    OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(path)
+                // Created with its final mode: the descriptor that creates
+                // a file may write it whatever the mode says.
+                let mode = tamed_mode(entry.mode);
+                let root = &self.root;
+                let file = replacing(root, &relative, || {
+                    rustix::fs::openat(
+                        root,
+                        &relative,
+                        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(mode),
+                    )
                 })
                 .map_err(cannot_write)?;
+                let file = File::from(file);
+                if self.masked(mode) {
+                    rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
+                        .map_err(|errno| cannot_write(errno.into()))?;
+                }
                 self.files.insert(relative);
-                self.write_file(input, &entry, file, &shown_name)
+                self.write_file(input, &entry, file)
             }
         }
+    }
+
+    /// Creates the folder of a folder entry (its parent exists), or finds
+    /// it made already, and gives it its mode: the owner's, whatever the
+    /// tarball says, so that sarge can always fill and remove it.
+    fn make_dir(&mut self, relative: &Path) -> std::io::Result<()> {
+        let mode = Mode::from_raw_mode(DIR_MODE);
+        if !self.dirs.contains(relative) {
+            let made = match rustix::fs::mkdirat(&self.root, relative, mode) {
+                Ok(()) => true,
+                Err(rustix::io::Errno::EXIST) => {
+                    self.existing_dir(relative)?;
+                    false
+                }
+                Err(errno) => return Err(errno.into()),
+            };
+            self.dirs.insert(relative.to_owned());
+            if made && !self.masked(DIR_MODE) {
+                return Ok(());
+            }
+        }
+        // Made earlier as the parent of an entry, or the umask is unknown.
+        rustix::fs::chmodat(&self.root, relative, mode, AtFlags::empty())?;
+        Ok(())
     }
 
     /// Creates `relative` and its missing parents; none of them is a link,
@@ -620,80 +716,78 @@ impl<'a> Unpacker<'a> {
         if self.dirs.contains(relative) {
             return Ok(());
         }
-        if let Some(parent) = relative.parent() {
-            self.make_dirs(parent)?;
-        }
-        let full = self.dest.join(relative);
-        match std::fs::create_dir(&full) {
-            Ok(()) => {}
-            Err(error) if error.kind() == ErrorKind::AlreadyExists => {
-                if !std::fs::symlink_metadata(&full)?.is_dir() {
-                    // An earlier entry made a file here; say what the
-                    // system would say when writing beneath it.
-                    return Err(rustix::io::Errno::NOTDIR.into());
-                }
+        // The deepest folder known to exist, then down from it: no
+        // recursion, however deep the tarball nests.
+        let missing: Vec<&Path> = relative
+            .ancestors()
+            .take_while(|ancestor| !self.dirs.contains(*ancestor))
+            .collect();
+        for folder in missing.into_iter().rev() {
+            match rustix::fs::mkdirat(&self.root, folder, Mode::from_raw_mode(0o777)) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::EXIST) => self.existing_dir(folder)?,
+                Err(errno) => return Err(errno.into()),
             }
-            Err(error) => return Err(error),
+            self.files.remove(folder);
+            self.dirs.insert(folder.to_owned());
         }
-        self.files.remove(relative);
-        self.dirs.insert(relative.to_owned());
         Ok(())
     }
 
-    fn skip_data(&self, input: &mut impl Read, entry: &Entry, shown_name: &str) -> Result<()> {
+    /// Something is at `relative` already although no folder was made
+    /// there: an earlier entry's file or link. Say what the system would
+    /// say when writing beneath it.
+    fn existing_dir(&self, relative: &Path) -> std::io::Result<()> {
+        let stat = rustix::fs::statat(&self.root, relative, AtFlags::SYMLINK_NOFOLLOW)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
+            return Err(rustix::io::Errno::NOTDIR.into());
+        }
+        Ok(())
+    }
+
+    fn skip_data(&self, input: &mut impl Read, entry: &Entry) -> Result<()> {
         match skip(input, entry.size + padding(entry.size)) {
             Ok(()) => Ok(()),
             Err(Stop::End) => {
-                Err(self.truncated(format_args!("it ends inside entry {shown_name}")))
+                Err(self.truncated(format_args!("it ends inside entry {}", shown(&entry.name))))
             }
             Err(Stop::Failed(source)) => Err(self.failed(source)),
         }
     }
 
-    fn write_file(
-        &self,
-        input: &mut impl Read,
-        entry: &Entry,
-        mut file: File,
-        shown_name: &str,
-    ) -> Result<()> {
+    fn write_file(&mut self, input: &mut impl Read, entry: &Entry, mut file: File) -> Result<()> {
         let cannot_write = |source: std::io::Error| Error::TarEntry {
-            entry: shown_name.to_owned(),
+            entry: shown(&entry.name),
             problem: format!("cannot be written: {source}"),
         };
+        let ends_inside = |this: &Self| {
+            this.truncated(format_args!("it ends inside entry {}", shown(&entry.name)))
+        };
         let mut left = entry.size;
-        let mut buffer = vec![0; 64 * 1024];
         while left > 0 {
-            let want = buffer
+            let want = self
+                .buffer
                 .len()
                 .min(usize::try_from(left).unwrap_or(usize::MAX));
-            let read = match input.read(&mut buffer[..want]) {
-                Ok(0) => {
-                    return Err(self.truncated(format_args!("it ends inside entry {shown_name}")))
-                }
+            let read = match input.read(&mut self.buffer[..want]) {
+                Ok(0) => return Err(ends_inside(self)),
                 Ok(read) => read,
                 Err(error) if error.kind() == ErrorKind::Interrupted => continue,
                 Err(error) => {
                     return Err(match Stop::from(error) {
-                        Stop::End => {
-                            self.truncated(format_args!("it ends inside entry {shown_name}"))
-                        }
+                        Stop::End => ends_inside(self),
                         Stop::Failed(source) => self.failed(source),
                     })
                 }
             };
-            file.write_all(&buffer[..read]).map_err(cannot_write)?;
+            file.write_all(&self.buffer[..read]).map_err(cannot_write)?;
             left -= read as u64;
         }
         match skip(input, padding(entry.size)) {
             Ok(()) => {}
-            Err(Stop::End) => {
-                return Err(self.truncated(format_args!("it ends inside entry {shown_name}")))
-            }
+            Err(Stop::End) => return Err(ends_inside(self)),
             Err(Stop::Failed(source)) => return Err(self.failed(source)),
         }
-        file.set_permissions(std::fs::Permissions::from_mode(tamed_mode(entry.mode)))
-            .map_err(cannot_write)?;
         if let Some(mtime) = entry.mtime {
             // Python compares a module's mtime with its cached bytecode.
             let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(mtime);
@@ -702,8 +796,8 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
-    /// Checks every link against the finished tree, sets folder modes, and
-    /// returns the entry count.
+    /// Checks every link against the finished tree and returns the entry
+    /// count.
     fn finish(self) -> Result<usize> {
         // A link is checked only now: a later link can change where an
         // earlier one leads (`a -> b/..` is harmless until `b -> .`).
@@ -726,16 +820,6 @@ impl<'a> Unpacker<'a> {
                 problem,
             });
         }
-        for (relative, mode) in &self.dir_modes {
-            std::fs::set_permissions(
-                self.dest.join(relative),
-                std::fs::Permissions::from_mode(*mode),
-            )
-            .map_err(|source| Error::TarEntry {
-                entry: shown(relative.as_os_str().as_bytes()),
-                problem: format!("cannot be written: {source}"),
-            })?;
-        }
         if self.count == 0 {
             return Err(Error::Tarball {
                 problem: "it has no files".into(),
@@ -745,16 +829,35 @@ impl<'a> Unpacker<'a> {
     }
 }
 
-/// Runs `create` on `path`; if something is already there (an earlier
-/// entry of the same name), removes it and tries once more.
-fn replacing<T>(path: &Path, create: impl Fn(&Path) -> std::io::Result<T>) -> std::io::Result<T> {
-    match create(path) {
-        Err(error) if error.kind() == ErrorKind::AlreadyExists => {
-            std::fs::remove_file(path)?;
-            create(path)
+/// Runs `create`; if something is already at `relative` (an earlier entry
+/// of the same name), removes it and tries once more. A folder is never
+/// removed: that fails with "Is a directory".
+fn replacing<T>(
+    root: &OwnedFd,
+    relative: &Path,
+    create: impl Fn() -> rustix::io::Result<T>,
+) -> std::io::Result<T> {
+    match create() {
+        Err(rustix::io::Errno::EXIST) => {
+            rustix::fs::unlinkat(root, relative, AtFlags::empty())?;
+            Ok(create()?)
         }
-        result => result,
+        result => Ok(result?),
     }
+}
+
+/// The process's umask from `/proc/self/status` (Linux 4.7 and later).
+/// Reading it there, rather than setting it and back, leaves it alone for
+/// the other threads of an embedder.
+fn umask() -> Option<u32> {
+    // `Umask:` is the second line; one read of the first kilobyte has it.
+    let mut head = [0u8; 1024];
+    let read = File::open("/proc/self/status").ok()?.read(&mut head).ok()?;
+    // Bytes, not text: the `Name:` line before it need not be UTF-8.
+    let line = head[..read]
+        .split(|byte| *byte == b'\n')
+        .find_map(|line| line.strip_prefix(b"Umask:"))?;
+    u32::from_str_radix(std::str::from_utf8(line).ok()?.trim(), 8).ok()
 }
 
 enum Resolve {

@@ -466,3 +466,293 @@ fn names_in_errors_are_cut_and_escaped() {
         "tarball entry a\\nerror: b is a fifo"
     );
 }
+
+/// A tar stream whose entries may have names of any length (GNU long
+/// names), each with its own mode.
+fn long_tarball(entries: &[(&str, EntryType, &[u8], u32)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, kind, data, mode) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(*kind);
+        header.set_size(data.len() as u64);
+        header.set_mode(*mode);
+        header.set_mtime(1_600_000_000);
+        builder.append_data(&mut header, name, *data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+fn mode_of(path: &camino::Utf8Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Reads `relative` under `dir` through a descriptor of `dir`, as a path
+/// too long to name from `/` can only be read.
+fn read_at(dir: &camino::Utf8Path, relative: &str) -> Vec<u8> {
+    let root = rustix::fs::open(
+        dir.as_std_path(),
+        OFlags::RDONLY | OFlags::DIRECTORY,
+        Mode::empty(),
+    )
+    .unwrap();
+    let file = rustix::fs::openat(&root, relative, OFlags::RDONLY, Mode::empty()).unwrap();
+    let mut data = Vec::new();
+    File::from(file).read_to_end(&mut data).unwrap();
+    data
+}
+
+#[test]
+fn deep_folders_are_made_however_deep_and_long_the_name() {
+    // 2,040 folders deep, 4,081 bytes: with the app folder's own path in
+    // front it would be longer than the system takes (PATH_MAX), but every
+    // entry is created relative to the app folder.
+    let deep = format!("{}f", "d/".repeat(2040));
+    let bytes = long_tarball(&[
+        (&deep, EntryType::Regular, b"deep", 0o644),
+        (
+            "a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/file",
+            EntryType::Regular,
+            b"p",
+            0o644,
+        ),
+    ]);
+    let (dir, result) = unpack("deep", &bytes);
+    assert_eq!(result.unwrap(), 2);
+    assert!(dir.0.join(&deep).as_str().len() > 4096);
+    assert_eq!(read_at(&dir.0, &deep), b"deep");
+    assert_eq!(
+        std::fs::read(dir.0.join("a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/file")).unwrap(),
+        b"p"
+    );
+}
+
+#[test]
+fn long_names_unpack_up_to_the_file_system_limit() {
+    let longest = format!("{}/{}", "p".repeat(255), "f".repeat(255));
+    let too_long = "x".repeat(256);
+    let (dir, result) = unpack(
+        "long",
+        &long_tarball(&[(&longest, EntryType::Regular, b"ok", 0o644)]),
+    );
+    assert_eq!(result.unwrap(), 1);
+    assert_eq!(std::fs::read(dir.0.join(&longest)).unwrap(), b"ok");
+    assert_eq!(
+        refused(
+            "too-long",
+            &long_tarball(&[(&too_long, EntryType::Regular, b"no", 0o644)])
+        ),
+        format!(
+            "tarball entry {} cannot be written: File name too long (os error 36)",
+            excerpt(&too_long)
+        )
+    );
+}
+
+#[test]
+fn a_folder_entry_after_its_files_gets_its_mode() {
+    // `d` is made as the parent of `d/x` first, with the default mode,
+    // then its own entry comes (as `tar --no-recursion` or a reordered
+    // tarball has it); it ends with the owner's bits like any folder.
+    let (dir, result) = unpack(
+        "dir-after",
+        &long_tarball(&[
+            ("d/x", EntryType::Regular, b"x", 0o644),
+            ("d/e/y", EntryType::Regular, b"y", 0o644),
+            ("d/e/", EntryType::Directory, b"", 0o555),
+            ("d/", EntryType::Directory, b"", 0o1777),
+        ]),
+    );
+    assert_eq!(result.unwrap(), 4);
+    assert_eq!(mode_of(&dir.0.join("d")), 0o700);
+    assert_eq!(mode_of(&dir.0.join("d/e")), 0o700);
+    assert_eq!(std::fs::read(dir.0.join("d/x")).unwrap(), b"x");
+    assert_eq!(std::fs::read(dir.0.join("d/e/y")).unwrap(), b"y");
+}
+
+#[test]
+fn a_folder_entry_twice_is_one_folder() {
+    let (dir, result) = unpack(
+        "dir-twice",
+        &long_tarball(&[
+            ("d/", EntryType::Directory, b"", 0o755),
+            ("d/x", EntryType::Regular, b"x", 0o644),
+            ("d/", EntryType::Directory, b"", 0o500),
+        ]),
+    );
+    assert_eq!(result.unwrap(), 3);
+    assert_eq!(mode_of(&dir.0.join("d")), 0o700);
+    assert_eq!(std::fs::read(dir.0.join("d/x")).unwrap(), b"x");
+}
+
+#[test]
+fn files_folders_and_links_do_not_replace_a_folder() {
+    for (name, kind, link) in [
+        ("file", EntryType::Regular, ""),
+        ("symlink", EntryType::Symlink, "x"),
+        ("hardlink", EntryType::Link, "x"),
+    ] {
+        assert_eq!(
+            refused(
+                &format!("over-dir-{name}"),
+                &tarball(&[
+                    ("x", EntryType::Regular, b"x", ""),
+                    ("d/", EntryType::Directory, b"", ""),
+                    ("d/inside", EntryType::Regular, b"i", ""),
+                    ("d", kind, b"", link),
+                ])
+            ),
+            "tarball entry d cannot be written: Is a directory (os error 21)",
+            "{name}"
+        );
+    }
+    assert_eq!(
+        refused(
+            "dir-over-file",
+            &tarball(&[
+                ("f", EntryType::Regular, b"x", ""),
+                ("f/", EntryType::Directory, b"", ""),
+            ])
+        ),
+        "tarball entry f/ cannot be written: Not a directory (os error 20)"
+    );
+    assert_eq!(
+        refused(
+            "under-link",
+            &tarball(&[
+                ("f", EntryType::Regular, b"x", ""),
+                ("l", EntryType::Link, b"", "f"),
+                ("l/x", EntryType::Regular, b"x", ""),
+            ])
+        ),
+        "tarball entry l/x cannot be written: Not a directory (os error 20)"
+    );
+}
+
+#[test]
+fn a_later_entry_of_the_same_name_replaces_the_earlier_one() {
+    let (dir, result) = unpack(
+        "replace",
+        &tarball(&[
+            ("a", EntryType::Regular, b"first", ""),
+            ("a", EntryType::Regular, b"second", ""),
+            ("b", EntryType::Regular, b"b", ""),
+            ("b", EntryType::Link, b"", "a"),
+            ("c", EntryType::Regular, b"c", ""),
+            ("c", EntryType::Symlink, b"", "a"),
+            ("d", EntryType::Symlink, b"", "a"),
+        ]),
+    );
+    assert_eq!(result.unwrap(), 7);
+    assert_eq!(std::fs::read(dir.0.join("a")).unwrap(), b"second");
+    assert_eq!(std::fs::read(dir.0.join("b")).unwrap(), b"second");
+    assert_eq!(std::fs::read_link(dir.0.join("c")).unwrap(), Path::new("a"));
+    // A link is never replaced: a file written there would go where it
+    // points.
+    assert_eq!(
+        refused(
+            "replace-link",
+            &tarball(&[
+                ("d", EntryType::Symlink, b"", "a"),
+                ("d", EntryType::Regular, b"x", ""),
+            ])
+        ),
+        "tarball entry d would replace a link"
+    );
+}
+
+#[test]
+fn read_only_files_are_written_then_keep_their_mode() {
+    let data = vec![b'r'; 100_000];
+    let (dir, result) = unpack(
+        "read-only",
+        &long_tarball(&[
+            ("ro", EntryType::Regular, &data, 0o444),
+            ("none", EntryType::Regular, b"n", 0o000),
+            ("x", EntryType::Regular, b"#!/bin/sh\n", 0o755),
+        ]),
+    );
+    assert_eq!(result.unwrap(), 3);
+    assert_eq!(mode_of(&dir.0.join("ro")), 0o400);
+    assert_eq!(mode_of(&dir.0.join("none")), 0o000);
+    assert_eq!(mode_of(&dir.0.join("x")), 0o700);
+    assert_eq!(std::fs::read(dir.0.join("ro")).unwrap(), data);
+}
+
+#[test]
+fn modes_are_set_again_when_the_umask_is_unknown_or_strips_them() {
+    let bytes = long_tarball(&[
+        ("d/", EntryType::Directory, b"", 0o755),
+        ("d/x", EntryType::Regular, b"x", 0o755),
+        ("e/y", EntryType::Regular, b"y", 0o600),
+        ("e/", EntryType::Directory, b"", 0o755),
+    ]);
+    // What unpack_tarball does, with the umask it would have read replaced.
+    for (name, umask) in [("unknown", None), ("stripping", Some(0o777))] {
+        let dir = TempDir::new(&format!("umask-{name}"));
+        let limits = limits(1 << 30, 1 << 40);
+        let mut unpacker = Unpacker::new(dir.0.as_std_path(), &limits).unwrap();
+        unpacker.umask = umask;
+        unpacker.unpack(&mut bytes.as_slice(), false).unwrap();
+        assert_eq!(unpacker.finish().unwrap(), 4);
+        assert_eq!(mode_of(&dir.0.join("d")), 0o700, "{name}");
+        assert_eq!(mode_of(&dir.0.join("d/x")), 0o700, "{name}");
+        assert_eq!(mode_of(&dir.0.join("e")), 0o700, "{name}");
+        assert_eq!(mode_of(&dir.0.join("e/y")), 0o600, "{name}");
+    }
+    // This process has a umask, and /proc tells it.
+    assert!(umask().is_some_and(|umask| umask <= 0o777));
+}
+
+#[test]
+fn names_with_a_nul_byte_are_refused() {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("path", &b"a\0b"[..])])
+        .unwrap();
+    let mut header = tar::Header::new_ustar();
+    header.set_path("short").unwrap();
+    header.set_size(1);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append(&header, &b"x"[..]).unwrap();
+    assert_eq!(
+        refused("nul", &builder.into_inner().unwrap()),
+        "tarball entry a\\0b has a NUL byte in its name"
+    );
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("linkpath", &b"a\0b"[..])])
+        .unwrap();
+    let mut header = tar::Header::new_ustar();
+    header.set_path("l").unwrap();
+    header.set_entry_type(EntryType::Symlink);
+    header.set_size(0);
+    header.set_mode(0o777);
+    header.set_cksum();
+    builder.append(&header, &b""[..]).unwrap();
+    assert_eq!(
+        refused("nul-link", &builder.into_inner().unwrap()),
+        "tarball entry l is a link whose target has a NUL byte"
+    );
+}
+
+#[test]
+fn the_app_folder_must_be_a_folder() {
+    let dir = TempDir::new("not-a-folder");
+    let file = dir.0.join("file");
+    std::fs::write(&file, b"").unwrap();
+    let message = unpack_tarball(&app_tarball()[..], &file, &limits(1 << 30, 1 << 40))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.starts_with(&format!(
+            "cannot open the app folder {file}: Not a directory"
+        )),
+        "{message}"
+    );
+}
