@@ -6,6 +6,7 @@
 mod common;
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -313,14 +314,37 @@ fn a_target_that_fails_to_prepare_switches_no_target() {
     );
     let row = summary_row(&err, &good);
     assert!(
-        row.contains("not deployed (127.0.0.1:/nonexistent/sarge-home failed to prepare)"),
+        row.contains("not deployed (127.0.0.1:/nonexistent/sarge-home failed to prepare; nothing was switched anywhere)"),
         "{row}"
     );
     assert!(summary_row(&err, bad).ends_with("failed"), "{err}");
     assert!(err.contains("error: 1 of 2 targets failed"), "{err}");
     assert_eq!(home.releases().len(), 1, "the good target switched");
     assert_eq!(http_get(home.stable, "/").unwrap().1, "old\n");
-    assert_unchanged(&home, &before, "a push that failed to prepare elsewhere");
+    // What the good target prepared is gone; only the state remembers the
+    // release id it gave, so that it is never given again.
+    let state = |files: &[(String, Vec<u8>)]| -> serde_json::Value {
+        let (_, bytes) = files
+            .iter()
+            .find(|(name, _)| name == "var/state/current.json")
+            .unwrap();
+        let mut value: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        value.as_object_mut().unwrap().remove("last_prepared");
+        value
+    };
+    let after = home.snapshot();
+    assert_eq!(state(&after), state(&before));
+    let others = |files: Vec<(String, Vec<u8>)>| -> Vec<(String, Vec<u8>)> {
+        files
+            .into_iter()
+            .filter(|(name, _)| name != "var/state/current.json")
+            .collect()
+    };
+    assert_eq!(
+        others(after).iter().map(|f| &f.0).collect::<Vec<_>>(),
+        others(before).iter().map(|f| &f.0).collect::<Vec<_>>(),
+        "a push that failed to prepare elsewhere left files behind"
+    );
 }
 
 #[test]
@@ -500,9 +524,10 @@ fn a_failed_switch_stops_the_rollout_and_names_what_to_roll_back() {
     let sshd = Sshd::start("switch-fails");
     let first = TestHome::new("push-switch-a", "  MESSAGE: first");
     first.deploy_ok(&hello_app(), "web");
-    // Prepares (its sarge answers) but cannot deploy: no supervisord.
-    let second = TestHome::initialised("push-switch-b");
-    second.write_config("  MESSAGE: second", "");
+    // Prepares (its instance starts and answers on its own port) but
+    // cannot switch: its stable address is taken, so haproxy cannot bind it.
+    let second = TestHome::new("push-switch-b", "  MESSAGE: second");
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", second.stable)).unwrap();
     let repo = Repo::new("switch-fails");
     let (a, b) = (target("localhost", &first), target("127.0.0.1", &second));
 
@@ -510,7 +535,7 @@ fn a_failed_switch_stops_the_rollout_and_names_what_to_roll_back() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains(&format!("error: {b}: supervisord is not running for ")),
+        err.contains(&format!("error: {b}: haproxy did not come up")),
         "{err}"
     );
     assert!(summary_row(&err, &a).ends_with(" deployed"), "{err}");
@@ -536,6 +561,11 @@ fn a_failed_switch_stops_the_rollout_and_names_what_to_roll_back() {
     );
     assert!(!err.contains("to go back on each"), "{err}");
     assert_eq!(first.releases().len(), 2);
+    // What the target not reached had prepared is discarded.
+    let instances = std::fs::read_dir(first.root.join("var/instances"))
+        .unwrap()
+        .count();
+    assert_eq!(instances, 1);
 }
 
 /// A `python3` for the client only: `-m pip download` copies the named
@@ -642,4 +672,76 @@ fn without_a_wheels_folder_pip_downloads_for_the_servers_python_and_platform() {
         "{err}"
     );
     assert_unchanged(&home, &before, "a push with an sdist-only requirement");
+}
+
+#[test]
+fn a_client_killed_between_the_phases_leaks_nothing() {
+    let sshd = Sshd::start("killed-client");
+    let home = TestHome::new("push-killed", "  MESSAGE: old");
+    home.write_config("  MESSAGE: old", "prepared_timeout: 1\n");
+    home.deploy_ok(&hello_app(), "web");
+    let repo = Repo::new("killed-client");
+    // An ssh that hangs on the switch, as a client whose laptop sleeps.
+    let marker = sshd.dir.join("at-switch");
+    let wrapper = sshd.dir.join("ssh-hangs-at-switch");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *\" switch \"*) touch {}; exec sleep 60 ;; esac\nexec ssh \"$@\"\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&wrapper)
+        .status()
+        .unwrap();
+    let ssh = sshd
+        .ssh_command()
+        .replacen("ssh", wrapper.to_str().unwrap(), 1);
+    let mut client = Command::new(SARGE)
+        .args(["push", &target("localhost", &home)])
+        .current_dir(&repo.dir)
+        .env("SARGE_SSH", &ssh)
+        .env_remove("SARGE_HOME")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    wait_for(
+        std::time::Duration::from_secs(30),
+        || marker.exists(),
+        "the push to reach its switch",
+    );
+    // The client and its ssh die between the phases.
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", client.id())])
+        .status();
+    let _ = client.wait();
+    let instances = || {
+        std::fs::read_dir(home.root.join("var/instances"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(
+        instances(),
+        2,
+        "the prepared instance runs beside the old one"
+    );
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "old\n");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The next command, whatever it is, discards it.
+    let out = home.sarge(&["recover"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("was prepared but not switched"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(instances(), 1);
+    assert_eq!(home.releases().len(), 1);
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "old\n");
 }

@@ -14,14 +14,17 @@
 //! 1. **prepare**, on every target, `parallel` at a time: compare versions,
 //!    ask `sarge dist missing` what the server's `dist/` lacks for its
 //!    Python, get those wheels here (`--wheels DIR`, else `pip download`
-//!    for the server's platform) and send them with `sarge dist add`.
-//! 2. **switch**, `batch` targets at a time: today `sarge deploy -`, which
-//!    unpacks, installs, starts and switches in one step.
+//!    for the server's platform) and send them with `sarge dist add`, then
+//!    stream the tarball to `sarge deploy --prepare -`: unpack, install,
+//!    release command (on the first target only), start, ready. Nothing
+//!    switches.
+//! 2. **switch**, `batch` targets at a time: `sarge switch RELEASE`, the
+//!    haproxy switch, verify and drain, which take milliseconds.
 //!
-//! If any target fails to prepare, no target is switched. The steps of one
-//! target are the methods of one private `TargetRun`, so moving the unpack,
-//! install and start into phase 1 (a server-side `deploy --prepare`, then
-//! `switch RELEASE` or `discard RELEASE`) changes those methods only.
+//! If any target fails to prepare, what the others prepared is discarded
+//! (`sarge discard RELEASE`) and no target is switched; a target the
+//! client never reaches again discards it by itself after its
+//! `prepared_timeout`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -604,13 +607,16 @@ pub fn push(options: &PushOptions, progress: &dyn PushProgress) -> Result<PushRe
     };
     let runs: Vec<TargetRun<'_>> = targets
         .iter()
-        .map(|target| TargetRun {
+        .enumerate()
+        .map(|(index, target)| TargetRun {
             target,
             ssh: &ssh,
             app: &app,
             options,
             progress,
             elapsed: Mutex::new(Duration::ZERO),
+            runs_release_command: index == 0,
+            prepared: Mutex::new(None),
         })
         .collect();
     let mut reports: Vec<TargetReport> = targets
@@ -637,7 +643,13 @@ pub fn push(options: &PushOptions, progress: &dyn PushProgress) -> Result<PushRe
         }
     }
     if !failed_prepare.is_empty() {
-        let why = format!("{} failed to prepare", failed_prepare.join(", "));
+        // Every target keeps serving its current release: what was
+        // prepared anywhere is discarded.
+        run_parallel(&runs, parallel, TargetRun::discard);
+        let why = format!(
+            "{} failed to prepare; nothing was switched anywhere",
+            failed_prepare.join(", ")
+        );
         return Ok(finish(reports, &runs, &why));
     }
 
@@ -663,6 +675,10 @@ pub fn push(options: &PushOptions, progress: &dyn PushProgress) -> Result<PushRe
             }
         }
         if !failed.is_empty() {
+            // The targets not reached stay on their release; what they
+            // prepared goes.
+            let rest = &runs[(batch_index + 1) * batch..];
+            run_parallel(rest, rest.len().max(1), TargetRun::discard);
             let why = format!("the rollout stopped after {} failed", failed.join(", "));
             return Ok(finish(reports, &runs, &why));
         }
@@ -718,6 +734,11 @@ struct TargetRun<'a> {
     progress: &'a dyn PushProgress,
     /// Time spent on this target so far.
     elapsed: Mutex<Duration>,
+    /// Whether this target runs the Procfile's release command: the
+    /// first one only, so migrations run once.
+    runs_release_command: bool,
+    /// The release prepared on this target, once it is.
+    prepared: Mutex<Option<String>>,
 }
 
 impl TargetRun<'_> {
@@ -756,12 +777,52 @@ impl TargetRun<'_> {
         if requirements.is_some() {
             self.send_missing_wheels(missing)?;
         }
+        let processes: Vec<&str> = self
+            .options
+            .processes
+            .iter()
+            .map(ProcessName::as_str)
+            .collect();
+        let mut args = vec!["deploy", "--prepare"];
+        if !self.runs_release_command {
+            args.push("--no-release-command");
+        }
+        args.push("-");
+        args.extend(processes);
+        let printed = self.stream(&args, Some(&self.app.tarball))?;
+        let release = last_word_after(&printed, "prepared release ")
+            .ok_or_else(|| self.failure(Some(0), "it did not say which release it prepared"))?;
+        *self.prepared.lock().unwrap_or_else(|e| e.into_inner()) = Some(release);
         Ok(())
     }
 
-    /// Phase 2: the deploy; the release id it made.
+    /// Phase 2: the switch to the prepared release; the release id.
     fn switch(&self) -> Result<Option<String>> {
-        self.deploy()
+        let Some(release) = self.prepared_release() else {
+            return Err(self.failure(None, "nothing was prepared on it"));
+        };
+        let printed = self.stream(&["switch", &release], None)?;
+        Ok(last_word_after(&printed, "switched to release ").or(Some(release)))
+    }
+
+    /// Discards what phase 1 prepared here, if anything. Best effort: it
+    /// runs after another failure, and the target discards a prepared
+    /// release by itself after `prepared_timeout`.
+    fn discard(&self) {
+        let Some(release) = self.prepared_release() else {
+            return;
+        };
+        let discarded = self.stream(&["discard", &release], None);
+        if discarded.is_ok() {
+            *self.prepared.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    fn prepared_release(&self) -> Option<String> {
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn target_name(&self) -> String {
@@ -1070,20 +1131,17 @@ impl TargetRun<'_> {
         Ok(())
     }
 
-    /// Streams the tarball to `bin/sarge deploy -`, passing its progress
-    /// lines on; the release id it made.
-    fn deploy(&self) -> Result<Option<String>> {
-        let processes: Vec<&str> = self
-            .options
-            .processes
-            .iter()
-            .map(ProcessName::as_str)
-            .collect();
-        let mut args = vec!["deploy", "-"];
-        args.extend(processes);
+    /// Runs `bin/sarge ARGS` on the target with the file `input` (if
+    /// any) streamed to its stdin, showing each line it prints as this
+    /// target's progress; what it printed, or the error it shows.
+    fn stream(&self, args: &[&str], input: Option<&Utf8Path>) -> Result<String> {
         let mut child = self
-            .command(&[&args], true)
-            .stdin(Stdio::piped())
+            .command(&[args], true)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -1091,12 +1149,12 @@ impl TargetRun<'_> {
         let mut stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
-        let mut tarball = fs_err::File::open(&self.app.tarball)?;
+        let mut input = input.map(fs_err::File::open).transpose()?;
         let (printed, ssh_said) = std::thread::scope(|scope| {
             scope.spawn(move || {
-                if let Some(stdin) = stdin.as_mut() {
+                if let (Some(stdin), Some(input)) = (stdin.as_mut(), input.as_mut()) {
                     // A remote that stops reading says why on its output.
-                    let _ = std::io::copy(&mut tarball, stdin);
+                    let _ = std::io::copy(input, stdin);
                 }
             });
             let ssh_said = scope.spawn(move || {
@@ -1129,13 +1187,19 @@ impl TargetRun<'_> {
             };
             return Err(self.failure(status.code(), &said));
         }
-        Ok(printed
-            .lines()
-            .filter_map(|line| line.strip_prefix("deployed release "))
-            .filter_map(|rest| rest.split_whitespace().next())
-            .next_back()
-            .map(str::to_owned))
+        Ok(printed)
     }
+}
+
+/// The first word after `prefix` on the last line of `printed` that
+/// starts with it: the release id in `switched to release v8 [...]`.
+fn last_word_after(printed: &str, prefix: &str) -> Option<String> {
+    printed
+        .lines()
+        .filter_map(|line| line.strip_prefix(prefix))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .next_back()
+        .map(|word| word.trim_end_matches(';').to_owned())
 }
 
 /// A temp folder removed on drop.
