@@ -476,7 +476,7 @@ impl Sarge {
             // a killed deploy's instance already took finish before it stops.
             let router = Router::new(&self.home, &self.config, supervisor);
             let routing = Router::committed(&self.home, &current);
-            let live = router.ensure(&routing)?;
+            let live = router.ensure(&routing, None)?;
             for id in &leftovers {
                 if let Ok(record) = InstanceRecord::load(&self.home, id) {
                     if self.config.port_map.contains_key(record.process.as_str()) {

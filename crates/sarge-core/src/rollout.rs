@@ -289,7 +289,8 @@ impl Sarge {
         // apps start; it serves the committed routes meanwhile, so the
         // running instances are unaffected.
         let live = if with_haproxy && plans.iter().any(|plan| plan.routed) {
-            Some(router.ensure(&Router::committed(&self.home, &current))?)
+            let touched: Vec<&str> = plans.iter().map(|plan| plan.process.as_str()).collect();
+            Some(router.ensure(&Router::committed(&self.home, &current), Some(&touched))?)
         } else {
             None
         };
@@ -333,7 +334,10 @@ impl Sarge {
         let routing = Router::committed(&self.home, &current);
         let live = match live {
             Some(live) => Some(live),
-            None if plans.iter().any(|plan| plan.routed) => Some(router.ensure(&routing)?),
+            None if plans.iter().any(|plan| plan.routed) => {
+                let touched: Vec<&str> = plans.iter().map(|plan| plan.process.as_str()).collect();
+                Some(router.ensure(&routing, Some(&touched))?)
+            }
             None => None,
         };
 

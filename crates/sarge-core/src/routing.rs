@@ -90,7 +90,12 @@ impl<'a> Router<'a> {
     /// servers match (which repairs a switch that a killed command left
     /// half-done). On failure the files are put back and the haproxy that
     /// ran before keeps running.
-    pub(crate) fn ensure(&self, routing: &Routing) -> Result<LiveWorker> {
+    ///
+    /// With `touched`, a haproxy that was neither started nor reloaded has
+    /// only those routes checked and repaired: a rollout of one process
+    /// costs the same however many others are routed. (A command killed
+    /// halfway leaves leftovers, whose cleanup checks every route.)
+    pub(crate) fn ensure(&self, routing: &Routing, touched: Option<&[&str]>) -> Result<LiveWorker> {
         let bin = self.haproxy_bin()?;
         let config = self.render(routing)?;
         let config_path = self.home.haproxy_config();
@@ -127,8 +132,11 @@ impl<'a> Router<'a> {
                 restore_file(&program_file, None);
             }
         }
-        let live = started?;
-        for route in &config.routes {
+        let (live, restarted) = started?;
+        let checked = |route: &&Route| {
+            restarted || touched.is_none_or(|touched| touched.contains(&route.name.as_str()))
+        };
+        for route in config.routes.iter().filter(checked) {
             live.admin.resume_if_paused(&route.name)?;
             live.admin.apply(route)?;
         }
@@ -142,13 +150,14 @@ impl<'a> Router<'a> {
 
     /// Starts haproxy under supervisord if it is not running (restarting it
     /// only if its command changed), or reloads it if its config changed;
-    /// returns the worker that serves the config on disk, once it answers.
+    /// returns the worker that serves the config on disk, once it answers,
+    /// and whether haproxy was started, restarted or reloaded.
     fn start_or_reload(
         &self,
         bin: &Utf8Path,
         config: &HaproxyConfig,
         config_changed: bool,
-    ) -> Result<LiveWorker> {
+    ) -> Result<(LiveWorker, bool)> {
         let program = haproxy_program(self.home, bin);
         let program_file = self.home.program_file(HAPROXY_PROGRAM);
         let program_text = program.render()?;
@@ -175,12 +184,12 @@ impl<'a> Router<'a> {
             self.supervisor.remove_process_group(HAPROXY_PROGRAM)?;
             self.supervisor.add_process_group(HAPROXY_PROGRAM)?;
             self.supervisor.start_process(HAPROXY_PROGRAM, false)?;
-            self.wait_live(config, None)
+            Ok((self.wait_live(config, None)?, true))
         } else if !running {
             self.supervisor.reload_config()?;
             self.supervisor.add_process_group(HAPROXY_PROGRAM)?;
             self.supervisor.start_process(HAPROXY_PROGRAM, false)?;
-            self.wait_live(config, None)
+            Ok((self.wait_live(config, None)?, true))
         } else if config_changed {
             // A new or removed stable address: a structural change, so the
             // master reloads; its old worker finishes the open connections.
@@ -189,9 +198,9 @@ impl<'a> Router<'a> {
                 .master
                 .reload(HAPROXY_START_TIMEOUT)
                 .map_err(|error| self.not_up(error.to_string()))?;
-            self.wait_live(config, Some(pid))
+            Ok((self.wait_live(config, Some(pid))?, true))
         } else {
-            self.wait_live(config, None)
+            Ok((self.wait_live(config, None)?, false))
         }
     }
 
@@ -390,12 +399,19 @@ impl<'a> Router<'a> {
                 Ok(processes) => match processes.current_worker() {
                     Some(pid) if expected.is_none_or(|expected| expected == pid) => {
                         let admin = self.master.worker(pid);
-                        match config
-                            .routes
-                            .iter()
-                            .try_for_each(|route| admin.servers(&route.name).map(drop))
-                        {
-                            Ok(()) => return Ok(LiveWorker { admin }),
+                        // One round trip, however many routes.
+                        match admin.routes() {
+                            Ok(routes)
+                                if config
+                                    .routes
+                                    .iter()
+                                    .all(|route| routes.contains(&route.name)) =>
+                            {
+                                return Ok(LiveWorker { admin })
+                            }
+                            Ok(routes) => {
+                                last_problem = format!("worker {pid} has the routes {routes:?}")
+                            }
                             Err(error) => last_problem = format!("worker {pid}: {error}"),
                         }
                     }

@@ -186,6 +186,18 @@ impl AdminClient {
         }
     }
 
+    /// The routes whose backends this haproxy has, in one round trip
+    /// (`show backend`). Reads only.
+    pub fn routes(&self) -> Result<Vec<String>> {
+        let response = self.command("show backend")?;
+        Ok(response
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.trim().strip_prefix("be_"))
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// The servers of `route`'s backend as haproxy has them now. Reads only.
     pub fn servers(&self, route: &str) -> Result<Vec<ServerStatus>> {
         let backend = backend_name(route);
