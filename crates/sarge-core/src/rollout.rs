@@ -284,6 +284,16 @@ impl Sarge {
                 }
             }
         }
+        // Written while the new instances start up, off the critical path.
+        // Which instances serve this release, for `sarge logs --release`
+        // once they are gone; kept with the release, pruned with it.
+        let mut served = crate::release::ServedBy::of(&current);
+        for plan in &plans {
+            let ids = plan.kept.iter().map(|instance| instance.id.clone());
+            let ids = ids.chain(plan.started.iter().map(|record| record.id.clone()));
+            served.processes.insert(plan.process.clone(), ids.collect());
+        }
+        served.save(&self.home, release.id)?;
 
         // haproxy starts, or reloads for a new stable address, while the
         // apps start; it serves the committed routes meanwhile, so the
@@ -403,13 +413,7 @@ impl Sarge {
             .filter(|prepared| prepared.release != release.id);
         current.history.retain(|id| *id != release.id);
         current.history.push(release.id);
-        // Which instances served this release, for `sarge logs --release`
-        // once they are gone; kept with the release, pruned with it.
-        let served = crate::release::ServedBy::of(&current);
-        if let Err(error) = served
-            .save(&self.home, release.id)
-            .and_then(|()| current.save(&self.home))
-        {
+        if let Err(error) = current.save(&self.home) {
             // The state still names the old instances: they get their
             // traffic back before the new ones are removed.
             if let Some(live) = &live {
@@ -718,17 +722,22 @@ impl Sarge {
         } else {
             "waiting for supervisord to report it running".to_owned()
         };
+        let mut polls: u32 = 0;
         loop {
-            let info = supervisor.process_info(&record.id)?;
-            match info.state {
-                ProcessState::Exited | ProcessState::Fatal | ProcessState::Backoff => {
-                    return Err(self.exited(record, &info));
-                }
-                ProcessState::Running if !needs_port => return Ok(()),
-                ProcessState::Running | ProcessState::Starting
-                    if needs_port && accepts_connections(address) =>
-                {
-                    match health {
+            // The port is polled every couple of milliseconds (a connect is
+            // cheap); supervisord is asked how the process is doing once
+            // the port opens, and every 16th poll meanwhile (every poll
+            // once they slow down), so a crash still fails the wait at once.
+            let listening = needs_port && accepts_connections(address);
+            let slow = started.elapsed() >= Duration::from_secs(2);
+            if !needs_port || listening || slow || polls.is_multiple_of(16) {
+                let info = supervisor.process_info(&record.id)?;
+                match info.state {
+                    ProcessState::Exited | ProcessState::Fatal | ProcessState::Backoff => {
+                        return Err(self.exited(record, &info));
+                    }
+                    ProcessState::Running if !needs_port => return Ok(()),
+                    ProcessState::Running | ProcessState::Starting if listening => match health {
                         None => return Ok(()),
                         Some(health) => match http_status(address, &health.host, &health.path) {
                             // Only 2xx: a redirect is often to a login page
@@ -741,10 +750,11 @@ impl Sarge {
                                 waiting_for = format!("GET {} failed: {error}", health.path)
                             }
                         },
-                    }
+                    },
+                    _ => {}
                 }
-                _ => {}
             }
+            polls = polls.wrapping_add(1);
             if started.elapsed() >= limit {
                 return Err(Error::InstanceNotReady {
                     id: record.id.clone(),
@@ -755,12 +765,12 @@ impl Sarge {
                 });
             }
             // Poll fast at first: most apps are up within a few hundred ms.
-            let pause = if started.elapsed() < Duration::from_secs(2) {
-                5
+            let pause = if !slow {
+                Duration::from_micros(2500)
             } else {
-                50
+                Duration::from_millis(50)
             };
-            std::thread::sleep(Duration::from_millis(pause));
+            std::thread::sleep(pause);
         }
     }
 
