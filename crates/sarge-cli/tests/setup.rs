@@ -235,7 +235,7 @@ fn ssh_with_fake_tools(sshd: &Sshd, name: &str, tools: &[(&str, &str)]) -> (Path
 }
 
 #[test]
-fn a_server_sarge_cannot_run_on_gets_what_to_build_there_and_nothing() {
+fn a_server_sarge_cannot_run_on_gets_what_to_build_there_and_keeps_a_build_of_its_own() {
     let sshd = Sshd::start("setup-foreign");
     let home = ServerHome::new("foreign");
     let destination = target(&home.root);
@@ -276,6 +276,36 @@ fn a_server_sarge_cannot_run_on_gets_what_to_build_there_and_nothing() {
     assert!(err.contains("haproxy supervisor python3-venv"), "{err}");
     assert!(!err.contains("uploading"), "{err}");
     assert!(!home.root.exists(), "something was written on the server");
+
+    // Built there, as the error says: a build of this same version (other
+    // bytes) is left in place, and init runs with it.
+    std::fs::create_dir_all(home.root.join("opt")).unwrap();
+    let mut built = std::fs::read(SARGE).unwrap();
+    built.extend_from_slice(b"built on the server");
+    let binary = home.root.join("opt/sarge");
+    std::fs::write(&binary, &built).unwrap();
+    std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let init = Command::new(&binary)
+        .arg("--home")
+        .arg(&home.root)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", stderr(&init));
+    let out = setup(&ssh, &[&destination]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "setup failed:\n{err}");
+    assert!(!err.contains("uploading"), "{err}");
+    assert!(
+        err.contains(&format!("{destination} | sarge home ready at")),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&binary).unwrap(),
+        built,
+        "the server's build was replaced"
+    );
+    remove_home_dir(&home.root);
     let _ = std::fs::remove_dir_all(fakes);
 
     // The same architecture with a glibc older than this sarge needs.
