@@ -20,7 +20,8 @@ use std::time::Duration;
 use camino::Utf8PathBuf;
 use clap::{CommandFactory, Parser, Subcommand};
 use sarge_core::{
-    Event, Home, InitOptions, Progress, PushEvent, PushOptions, PushProgress, Sarge, TargetOutcome,
+    Event, Home, InitOptions, Progress, PushEvent, PushOptions, PushProgress, Sarge, SetupEvent,
+    SetupOptions, SetupProgress, TargetOutcome, Upload,
 };
 
 #[derive(Subcommand)]
@@ -153,6 +154,24 @@ enum Command {
         /// Switch N targets at a time.
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         batch: u16,
+    },
+    /// Set up sarge in a server's home over ssh, or upgrade it in place
+    /// (run on the dev machine).
+    ///
+    /// Asks the server for its architecture, C library and sarge version;
+    /// copies this sarge binary there when it has none or another one and
+    /// the binary runs there (else says what to build there), then runs
+    /// `init` there. Running apps and supervisord keep running.
+    /// SARGE_SSH overrides the ssh command, as for push.
+    #[command(
+        after_help = "Examples:\n  sarge setup deploy@web1:/var/local/my_awesome_app --start\n  SARGE_SSH='ssh -p 2222' sarge setup web1:/var/local/my_awesome_app   # again later: upgrades sarge there"
+    )]
+    Setup {
+        /// `[user@]host:SARGE_HOME`.
+        target: String,
+        /// Start supervisord there if it is not running.
+        #[arg(long)]
+        start: bool,
     },
     /// The wheel folder: what it lacks, adding to it (what `push` runs).
     #[command(
@@ -317,6 +336,7 @@ fn main() -> ExitCode {
         Command::Completions { shell } => return print_completions(shell),
         Command::Man => return print_man(),
         Command::Push { .. } => return report(run_push(cli.command)),
+        Command::Setup { target, start } => return report(run_setup(&target, start)),
         _ => {}
     }
     let Some(root) = cli.home.clone() else {
@@ -371,6 +391,74 @@ fn run_push(command: Command) -> Result<ExitCode, sarge_core::Error> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn run_setup(target: &str, start: bool) -> Result<ExitCode, sarge_core::Error> {
+    let target: sarge_core::Target = target.parse()?;
+    let options = SetupOptions {
+        start,
+        client_version: Some(format!("sarge {}", env!("SARGE_BUILD_VERSION"))),
+        ..SetupOptions::default()
+    };
+    let done = sarge_core::setup(&target, &options, &StderrSetupProgress)?;
+    match &done.upload {
+        Some(_) => eprintln!("{target} | installed {}", done.version),
+        None => eprintln!("{target} | kept {}, already there", done.version),
+    }
+    match done.supervisord {
+        Some(sarge_core::Supervisord::Started) => eprintln!("{target} | supervisord started"),
+        Some(sarge_core::Supervisord::AlreadyRunning) => {
+            eprintln!("{target} | supervisord was running; it and the apps keep running")
+        }
+        Some(_) => {}
+        None => {
+            if let Some(command) = &done.start_command {
+                eprintln!(
+                    "start supervisord there:  ssh {} {command}",
+                    target.destination
+                );
+            }
+        }
+    }
+    if let Some(boot) = &done.boot_line {
+        eprintln!("at boot, on the server (e.g. in /etc/rc.local):  {boot}");
+    }
+    eprintln!("sarge is set up on {target}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Setup progress on stderr, each line prefixed with the target.
+struct StderrSetupProgress;
+
+impl SetupProgress for StderrSetupProgress {
+    fn event(&self, event: &SetupEvent<'_>) {
+        match event {
+            SetupEvent::Server { target, server } => eprintln!(
+                "{target} | server: {} {}, {}, {}",
+                server.os,
+                server.arch,
+                server.libc,
+                server.sarge_version.as_deref().unwrap_or("no sarge")
+            ),
+            SetupEvent::Uploading { target, why, bytes } => {
+                let why = match why {
+                    Upload::NoSarge => "the home has none".to_owned(),
+                    Upload::OtherVersion(version) if version.is_empty() => {
+                        "the home's sarge does not run".to_owned()
+                    }
+                    Upload::OtherVersion(version) => format!("the home runs {version}"),
+                    Upload::OtherBuild => "the home runs another build of this version".to_owned(),
+                    _ => "it differs".to_owned(),
+                };
+                eprintln!(
+                    "{target} | uploading sarge ({:.1} MB): {why}",
+                    *bytes as f64 / 1e6
+                )
+            }
+            SetupEvent::Remote { target, line } => eprintln!("{target} | {line}"),
+            _ => {}
+        }
+    }
 }
 
 /// The summary table, and what to do about a partial rollout.
@@ -550,6 +638,7 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
             );
         }
         Command::Push { .. } => return run_push(command),
+        Command::Setup { target, start } => return run_setup(&target, start),
         Command::Dist { action } => {
             let sarge = open()?;
             match action {

@@ -411,6 +411,28 @@ pub enum Error {
         /// What the server said.
         detail: String,
     },
+    /// `sarge setup` cannot copy this sarge to the server: it would not
+    /// run there (another architecture, C library or an older glibc).
+    #[error("{target}: this sarge cannot run there: {why}\nbuild sarge on the server instead, from a checkout of sarge with Rust 1.89+:\n  cargo install --path crates/sarge-cli\n  ~/.cargo/bin/sarge --home {home} init   # installs itself as {home}/opt/sarge\nand install what it runs (Debian: apt-get install haproxy supervisor python3-venv); `sarge setup` from a sarge of the same version then leaves that build in place")]
+    SetupNeedsBuild {
+        /// The target.
+        target: String,
+        /// Its sarge home.
+        home: Utf8PathBuf,
+        /// How the server differs from what this sarge needs.
+        why: String,
+    },
+    /// A step of `sarge setup` failed on the server.
+    #[error("{target}: {step} failed: {message}")]
+    SetupStep {
+        /// The target.
+        target: String,
+        /// The step: `asking the server about itself`, `installing the
+        /// sarge binary`, `sarge init`, `starting supervisord`.
+        step: String,
+        /// What the server printed (its `error:` line), or its status.
+        message: String,
+    },
     /// A sarge command on a target failed; its `error:` line is shown.
     #[error("{target}: {message}")]
     Remote {

@@ -33,6 +33,9 @@
 //! [`Sarge::dist_add`] lands wheels in it atomically. On the dev machine,
 //! [`push()`] deploys a git repository's HEAD to [`Target`]s over the system
 //! `ssh`, sending the wheels each lacks: prepare everywhere, then switch.
+//! [`setup()`] makes a server's home the same way, or upgrades the sarge in
+//! it in place: it sends its own binary when the server can run it and
+//! runs `init` there.
 //!
 //! Before `bin/supervisord` starts supervisord, [`Sarge::stop_orphans`]
 //! stops the programs a supervisord that was killed left holding the ports.
@@ -101,6 +104,8 @@ mod rollback;
 mod rollout;
 mod routing;
 mod scale;
+mod setup;
+mod ssh;
 mod state;
 mod timestamp;
 mod unpack;
@@ -124,14 +129,19 @@ pub use orphans::{Orphan, StoppedOrphans, SUPERVISORD_MARKER};
 pub use procfile::{is_valid_process_name, Procfile};
 pub use progress::{Event, Progress, Silent};
 pub use push::{
-    push, resolve_targets, DotEnv, PushEvent, PushOptions, PushProgress, PushReport, SshCommand,
-    Target, TargetOutcome, TargetReport, CLIENT_VERSION,
+    push, resolve_targets, DotEnv, PushEvent, PushOptions, PushProgress, PushReport, TargetOutcome,
+    TargetReport, CLIENT_VERSION,
 };
 pub use release::{ProcessSpec, Release, ReleaseId, ReleaseSummary};
 pub use rollback::{RollbackPlan, RolledBack};
 pub use rollout::{RolledOut, INSTANCE_VARIABLE};
 pub use sarge_config::ProcessName;
 pub use scale::{Scale, MAX_INSTANCES};
+pub use setup::{
+    setup, Libc, ServerInfo, SetupEvent, SetupOptions, SetupProgress, SetupReport, Supervisord,
+    Upload,
+};
+pub use ssh::{SshCommand, Target};
 
 pub use state::{CurrentInstance, CurrentInstances, InstanceRecord, PreparedRelease};
 

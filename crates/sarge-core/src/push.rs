@@ -30,7 +30,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -41,57 +40,11 @@ use sarge_venv::{wheels_in, Requirement, WheelTag};
 use serde::Deserialize;
 
 use crate::error::{excerpt, Error, Result};
+use crate::ssh::{cannot_run_ssh, shell_quote, ssh_failed, SshCommand, Target};
 
 /// What `sarge --version` prints for this library's version: the default
 /// [`PushOptions::client_version`].
 pub const CLIENT_VERSION: &str = concat!("sarge ", env!("CARGO_PKG_VERSION"));
-
-/// Where a push goes: `[user@]host:SARGE_HOME`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Target {
-    /// What ssh connects to: `host` or `user@host` (or a `~/.ssh/config`
-    /// alias).
-    pub destination: String,
-    /// The sarge home on that server.
-    pub home: Utf8PathBuf,
-}
-
-impl FromStr for Target {
-    type Err = Error;
-
-    /// Parses `[user@]host:SARGE_HOME`.
-    fn from_str(text: &str) -> Result<Self> {
-        let bad = |problem: &str| Error::BadTarget {
-            target: excerpt(text),
-            problem: problem.to_owned(),
-        };
-        let Some((destination, home)) = text.split_once(':') else {
-            return Err(bad("is not [user@]host:SARGE_HOME"));
-        };
-        if destination.is_empty() || destination.ends_with('@') {
-            return Err(bad("has no host before the `:`"));
-        }
-        if destination.starts_with('-') || destination.chars().any(char::is_whitespace) {
-            return Err(bad("has a host that ssh would not take as one"));
-        }
-        if home.is_empty() {
-            return Err(bad("has no SARGE_HOME path after the `:`"));
-        }
-        if home.chars().any(char::is_control) {
-            return Err(bad("has a control character in its path"));
-        }
-        Ok(Self {
-            destination: destination.to_owned(),
-            home: home.into(),
-        })
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.destination, self.home)
-    }
-}
 
 /// The `KEY=value` lines of a `.env` file (`export `, quotes and `#`
 /// comments as shells and dotenv libraries read them).
@@ -203,100 +156,6 @@ pub fn resolve_targets(given: &[String], env: &DotEnv) -> Result<Vec<Target>> {
     let mut seen = std::collections::HashSet::new();
     targets.retain(|target: &Target| seen.insert(target.clone()));
     Ok(targets)
-}
-
-/// The ssh command line a push runs: `ssh`, or the words of `SARGE_SSH`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshCommand {
-    /// The program.
-    pub program: String,
-    /// Its options, before the destination.
-    pub args: Vec<String>,
-}
-
-impl Default for SshCommand {
-    fn default() -> Self {
-        Self {
-            program: "ssh".to_owned(),
-            args: Vec::new(),
-        }
-    }
-}
-
-impl SshCommand {
-    /// `SARGE_SSH` split into words if set, else plain `ssh`.
-    pub fn from_env() -> Result<Self> {
-        match std::env::var("SARGE_SSH") {
-            Ok(value) => Self::parse(&value),
-            Err(_) => Ok(Self::default()),
-        }
-    }
-
-    /// The words of `value`, split as a shell splits simple words
-    /// (whitespace, `'...'`, `"..."`, `\`), the first being the program.
-    pub fn parse(value: &str) -> Result<Self> {
-        let mut words = split_words(value).into_iter();
-        let Some(program) = words.next() else {
-            return Err(Error::BadSshCommand {
-                value: excerpt(value),
-            });
-        };
-        Ok(Self {
-            program,
-            args: words.collect(),
-        })
-    }
-}
-
-fn split_words(text: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word: Option<String> = None;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            c if c.is_whitespace() => {
-                if let Some(done) = word.take() {
-                    words.push(done);
-                }
-            }
-            '\'' => {
-                let current = word.get_or_insert_with(String::new);
-                for c in chars.by_ref() {
-                    if c == '\'' {
-                        break;
-                    }
-                    current.push(c);
-                }
-            }
-            '"' => {
-                let current = word.get_or_insert_with(String::new);
-                while let Some(c) = chars.next() {
-                    match c {
-                        '"' => break,
-                        '\\' => current.extend(chars.next()),
-                        c => current.push(c),
-                    }
-                }
-            }
-            '\\' => word.get_or_insert_with(String::new).extend(chars.next()),
-            c => word.get_or_insert_with(String::new).push(c),
-        }
-    }
-    words.extend(word);
-    words
-}
-
-/// `word` quoted for the remote shell ssh hands the command to.
-fn shell_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
-    {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
 }
 
 /// What to push and how: [`push`]'s options. Fields are added in minor
@@ -850,13 +709,7 @@ impl TargetRun<'_> {
         if merge_stderr {
             remote.push_str(" 2>&1");
         }
-        let mut command = Command::new(&self.ssh.program);
-        command
-            .args(&self.ssh.args)
-            .arg("--")
-            .arg(&self.target.destination)
-            .arg(remote);
-        command
+        self.ssh.remote(self.target, &remote)
     }
 
     /// Runs `bin/sarge ARGS` on the target with `input` on its stdin; an
@@ -918,10 +771,7 @@ impl TargetRun<'_> {
     /// The error for an ssh command that could not be started (a wrong
     /// `SARGE_SSH`), naming the target like ssh's own failures.
     fn cannot_run_ssh(&self, source: &std::io::Error) -> Error {
-        Error::Ssh {
-            target: self.target_name(),
-            message: format!("cannot run {}: {source}", self.ssh.program),
-        }
+        cannot_run_ssh(self.target, self.ssh, source)
     }
 
     /// The error for a remote command that exited with `code`, printing
@@ -930,18 +780,7 @@ impl TargetRun<'_> {
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         let last = lines.last().map_or(String::new(), |l| excerpt(l.trim()));
         match code {
-            Some(255) => Error::Ssh {
-                target: self.target_name(),
-                message: if lines.is_empty() {
-                    "ssh exited with status 255".to_owned()
-                } else {
-                    lines
-                        .iter()
-                        .map(|l| excerpt(l.trim()))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                },
-            },
+            Some(255) => ssh_failed(self.target, stderr),
             Some(126 | 127) => Error::NoRemoteHome {
                 target: self.target_name(),
                 home: self.target.home.clone(),
@@ -1237,24 +1076,6 @@ mod tests {
     }
 
     #[test]
-    fn a_target_is_user_host_and_home() {
-        let target: Target = "deploy@web1:/var/local/app".parse().unwrap();
-        assert_eq!(target.destination, "deploy@web1");
-        assert_eq!(target.home, "/var/local/app");
-        assert_eq!(target.to_string(), "deploy@web1:/var/local/app");
-        for (bad, problem) in [
-            ("web1", "is not [user@]host:SARGE_HOME"),
-            (":/srv", "has no host"),
-            ("me@:/srv", "has no host"),
-            ("web1:", "has no SARGE_HOME"),
-            ("-oProxyCommand=x:/srv", "would not take"),
-        ] {
-            let error = bad.parse::<Target>().unwrap_err().to_string();
-            assert!(error.contains(problem), "{bad}: {error}");
-        }
-    }
-
-    #[test]
     fn dot_env_reads_exports_quotes_and_comments() {
         let vars = env("# deploy\nexport TARGET=\"a:/x, b:/y\"\nTARGET_STAGING='s:/app' # one\nTARGET_QA=q:/app # comment\nnot a line\n").vars;
         assert_eq!(vars["TARGET"], "a:/x, b:/y");
@@ -1302,27 +1123,6 @@ mod tests {
             includes("deps/extra.txt", "-r ../base.txt\n-r ./more.txt\n"),
             ["base.txt", "deps/more.txt"]
         );
-    }
-
-    #[test]
-    fn sarge_ssh_splits_like_a_shell() {
-        let ssh = SshCommand::parse("ssh -p 2222 -i '/keys/my key' -o \"A=b c\" x\\ y").unwrap();
-        assert_eq!(ssh.program, "ssh");
-        assert_eq!(
-            ssh.args,
-            ["-p", "2222", "-i", "/keys/my key", "-o", "A=b c", "x y"]
-        );
-        assert!(SshCommand::parse("  ").is_err());
-    }
-
-    #[test]
-    fn remote_words_are_quoted_for_the_shell() {
-        assert_eq!(
-            shell_quote("/var/local/app/bin/sarge"),
-            "/var/local/app/bin/sarge"
-        );
-        assert_eq!(shell_quote("it's $HOME"), r"'it'\''s $HOME'");
-        assert_eq!(shell_quote(""), "''");
     }
 
     #[test]
