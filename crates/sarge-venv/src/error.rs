@@ -26,6 +26,14 @@ pub enum Error {
         /// the installer's last lines of output.
         detail: String,
     },
+    /// Compiling the environment's Python files failed.
+    #[error("compile the Python files of {venv}: {detail}")]
+    Compile {
+        /// The environment being built.
+        venv: Utf8PathBuf,
+        /// What the compiler printed.
+        detail: String,
+    },
     /// The wheel folder does not exist or cannot be listed.
     #[error("wheel folder {path} not found or not readable")]
     Dist {

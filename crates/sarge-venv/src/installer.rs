@@ -136,12 +136,9 @@ pub(crate) fn install(installer: &Installer, build: &Build<'_>) -> Result<String
                 // hardlinks.) Copying Flask's packages costs no measurable
                 // time next to compiling them, and ~6 MB per environment.
                 .args(["--link-mode", "copy"])
-                // Compile once here (~300 ms for Flask's packages) rather than
-                // at every start of every instance: with
-                // PYTHONDONTWRITEBYTECODE set, or a read-only venv, Python
-                // never caches what it compiles, and a warm redeploy's app
-                // start went from ~130 ms to ~450 ms without this.
-                .arg("--compile-bytecode")
+                // No --compile-bytecode: the store compiles afterwards
+                // (see `bytecode`), reusing what earlier environments
+                // compiled from the same packages.
                 .args(["--no-progress", "--color", "never"])
                 .env("UV_CACHE_DIR", build.cache_dir)
                 .env("UV_PYTHON_DOWNLOADS", "never");

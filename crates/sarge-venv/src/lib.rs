@@ -61,6 +61,7 @@
 //! installer's output passed through [`Progress`] is for people.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod bytecode;
 mod error;
 mod installer;
 mod key;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::bytecode;
 use crate::error::{Error, Result};
 use crate::installer::{self, Build, Installer};
 use crate::key::{self, EnvKey, VenvId};
@@ -316,6 +317,24 @@ impl VenvStore {
         Ok(found)
     }
 
+    /// Ready environments whose compiled files a new one may take, newest
+    /// first: a few, since each is searched package by package.
+    fn donors(&self) -> Result<Vec<Utf8PathBuf>> {
+        let mut ready: Vec<(std::time::SystemTime, Utf8PathBuf)> = self
+            .entries()?
+            .into_iter()
+            .map(|(id, _)| self.root.join(id.as_str()))
+            .filter_map(|path| {
+                let built = std::fs::metadata(path.join(READY_MARKER))
+                    .and_then(|meta| meta.modified())
+                    .ok()?;
+                Some((built, path))
+            })
+            .collect();
+        ready.sort_by_key(|(built, _)| std::cmp::Reverse(*built));
+        Ok(ready.into_iter().take(3).map(|(_, path)| path).collect())
+    }
+
     /// The store's environment folders (names that are not ids are not
     /// sarge's and left alone); none when the store does not exist yet.
     fn entries(&self) -> Result<Vec<(VenvId, (EnvKey, u32))>> {
@@ -339,6 +358,17 @@ impl VenvStore {
     fn build(&self, build: &Build<'_>, key: &EnvKey) -> Result<String> {
         let mut output = installer::create_venv(&self.installer, build)?;
         output.push_str(&installer::install(&self.installer, build)?);
+        if matches!(self.installer, Installer::Uv { .. }) {
+            // Compiled once here rather than at every start of every
+            // instance: in a read-only venv Python never caches what it
+            // compiles (a warm redeploy's app start went from ~130 ms to
+            // ~450 ms without it). pip compiles as it installs.
+            let compiled = bytecode::compile(build.venv, &self.donors()?)?;
+            output.push_str(&format!(
+                "compiled {} Python files, reused {} compiled by earlier environments\n",
+                compiled.compiled, compiled.reused
+            ));
+        }
         // Read-only first, so the fingerprint holds the final modes and
         // ctimes; the folder itself last, as the marker is written into it.
         let strip = if self.owner_only {
