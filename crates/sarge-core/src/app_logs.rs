@@ -63,19 +63,7 @@ impl Sarge {
         target: Option<&str>,
         lines: usize,
     ) -> Result<Vec<LogLine>> {
-        let current = CurrentInstances::load(&self.home)?;
-        if !current.history.contains(&release) {
-            return Err(Error::UnknownRelease {
-                id: release.to_string(),
-                known: current
-                    .history
-                    .iter()
-                    .rev()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
+        CurrentInstances::load(&self.home)?.check_kept(release)?;
         let served = ServedBy::load(&self.home, release)?;
         let mut out = Vec::new();
         let mut matched = false;

@@ -4,7 +4,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use sarge_config::Config;
 use sarge_supervisor::SupervisordConfig;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::home::Home;
 use crate::launcher::shell_quote;
 use crate::privacy::{create_private_dir, make_private, private_roots, PRIVATE_FILE};
@@ -126,18 +126,7 @@ fn current_user() -> String {
 fn install_binary(home: &Home, source: Option<&Utf8Path>) -> Result<()> {
     let source = match source {
         Some(path) => path.to_owned(),
-        None => {
-            let exe = std::env::current_exe().map_err(|source| Error::Spawn {
-                program: "sarge (finding its own executable)".into(),
-                source,
-            })?;
-            Utf8PathBuf::from_path_buf(exe).map_err(|path| {
-                Error::Io(std::io::Error::other(format!(
-                    "the sarge executable's path {} is not UTF-8",
-                    path.display()
-                )))
-            })?
-        }
+        None => crate::setup::current_exe()?,
     };
     let target = home.sarge_binary();
     let same = match (fs_err::canonicalize(&source), fs_err::canonicalize(&target)) {

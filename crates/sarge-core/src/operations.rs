@@ -201,6 +201,17 @@ impl Sarge {
         })
     }
 
+    /// The current release; an error if nothing was deployed yet.
+    pub(crate) fn current_release(&self) -> Result<Release> {
+        let current = CurrentInstances::load(&self.home)?;
+        let Some(current_id) = current.release else {
+            return Err(Error::NothingDeployed {
+                home: self.home.root().to_owned(),
+            });
+        };
+        Release::load(&self.home, current_id)
+    }
+
     /// Replaces the instances of `processes` (all when empty) with new
     /// ones of the current release, with no failed request: a new release
     /// with the same code, virtualenv and env. For an app that leaked
@@ -210,13 +221,8 @@ impl Sarge {
         let supervisor = self.supervisor_checked()?;
         let _lock = HomeLock::acquire(&self.home, &mut steps)?;
         self.clean_leftovers(&supervisor, &mut steps)?;
-        let current = CurrentInstances::load(&self.home)?;
-        let Some(current_id) = current.release else {
-            return Err(Error::NothingDeployed {
-                home: self.home.root().to_owned(),
-            });
-        };
-        let release = Release::load(&self.home, current_id)?;
+        let release = self.current_release()?;
+        let current_id = release.id;
         for process in processes {
             if !release.processes.contains_key(*process) {
                 return Err(Error::ProcessNotInRelease {

@@ -99,19 +99,7 @@ impl Sarge {
     /// The output of `id`'s release command, as it ran; an error if `id` is
     /// not a kept release or ran none. Reads only.
     pub fn release_output(&self, id: ReleaseId) -> Result<String> {
-        let current = CurrentInstances::load(&self.home)?;
-        if !current.history.contains(&id) {
-            return Err(Error::UnknownRelease {
-                id: id.to_string(),
-                known: current
-                    .history
-                    .iter()
-                    .rev()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
+        CurrentInstances::load(&self.home)?.check_kept(id)?;
         let path = self.home.release_output(id);
         match fs_err::read(&path) {
             Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),

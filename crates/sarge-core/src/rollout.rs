@@ -501,12 +501,7 @@ impl Sarge {
         if needed == 0 {
             return Ok(());
         }
-        let used: BTreeSet<u16> = self
-            .instance_ids()?
-            .iter()
-            .filter_map(|id| InstanceRecord::load(&self.home, id).ok())
-            .map(|record| record.port)
-            .collect();
+        let used = self.used_ports()?;
         let range = self.config.port_range.as_range();
         let free = range.filter(|port| !used.contains(port)).count();
         if free >= needed {
@@ -803,13 +798,18 @@ impl Sarge {
         }
     }
 
-    pub(crate) fn allocate_port(&self) -> Result<u16> {
-        let used: BTreeSet<u16> = self
+    /// The ports every instance folder's record holds.
+    fn used_ports(&self) -> Result<BTreeSet<u16>> {
+        Ok(self
             .instance_ids()?
             .iter()
             .filter_map(|id| InstanceRecord::load(&self.home, id).ok())
             .map(|record| record.port)
-            .collect();
+            .collect())
+    }
+
+    pub(crate) fn allocate_port(&self) -> Result<u16> {
+        let used = self.used_ports()?;
         let allocator = sarge_ports::PortAllocator::new(
             self.home.ports_file(),
             self.config.port_range.as_range(),

@@ -98,13 +98,8 @@ impl Sarge {
         let supervisor = self.supervisor_checked()?;
         let _lock = HomeLock::acquire(&self.home, &mut steps)?;
         self.clean_leftovers(&supervisor, &mut steps)?;
-        let current = CurrentInstances::load(&self.home)?;
-        let Some(current_id) = current.release else {
-            return Err(Error::NothingDeployed {
-                home: self.home.root().to_owned(),
-            });
-        };
-        let from = Release::load(&self.home, current_id)?;
+        let from = self.current_release()?;
+        let current_id = from.id;
         let mut processes = from.processes.clone();
         let mut names = Vec::new();
         for scale in scales {
@@ -124,7 +119,7 @@ impl Sarge {
             names.push(name);
         }
         let release = Release {
-            id: current.next_release_id(),
+            id: CurrentInstances::load(&self.home)?.next_release_id(),
             created: rfc3339(SystemTime::now()),
             description: format!(
                 "scale {}",

@@ -236,7 +236,7 @@ pub fn setup(
 }
 
 /// The path of the running executable.
-fn current_exe() -> Result<Utf8PathBuf> {
+pub(crate) fn current_exe() -> Result<Utf8PathBuf> {
     let exe = std::env::current_exe().map_err(|source| Error::Spawn {
         program: "sarge (finding its own executable)".into(),
         source,

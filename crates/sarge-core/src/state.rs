@@ -168,6 +168,23 @@ impl CurrentInstances {
         newest.map_or(ReleaseId::new(1), ReleaseId::next)
     }
 
+    /// Fails, listing the kept releases, unless `release` is one of them.
+    pub(crate) fn check_kept(&self, release: ReleaseId) -> Result<()> {
+        if self.history.contains(&release) {
+            return Ok(());
+        }
+        Err(Error::UnknownRelease {
+            id: release.to_string(),
+            known: self
+                .history
+                .iter()
+                .rev()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
     /// The process whose current instances include `id`.
     pub fn process_of(&self, id: &str) -> Option<&str> {
         self.processes
