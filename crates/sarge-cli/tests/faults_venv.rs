@@ -129,3 +129,51 @@ fn a_requirements_line_reading_outside_the_app_is_refused_unread() {
     );
     let _ = std::fs::remove_dir_all(&app);
 }
+
+/// The .pyc files of Flask's package in `venv`, by name, with their bytes.
+fn flask_pycs(venv: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(site_packages(venv).join("flask/__pycache__"))
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(entry.path()).unwrap())
+        })
+        .collect()
+}
+
+/// A new environment whose packages an earlier one has takes that one's
+/// compiled files: hash-based, so valid for the same source anywhere.
+#[test]
+fn a_new_environment_reuses_the_bytecode_of_unchanged_packages() {
+    let home = TestHome::new("pycreuse", "  MESSAGE: pyc");
+    let app = prefix_app("pycreuse");
+    home.deploy_ok(&app, "web");
+    let first = served_prefix(&home);
+    let before = flask_pycs(&first);
+    assert!(before.len() > 5, "{before:?}");
+    for (name, bytes) in &before {
+        // PEP 552: flags word 1 = hash-based, unchecked.
+        assert_eq!(&bytes[4..8], &[1, 0, 0, 0], "{name} is not hash-based");
+    }
+    // Another key (a comment in requirements.txt), the same packages.
+    let requirements = std::fs::read_to_string(app.join("requirements.txt")).unwrap();
+    std::fs::write(
+        app.join("requirements.txt"),
+        format!("{requirements}# a comment makes a new environment\n"),
+    )
+    .unwrap();
+    let output = home.deploy_ok(&app, "web");
+    let second = served_prefix(&home);
+    assert_ne!(first, second, "{output}");
+    assert_eq!(flask_pycs(&second), before, "the compiled files differ");
+    // Nothing compiled: every package was in the first environment.
+    assert!(
+        output.contains(" (0 files compiled, ")
+            && output.contains(" taken from earlier environments)"),
+        "{output}"
+    );
+    let first_build = home.releases();
+    assert_eq!(first_build.len(), 2);
+    let _ = std::fs::remove_dir_all(&app);
+}

@@ -326,6 +326,7 @@ impl Sarge {
             path: &venv.path,
             reused: venv.reused,
             dist: &dist,
+            bytecode: venv.bytecode,
         });
         Ok(Some(venv))
     }

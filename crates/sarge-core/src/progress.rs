@@ -40,6 +40,9 @@ pub enum Event<'a> {
         reused: bool,
         /// The wheel folder it was installed from.
         dist: &'a Utf8Path,
+        /// For one built now: compiled files taken from earlier
+        /// environments, and sources compiled.
+        bytecode: Option<(usize, usize)>,
     },
     /// One line the release command printed, as it came.
     ReleaseOutput {
@@ -181,8 +184,20 @@ impl fmt::Display for Event<'_> {
             Event::Virtualenv {
                 path, reused: true, ..
             } => write!(f, "reused {path}"),
-            Event::Virtualenv { path, dist, .. } => {
-                write!(f, "installed requirements.txt from {dist} into {path}")
+            Event::Virtualenv {
+                path,
+                dist,
+                bytecode,
+                ..
+            } => {
+                write!(f, "installed requirements.txt from {dist} into {path}")?;
+                match bytecode {
+                    Some((reused, compiled)) => write!(
+                        f,
+                        " ({compiled} files compiled, {reused} taken from earlier environments)"
+                    ),
+                    None => Ok(()),
+                }
             }
             Event::ReleaseOutput { line } => write!(f, "release | {line}"),
             Event::ReleaseCommand { command, lines } => {

@@ -66,6 +66,9 @@ pub struct Venv {
     /// Set when the environment last built for this key had changed since
     /// it was built (what changed), so this one was built beside it.
     pub rebuilt_because: Option<String>,
+    /// For one built now with uv: how many compiled (`.pyc`) files it
+    /// took from earlier environments, and how many sources it compiled.
+    pub bytecode: Option<(usize, usize)>,
 }
 
 impl Venv {
@@ -270,13 +273,15 @@ impl VenvStore {
             lock: &lock,
         };
         match self.build(&build, &key) {
-            Ok(output) => {
+            Ok((output, compiled)) => {
                 self.report(Progress::Built {
                     key: &key,
                     elapsed: started.elapsed(),
                     output: &output,
                 });
-                Ok(self.ready(&key, generation, false, rebuilt_because))
+                let mut venv = self.ready(&key, generation, false, rebuilt_because);
+                venv.bytecode = compiled.map(|compiled| (compiled.reused, compiled.compiled));
+                Ok(venv)
             }
             Err(err) => {
                 // The build's error matters more than a failed cleanup, and
@@ -301,6 +306,7 @@ impl VenvStore {
             id,
             reused,
             rebuilt_because,
+            bytecode: None,
         }
     }
 
@@ -355,20 +361,21 @@ impl VenvStore {
         Ok(found)
     }
 
-    fn build(&self, build: &Build<'_>, key: &EnvKey) -> Result<String> {
+    fn build(
+        &self,
+        build: &Build<'_>,
+        key: &EnvKey,
+    ) -> Result<(String, Option<bytecode::Compiled>)> {
         let mut output = installer::create_venv(&self.installer, build)?;
         output.push_str(&installer::install(&self.installer, build)?);
-        if matches!(self.installer, Installer::Uv { .. }) {
-            // Compiled once here rather than at every start of every
-            // instance: in a read-only venv Python never caches what it
-            // compiles (a warm redeploy's app start went from ~130 ms to
-            // ~450 ms without it). pip compiles as it installs.
-            let compiled = bytecode::compile(build.venv, &self.donors()?)?;
-            output.push_str(&format!(
-                "compiled {} Python files, reused {} compiled by earlier environments\n",
-                compiled.compiled, compiled.reused
-            ));
-        }
+        // Compiled once here rather than at every start of every instance:
+        // in a read-only venv Python never caches what it compiles (a warm
+        // redeploy's app start went from ~130 ms to ~450 ms without it).
+        // pip compiles as it installs.
+        let compiled = match self.installer {
+            Installer::Uv { .. } => Some(bytecode::compile(build.venv, &self.donors()?)?),
+            Installer::Pip => None,
+        };
         // Read-only first, so the fingerprint holds the final modes and
         // ctimes; the folder itself last, as the marker is written into it.
         let strip = if self.owner_only {
@@ -388,7 +395,7 @@ impl VenvStore {
             std::fs::Permissions::from_mode(mode & !(0o222 | strip)),
         )
         .map_err(Error::io("make read-only", build.venv))?;
-        Ok(output)
+        Ok((output, compiled))
     }
 
     /// Whether environment `id` is ready and as it was built (nothing in it
