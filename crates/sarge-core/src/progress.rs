@@ -190,14 +190,15 @@ impl fmt::Display for Event<'_> {
                 bytecode,
                 ..
             } => {
-                write!(f, "installed requirements.txt from {dist} into {path}")?;
-                match bytecode {
-                    Some((reused, compiled)) => write!(
+                write!(f, "installed requirements.txt from {dist}")?;
+                if let Some((reused, compiled)) = bytecode {
+                    write!(
                         f,
                         " ({compiled} files compiled, {reused} taken from earlier environments)"
-                    ),
-                    None => Ok(()),
+                    )?;
                 }
+                // The path last: scripts read it from the end of the line.
+                write!(f, " into {path}")
             }
             Event::ReleaseOutput { line } => write!(f, "release | {line}"),
             Event::ReleaseCommand { command, lines } => {
