@@ -359,18 +359,7 @@ impl TestHome {
     pub fn deploy_processes(&self, tarball: &[u8], processes: &[&str]) -> Output {
         let mut args = vec!["deploy", "-"];
         args.extend_from_slice(processes);
-        let mut child = self
-            .command(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        // A refused tarball may close stdin early; that is not a test failure.
-        let _ = stdin.write_all(tarball);
-        drop(stdin);
-        child.wait_with_output().unwrap()
+        run_with_stdin(self.command(&args), tarball)
     }
 
     pub fn deploy_ok(&self, app_dir: &Path, process: &str) -> String {
@@ -481,6 +470,22 @@ pub fn remove_home_dir(root: &Path) {
             .status();
         let _ = std::fs::remove_dir_all(root);
     }
+}
+
+/// Runs `command` with `input` on its stdin and waits for its output. A
+/// command that closes stdin early (a refused tarball) is not a test
+/// failure: what it printed says why.
+pub fn run_with_stdin(mut command: Command, input: &[u8]) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    child.wait_with_output().unwrap()
 }
 
 pub fn stderr(out: &Output) -> String {
