@@ -204,3 +204,29 @@ fn bad_scale_arguments_change_nothing() {
     assert_eq!(http_get(home.stable, "/").unwrap().0, 200);
     home.stop_supervisord();
 }
+
+#[test]
+fn destroying_one_instance_of_a_scaled_process_leaves_the_others_serving() {
+    let home = TestHome::new("scale-destroy", "");
+    let app = port_app("scale-destroy");
+    home.deploy_ok(&app, "web");
+    scale(&home, "web=2");
+    let ports = web_ports(&home);
+    // `list` shows a process's instances in order: web.1, web.2.
+    let second = home.instances()[1]["id"].as_str().unwrap().to_owned();
+    let load = Load::start(home.stable);
+    let out = home.sarge(&["destroy", "--yes", "web.2"]);
+    let (fresh, kept) = load.finish();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fresh.failed + kept.failed, 0, "{fresh:?} {kept:?}");
+    let left = web_ports(&home);
+    assert_eq!(left.len(), 1);
+    assert!(left.is_subset(&ports));
+    assert!(home
+        .instances()
+        .iter()
+        .all(|instance| instance["id"] != second.as_str()));
+    assert_eq!(answering_ports(&home, 4), left);
+    let config = std::fs::read_to_string(home.root.join("etc/haproxy.cfg")).unwrap();
+    assert!(!config.contains(&second), "{config}");
+}
