@@ -650,7 +650,7 @@ impl TargetRun<'_> {
         args.extend(processes);
         let printed = self.stream(&args, Some(&self.app.tarball))?;
         let release = last_word_after(&printed, "prepared release ")
-            .ok_or_else(|| self.failure(Some(0), "it did not say which release it prepared"))?;
+            .ok_or_else(|| self.remote_error("it did not say which release it prepared"))?;
         *self.prepared.lock().unwrap_or_else(|e| e.into_inner()) = Some(release);
         Ok(())
     }
@@ -658,7 +658,7 @@ impl TargetRun<'_> {
     /// Phase 2: the switch to the prepared release; the release id.
     fn switch(&self) -> Result<Option<String>> {
         let Some(release) = self.prepared_release() else {
-            return Err(self.failure(None, "nothing was prepared on it"));
+            return Err(self.remote_error("nothing was prepared on it"));
         };
         let printed = self.stream(&["switch", &release], None)?;
         Ok(last_word_after(&printed, "switched to release ").or(Some(release)))
@@ -776,6 +776,14 @@ impl TargetRun<'_> {
 
     /// The error for a remote command that exited with `code`, printing
     /// `stderr`.
+    /// An error of this target that sarge found, not one it printed.
+    fn remote_error(&self, message: &str) -> Error {
+        Error::Remote {
+            target: self.target_name(),
+            message: message.to_owned(),
+        }
+    }
+
     fn failure(&self, code: Option<i32>, stderr: &str) -> Error {
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         let last = lines.last().map_or(String::new(), |l| excerpt(l.trim()));

@@ -58,11 +58,10 @@ pub(crate) fn compile(venv: &Utf8Path, donors: &[Utf8PathBuf]) -> Result<Compile
         .map(|(position, path)| (path.as_path(), position))
         .collect();
     for donor in donors {
-        let Some(donor_site) =
-            Some(donor.join("lib").join(&lib).join("site-packages")).filter(|path| path.is_dir())
-        else {
+        let donor_site = donor.join("lib").join(&lib).join("site-packages");
+        if !donor_site.is_dir() {
             continue;
-        };
+        }
         for (dist_info, record) in &records {
             // Files outside site-packages (console scripts, whose `#!`
             // names the environment) differ between environments anyway.
