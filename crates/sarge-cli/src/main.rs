@@ -780,7 +780,11 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
             }
         }
         Command::Restart { processes } => {
-            let processes: Vec<&str> = processes.iter().map(String::as_str).collect();
+            let processes = processes
+                .iter()
+                .map(|name| name.parse::<sarge_core::ProcessName>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sarge_core::Error::from)?;
             let rolled_out = open()?.restart(&processes, &mut StderrProgress)?;
             print_rolled_out(&rolled_out);
             eprintln!("restarted as release {}", rolled_out.release);

@@ -257,8 +257,13 @@ impl Sarge {
             }
             release.save(&self.home, &env)?;
             if phase == Phase::Whole {
-                let rolled_out =
-                    self.roll_out(&supervisor, &release, &rolled, Rollout::Replace, &mut steps)?;
+                let rolled_out = self.roll_out_locked(
+                    &supervisor,
+                    &release,
+                    &rolled,
+                    Rollout::Replace,
+                    &mut steps,
+                )?;
                 return Ok(Made::RolledOut(rolled_out));
             }
             let started = self.start_rollout(

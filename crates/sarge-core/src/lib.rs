@@ -17,7 +17,12 @@
 //! then the old instances drained and stopped. Until the switch nothing
 //! the old instances need is touched, so any failure leaves them serving.
 //! The last `keep_releases` releases keep their code and virtualenv;
-//! [`Sarge::releases`] lists them.
+//! [`Sarge::releases`] lists them. The engine itself is public: describe
+//! any change as a [`RolloutPlan`] (a kept release's code, an env, counts,
+//! some processes, [`Rollout::Replace`] or [`Rollout::Resize`]) and
+//! [`Sarge::roll_out`] makes it a release and rolls it out the same way;
+//! [`Sarge::restart`], [`Sarge::scale`], [`Sarge::set_env`] and
+//! [`Sarge::rollback`] are such plans (see `examples/rollout.rs`).
 //!
 //! Reads only read: [`Sarge::list`], [`Sarge::releases`] and
 //! [`Sarge::release_output`] show what `var/state/current.json` committed
@@ -134,7 +139,7 @@ pub use push::{
 };
 pub use release::{ProcessSpec, Release, ReleaseId, ReleaseSummary};
 pub use rollback::{RollbackPlan, RolledBack};
-pub use rollout::{RolledOut, INSTANCE_VARIABLE};
+pub use rollout::{RolledOut, Rollout, RolloutPlan, INSTANCE_VARIABLE};
 pub use sarge_config::ProcessName;
 pub use scale::{Scale, MAX_INSTANCES};
 pub use setup::{

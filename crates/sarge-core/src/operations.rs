@@ -14,10 +14,9 @@ use crate::error::{excerpt, Error, Result};
 use crate::lock::HomeLock;
 use crate::progress::{Progress, Steps};
 use crate::release::Release;
-use crate::rollout::Rollout;
-use crate::rollout::{RolledOut, INSTANCE_VARIABLE};
+use crate::rollout::{RolledOut, RolloutPlan, INSTANCE_VARIABLE};
 use crate::state::{read_json, write_json, CurrentInstances};
-use crate::Sarge;
+use crate::{ProcessName, Sarge};
 
 /// `etc/env.json`: what `sarge config` changed over `sarge.yaml`'s `env`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,19 +178,10 @@ impl Sarge {
         let Some(current_id) = current.release else {
             return Ok(ConfigChanged { rolled_out: None });
         };
-        let env = self.env()?;
-        let rolled_out = Release::load(&self.home, current_id).and_then(|old| {
-            self.roll_out_copy(
-                &supervisor,
-                &old,
-                &env,
-                description,
-                &[],
-                Rollout::Replace,
-                &mut steps,
-                |_| {},
-            )
-        });
+        let plan = RolloutPlan::new(description)
+            .from(current_id)
+            .env(self.env()?);
+        let rolled_out = self.roll_out_plan(&supervisor, &plan, &mut steps, |_, _| {});
         if rolled_out.is_err() {
             // The running release keeps its env; so does the next one.
             let _ = before.save(self);
@@ -201,55 +191,22 @@ impl Sarge {
         })
     }
 
-    /// The current release; an error if nothing was deployed yet.
-    pub(crate) fn current_release(&self) -> Result<Release> {
-        let current = CurrentInstances::load(&self.home)?;
-        let Some(current_id) = current.release else {
-            return Err(Error::NothingDeployed {
-                home: self.home.root().to_owned(),
-            });
-        };
-        Release::load(&self.home, current_id)
-    }
-
     /// Replaces the instances of `processes` (all when empty) with new
     /// ones of the current release, with no failed request: a new release
     /// with the same code, virtualenv and env. For an app that leaked
     /// memory or lost its database connection.
-    pub fn restart(&self, processes: &[&str], progress: &mut dyn Progress) -> Result<RolledOut> {
-        let mut steps = Steps::new(progress);
-        let supervisor = self.supervisor_checked()?;
-        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
-        self.clean_leftovers(&supervisor, &mut steps)?;
-        let release = self.current_release()?;
-        let current_id = release.id;
-        for process in processes {
-            if !release.processes.contains_key(*process) {
-                return Err(Error::ProcessNotInRelease {
-                    process: excerpt(process),
-                    release: current_id,
-                });
-            }
-        }
-        let env = Release::env(&self.home, current_id)?;
-        let names: Vec<String> = processes
-            .iter()
-            .map(|process| (*process).to_owned())
-            .collect();
-        let description = if names.is_empty() {
+    pub fn restart(
+        &self,
+        processes: &[ProcessName],
+        progress: &mut dyn Progress,
+    ) -> Result<RolledOut> {
+        let description = if processes.is_empty() {
             "restart".to_owned()
         } else {
+            let names: Vec<&str> = processes.iter().map(ProcessName::as_str).collect();
             format!("restart {}", names.join(", "))
         };
-        self.roll_out_copy(
-            &supervisor,
-            &release,
-            &env,
-            &description,
-            &names,
-            Rollout::Replace,
-            &mut steps,
-            |_| {},
-        )
+        let plan = RolloutPlan::new(description).processes(processes.iter().cloned());
+        self.roll_out(&plan, progress)
     }
 }

@@ -10,8 +10,9 @@ use crate::lock::HomeLock;
 use crate::progress::{Event, Progress, Steps};
 use crate::release::{Release, ReleaseId, ReleaseSummary};
 use crate::rollout::RolledOut;
-use crate::rollout::Rollout;
+use crate::rollout::RolloutPlan;
 use crate::state::CurrentInstances;
+use crate::ProcessName;
 use crate::Sarge;
 
 /// What a rollback did.
@@ -205,22 +206,18 @@ impl Sarge {
             })
             .copied()
             .collect();
-        let id = current.next_release_id();
-        let rolled_out = self.roll_out_copy(
-            &supervisor,
-            &old,
-            &env,
-            &format!("rollback to {target}"),
-            &[],
-            Rollout::Replace,
-            &mut steps,
-            |steps| {
-                steps.report(Event::ReleaseMade {
-                    release: id,
-                    from: target,
-                })
-            },
-        )?;
+        let mut plan = RolloutPlan::new(format!("rollback to {target}")).from(target);
+        for (process, spec) in &old.processes {
+            if let Ok(name) = process.parse::<ProcessName>() {
+                plan = plan.count(name, spec.count);
+            }
+        }
+        let rolled_out = self.roll_out_plan(&supervisor, &plan, &mut steps, |steps, made| {
+            steps.report(Event::ReleaseMade {
+                release: made.id,
+                from: target,
+            })
+        })?;
         let next = self.env()?;
         let names: BTreeSet<&String> = env.keys().chain(next.keys()).collect();
         let env_differs = names

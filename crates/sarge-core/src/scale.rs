@@ -5,15 +5,10 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::SystemTime;
 
 use crate::error::{excerpt, Error, Result};
-use crate::lock::HomeLock;
-use crate::progress::{Progress, Steps};
-use crate::release::Release;
-use crate::rollout::{RolledOut, Rollout};
-use crate::state::CurrentInstances;
-use crate::timestamp::rfc3339;
+use crate::progress::Progress;
+use crate::rollout::{RolledOut, Rollout, RolloutPlan};
 use crate::{ProcessName, Sarge};
 
 /// The most instances one process may run: far more than one server
@@ -89,62 +84,33 @@ impl Sarge {
     /// is not in the current release, is named twice, or `port_range`
     /// cannot hold the new instances.
     pub fn scale(&self, scales: &[Scale], progress: &mut dyn Progress) -> Result<RolledOut> {
-        let mut steps = Steps::new(progress);
         if scales.is_empty() {
             return Err(Error::BadScale {
                 problem: "nothing to scale: give PROCESS=COUNT, e.g. web=3".to_owned(),
             });
         }
-        let supervisor = self.supervisor_checked()?;
-        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
-        self.clean_leftovers(&supervisor, &mut steps)?;
-        let from = self.current_release()?;
-        let current_id = from.id;
-        let mut processes = from.processes.clone();
-        let mut names = Vec::new();
+        let mut plan = RolloutPlan::new(format!(
+            "scale {}",
+            scales
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .how(Rollout::Resize);
         for scale in scales {
-            let name = scale.process.as_str().to_owned();
-            if names.contains(&name) {
+            if plan.counts.contains_key(&scale.process) {
                 return Err(Error::BadScale {
                     problem: format!("{} is named twice", scale.process),
                 });
             }
-            let spec = processes
-                .get_mut(&name)
-                .ok_or_else(|| Error::ProcessNotInRelease {
-                    process: name.clone(),
-                    release: current_id,
-                })?;
-            spec.count = scale.count;
-            names.push(name);
+            plan = plan.count(scale.process.clone(), scale.count);
         }
-        let release = Release {
-            id: CurrentInstances::load(&self.home)?.next_release_id(),
-            created: rfc3339(SystemTime::now()),
-            description: format!(
-                "scale {}",
-                scales
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            processes,
-            release_command_ran: false,
-        };
-        // The env the running instances have, so kept and new instances
-        // of the release run alike (a `config set --no-restart` waits for
-        // the next restart or deploy).
-        let env = Release::env(&self.home, current_id)?;
-        self.roll_out_release(
-            &supervisor,
-            release,
-            &env,
-            &names,
-            Rollout::Resize,
-            &mut steps,
-            |_| {},
-        )
+        // The env the running instances have (the plan's default), so kept
+        // and new instances of the release run alike (a `config set
+        // --no-restart` waits for the next restart or deploy).
+        plan.processes = plan.counts.keys().cloned().collect();
+        self.roll_out(&plan, progress)
     }
 }
 
