@@ -240,6 +240,8 @@ impl Sarge {
             release_command_ran: false,
         };
         let made = (|| {
+            // The release's files are flushed while its instances start up.
+            let _deferred = crate::durability::DeferredSyncs::open();
             let release_command = phase
                 != Phase::Prepare {
                     release_command: false,
@@ -274,6 +276,8 @@ impl Sarge {
                 false,
                 &mut steps,
             )?;
+            let mut started = started;
+            started.make_durable()?;
             let mut current = CurrentInstances::load(&self.home)?;
             let prepared = PreparedRelease {
                 release: release.id,

@@ -88,6 +88,7 @@
 mod app_logs;
 mod deploy;
 mod dist;
+mod durability;
 mod error;
 mod home;
 mod init;

@@ -151,7 +151,11 @@ impl CurrentInstances {
         read_json(&path)
     }
 
+    /// Saves the state, on disk when this returns even inside a
+    /// [`DeferredSyncs`](crate::durability::DeferredSyncs) scope: this
+    /// write is the commit point everything else is ordered by.
     pub(crate) fn save(&self, home: &Home) -> Result<()> {
+        let _flushed_now = crate::durability::FlushNow::open();
         write_json(&home.current_file(), self, crate::privacy::PRIVATE_FILE)
     }
 
@@ -272,7 +276,9 @@ pub(crate) fn write_atomic(path: &Utf8Path, bytes: &[u8], mode: u32) -> Result<(
         options.write(true).create(true).truncate(true).mode(mode);
         let mut file = options.open(&temp)?;
         file.write_all(bytes)?;
-        file.sync_data()?;
+        if !crate::durability::defer(path) {
+            file.sync_data()?;
+        }
         // `mode` is filtered by the umask on creation; say exactly what we mean.
         fs_err::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         fs_err::rename(&temp, path)?;

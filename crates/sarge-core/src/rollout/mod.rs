@@ -37,6 +37,7 @@ use std::collections::BTreeMap;
 use sarge_haproxy::Server;
 use sarge_supervisor::Client;
 
+use crate::durability::{self, DeferredSyncs, Syncing};
 use crate::error::{Error, Result};
 use crate::progress::{Event, Steps};
 use crate::release::{Release, ReleaseId};
@@ -109,6 +110,9 @@ pub(crate) struct StartedRollout<'a> {
     /// Removes the new instances unless the rollout commits.
     pending: PendingInstances<'a>,
     live: Option<LiveWorker>,
+    /// The files written to start the new instances, flushing while they
+    /// start up; the scope that deferred their flush.
+    syncing: Option<(Syncing, DeferredSyncs)>,
 }
 
 impl StartedRollout<'_> {
@@ -121,6 +125,15 @@ impl StartedRollout<'_> {
                 (plan.process.clone(), ids.collect())
             })
             .collect()
+    }
+
+    /// Returns once every file written to start the new instances is on
+    /// disk: before anything that names them is committed.
+    pub(crate) fn make_durable(&mut self) -> Result<()> {
+        match self.syncing.take() {
+            Some((syncing, _scope)) => syncing.wait(),
+            None => Ok(()),
+        }
     }
 
     /// Keeps the new instances: they outlive this value (a prepared
@@ -166,6 +179,7 @@ impl Sarge {
             plans,
             pending,
             live: None,
+            syncing: None,
         })
     }
 
@@ -205,7 +219,9 @@ impl Sarge {
             supervisor,
             ids: Vec::new(),
         };
+        let deferred = DeferredSyncs::open();
         self.start_instances(supervisor, release, &mut plans, &mut pending, steps)?;
+        let syncing = durability::sync_in_background();
         // Written while the new instances start up, off the critical path.
         self.record_served_by(&current, release, &plans)?;
         let live = if with_haproxy {
@@ -218,6 +234,7 @@ impl Sarge {
             plans,
             pending,
             live,
+            syncing: Some((syncing, deferred)),
         })
     }
 
@@ -227,13 +244,15 @@ impl Sarge {
         &self,
         supervisor: &Client,
         release: &Release,
-        started: StartedRollout<'_>,
+        mut started: StartedRollout<'_>,
         steps: &mut Steps<'_>,
     ) -> Result<RolledOut> {
+        started.make_durable()?;
         let StartedRollout {
             plans,
             mut pending,
             live,
+            syncing: _,
         } = started;
         let mut current = CurrentInstances::load(&self.home)?;
         let router = Router::new(&self.home, &self.config, supervisor);

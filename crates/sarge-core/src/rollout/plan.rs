@@ -192,6 +192,8 @@ impl Sarge {
             .iter()
             .map(|name| name.as_str().to_owned())
             .collect();
+        // The release's files are flushed while its instances start up.
+        let _deferred = crate::durability::DeferredSyncs::open();
         release.save(&self.home, &env)?;
         saved(steps, &release);
         self.roll_out_locked(supervisor, &release, &names, plan.how, steps)
