@@ -32,9 +32,27 @@ fn deploy_all(home: &TestHome, app: &std::path::Path) -> String {
 fn one_tarball_deploys_every_process_type_as_one_release() {
     let home = TestHome::new("multi", "  MESSAGE: one");
     let app = app_with_worker("multi");
+    let started = unix_now();
     let progress = deploy_all(&home, &app);
     assert_eq!(progress.matches("-----> unpack").count(), 1, "{progress}");
     assert!(progress.contains("deployed release v1"), "{progress}");
+    // Exactly the documented keys; `created` is RFC 3339 and now.
+    let listed = releases(&home);
+    assert_eq!(listed.len(), 1);
+    let keys: Vec<&String> = listed[0].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["created", "current", "description", "id", "processes"],
+        "{}",
+        listed[0]
+    );
+    assert_eq!(listed[0]["description"], "deploy web, worker");
+    let created = rfc3339_seconds(listed[0]["created"].as_str().unwrap());
+    assert!(
+        (started - 1..=unix_now() + 1).contains(&created),
+        "{}",
+        listed[0]
+    );
 
     let instances = home.instances();
     assert_eq!(instances.len(), 2, "{instances:?}");
@@ -67,7 +85,88 @@ fn one_tarball_deploys_every_process_type_as_one_release() {
     let worker = home.instance_of("worker");
     assert_eq!(worker["release"], "v1", "{worker}");
     assert_eq!(home.instance_of("web")["release"], "v2");
+
+    // The text forms: `*` marks the current release, newest first, and
+    // `list` has a RELEASE column.
+    let out = home.sarge(&["releases"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("* v2 "), "{text}");
+    assert!(lines[0].contains("deploy web "), "{text}");
+    assert!(lines[0].ends_with("web=1 worker=1"), "{text}");
+    assert!(lines[1].starts_with("  v1 "), "{text}");
+    assert!(lines[1].contains("deploy web, worker"), "{text}");
+    let out = home.sarge(&["list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let columns =
+        |line: &str| -> Vec<String> { line.split_whitespace().map(str::to_owned).collect() };
+    let mut lines = text.lines();
+    let header = columns(lines.next().unwrap());
+    assert_eq!(
+        header,
+        ["ID", "PROCESS", "PORT", "STATE", "RELEASE", "CREATED"],
+        "{text}"
+    );
+    let mut rows: Vec<(String, String)> = lines
+        .map(|line| {
+            let row = columns(line);
+            (row[1].clone(), row[4].clone())
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            ("web".to_owned(), "v2".to_owned()),
+            ("worker".to_owned(), "v1".to_owned())
+        ],
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(app);
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Seconds since the epoch of an RFC 3339 time, checked by GNU date after
+/// its shape (`date -d` alone accepts much more than RFC 3339).
+fn rfc3339_seconds(time: &str) -> i64 {
+    let bytes = time.as_bytes();
+    let digits = |range: std::ops::Range<usize>| range.clone().all(|i| bytes[i].is_ascii_digit());
+    let zone_ok = time.ends_with('Z')
+        || time.len() >= 6 && {
+            let zone = &bytes[bytes.len() - 6..];
+            matches!(zone[0], b'+' | b'-') && zone[3] == b':'
+        };
+    assert!(
+        bytes.len() >= 20
+            && digits(0..4)
+            && bytes[4] == b'-'
+            && digits(5..7)
+            && bytes[7] == b'-'
+            && digits(8..10)
+            && bytes[10] == b'T'
+            && digits(11..13)
+            && bytes[13] == b':'
+            && digits(14..16)
+            && bytes[16] == b':'
+            && digits(17..19)
+            && zone_ok,
+        "not RFC 3339: {time:?}"
+    );
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", time, "+%s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "date cannot read {time:?}");
+    stdout(&out).trim().parse().unwrap()
 }
 
 #[test]
@@ -144,19 +243,44 @@ fn rollback_is_a_switch_with_no_failed_request_and_no_install() {
 #[test]
 fn only_the_newest_releases_keep_their_code_and_virtualenv() {
     let home = TestHome::new("prune", "  MESSAGE: v0");
+    let app = app_copy("prune");
+    let requirements = std::fs::read_to_string(app.join("requirements.txt")).unwrap();
     for round in 1..=7 {
         home.write_config(&format!("  MESSAGE: v{round}"), "");
-        home.deploy_ok(&hello_app(), "web");
+        // A requirements file of its own gives each release a virtualenv
+        // of its own (the key hashes the file's bytes), and a release
+        // command its own output file: both must be pruned with it.
+        std::fs::write(
+            app.join("requirements.txt"),
+            format!("{requirements}# round {round}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            app.join("Procfile"),
+            format!("web: python app.py $PORT\nrelease: echo round {round}\n"),
+        )
+        .unwrap();
+        let progress = home.deploy_ok(&app, "web");
+        assert!(progress.contains("release | round"), "{progress}");
     }
     let listed = releases(&home);
     let ids: Vec<&str> = listed.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["v7", "v6", "v5", "v4", "v3"]);
-    let mut dirs: Vec<String> = std::fs::read_dir(home.root.join("var/releases"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    dirs.sort();
-    assert_eq!(dirs, ["v3", "v4", "v5", "v6", "v7"]);
+    assert_eq!(release_dirs(&home), ["v3", "v4", "v5", "v6", "v7"]);
+    // Seven virtualenvs were built; the kept releases' five are left.
+    let kept_venvs = venvs_of(&home, &ids);
+    assert_eq!(kept_venvs.len(), 5, "{kept_venvs:?}");
+    assert_eq!(dir_names(&home.root.join("var/venvs")), kept_venvs);
+    assert_eq!(
+        release_outputs(&home),
+        [
+            "release-v3.log",
+            "release-v4.log",
+            "release-v5.log",
+            "release-v6.log",
+            "release-v7.log"
+        ]
+    );
     // The oldest kept one still rolls back; a pruned one is refused by name.
     let out = home.sarge(&["rollback", "v2"]);
     assert!(!out.status.success());
@@ -164,11 +288,69 @@ fn only_the_newest_releases_keep_their_code_and_virtualenv() {
     let out = home.sarge(&["rollback", "v3"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(http_get(home.stable, "/").unwrap().1, "v3\n");
-    // v3's folder is kept for the code the new v8 runs.
+    // v3's folder is kept for the code the new v8 runs, and its
+    // virtualenv for v8 to run in; v3's output goes with v3.
     let listed = releases(&home);
     assert_eq!(listed[0]["id"], "v8");
     assert_eq!(listed.len(), 5);
     assert!(home.root.join("var/releases/v3/app/app.py").is_file());
+    assert_eq!(release_dirs(&home), ["v3", "v4", "v5", "v6", "v7", "v8"]);
+    let ids: Vec<&str> = listed.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let kept_venvs = venvs_of(&home, &ids);
+    assert_eq!(kept_venvs, venvs_of(&home, &["v3", "v4", "v5", "v6", "v7"]));
+    assert_eq!(dir_names(&home.root.join("var/venvs")), kept_venvs);
+    let out = home.sarge(&["recover"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        release_outputs(&home),
+        [
+            "release-v4.log",
+            "release-v5.log",
+            "release-v6.log",
+            "release-v7.log"
+        ]
+    );
+    let _ = std::fs::remove_dir_all(app);
+}
+
+fn dir_names(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The release folders, sorted.
+fn release_dirs(home: &TestHome) -> Vec<String> {
+    dir_names(&home.root.join("var/releases"))
+        .into_iter()
+        .collect()
+}
+
+/// The release command outputs in var/log, sorted.
+fn release_outputs(home: &TestHome) -> Vec<String> {
+    dir_names(&home.root.join("var/log"))
+        .into_iter()
+        .filter(|name| name.starts_with("release-"))
+        .collect()
+}
+
+/// The virtualenvs the processes of releases `ids` run in, as their
+/// records say.
+fn venvs_of(home: &TestHome, ids: &[&str]) -> std::collections::BTreeSet<String> {
+    ids.iter()
+        .flat_map(|id| {
+            let path = home.root.join("var/releases").join(id).join("release.json");
+            let record: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            record["processes"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|spec| spec["venv"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 #[test]
@@ -248,13 +430,13 @@ fn a_release_command_runs_once_before_the_switch_and_gates_it() {
 
 /// Starts `sarge deploy -` of `app` and SIGKILLs it once its progress
 /// shows the `nth` line starting with `-----> {step}`.
-fn deploy_killed_at(home: &TestHome, app: &std::path::Path, step: &str, nth: usize) {
-    killed_at(home, &["deploy", "-"], &tar_of(app), step, nth);
+fn deploy_killed_at(home: &TestHome, app: &std::path::Path, step: &str, nth: usize) -> String {
+    killed_at(home, &["deploy", "-"], &tar_of(app), step, nth)
 }
 
 /// Runs sarge with `args` and `input` on stdin, and SIGKILLs it once its
 /// progress shows the `nth` line starting with `-----> {step}`.
-fn killed_at(home: &TestHome, args: &[&str], input: &[u8], step: &str, nth: usize) {
+fn killed_at(home: &TestHome, args: &[&str], input: &[u8], step: &str, nth: usize) -> String {
     use std::io::{BufRead, Write};
     let mut child = home
         .command(args)
@@ -266,12 +448,14 @@ fn killed_at(home: &TestHome, args: &[&str], input: &[u8], step: &str, nth: usiz
     let marker = format!("-----> {step}");
     let mut seen = 0;
     let mut lines = Vec::new();
+    let mut killed_at = String::new();
     for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
         if line.starts_with(&marker) {
             seen += 1;
             if seen == nth {
                 child.kill().unwrap();
+                killed_at = line;
                 break;
             }
         }
@@ -282,6 +466,7 @@ fn killed_at(home: &TestHome, args: &[&str], input: &[u8], step: &str, nth: usiz
         !status.success(),
         "{args:?} finished before the kill at {step}: {lines:?}"
     );
+    killed_at
 }
 
 #[test]
@@ -311,7 +496,7 @@ fn a_multi_process_deploy_killed_at_any_step_leaves_each_process_on_one_release(
     {
         let case = format!("killed at {step} #{nth}");
         home.write_config(&format!("  MESSAGE: r{round}"), "");
-        deploy_killed_at(&home, &app, step, nth);
+        let _ = deploy_killed_at(&home, &app, step, nth);
         // `list` and `releases` read only, and right after the kill they
         // already show both processes on one (committed) release, the
         // stable address answering.
@@ -372,7 +557,7 @@ fn a_rollback_killed_at_any_step_leaves_each_process_on_one_release() {
         ("drain", 1),
     ] {
         let case = format!("rollback killed at {step} #{nth}");
-        killed_at(&home, &["rollback"], b"", step, nth);
+        let _ = killed_at(&home, &["rollback"], b"", step, nth);
         // Killed between the switch and the commit, haproxy still reaches
         // the uncommitted instance: the next command (here the explicit
         // recovery) routes back. Then each process is wholly on the release
@@ -397,6 +582,261 @@ fn a_rollback_killed_at_any_step_leaves_each_process_on_one_release() {
         // The next command recovers, and a rollback completes.
         let out = home.sarge(&["rollback"]);
         assert!(out.status.success(), "{case}: {}", stderr(&out));
+    }
+    let _ = std::fs::remove_dir_all(app);
+}
+
+/// The process group of `pid`, while it runs (a zombie does not).
+fn group_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?;
+    let group = fields.nth(1)?.parse().ok()?;
+    (state != "Z").then_some(group)
+}
+
+/// The running processes of process group `group`.
+fn members_of(group: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| group_of(*pid) == Some(group))
+        .collect()
+}
+
+#[test]
+fn a_release_command_left_running_by_a_killed_deploy_is_killed_by_the_next_command() {
+    let home = TestHome::new("relorphan", "  MESSAGE: one");
+    home.deploy_ok(&hello_app(), "web");
+    let app = app_copy("relorphan");
+    // The command waits on a child: killing the command alone would leave
+    // the child running.
+    std::fs::write(
+        app.join("Procfile"),
+        "web: python app.py $PORT\nrelease: sleep 60 & echo \"start $!\"; wait\n",
+    )
+    .unwrap();
+    let line = deploy_killed_at(&home, &app, "release | start", 1);
+    let child: u32 = line
+        .rsplit_once("start ")
+        .and_then(|(_, pid)| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    let group = group_of(child).expect("the release command's child died with the deploy");
+    assert_ne!(group, child, "the child leads its own group");
+    assert_eq!(members_of(group).len(), 2, "the command and its child run");
+
+    // Reads change nothing: the command runs on, its release folder stays.
+    let before = home.snapshot();
+    assert!(home.root.join("var/releases/v2").is_dir());
+    for args in [
+        &["list", "--json"][..],
+        &["releases", "--json"],
+        &["list"],
+        &["releases"],
+    ] {
+        let out = home.sarge(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    assert_unchanged(&home, &before, "list and releases");
+    assert_eq!(members_of(group).len(), 2, "a read killed the command");
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "one\n");
+
+    // The next deploy kills the whole group first, and says so.
+    std::fs::write(
+        app.join("Procfile"),
+        "web: python app.py $PORT\nrelease: echo migrated\n",
+    )
+    .unwrap();
+    home.write_config("  MESSAGE: two", "");
+    let progress = home.deploy_ok(&app, "web");
+    assert!(
+        progress.contains("killed the release command of v2 (2 processes still running)"),
+        "{progress}"
+    );
+    assert_eq!(members_of(group), Vec::<u32>::new());
+    assert!(group_of(child).is_none(), "pid {child} still runs");
+    assert!(!home.root.join("var/state/release-command.json").exists());
+    // v2 wrote output: its id is not given again.
+    assert_eq!(releases(&home)[0]["id"], "v3");
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "two\n");
+    let _ = std::fs::remove_dir_all(app);
+}
+
+#[test]
+fn a_failed_deploys_release_id_and_output_are_not_given_again() {
+    let home = TestHome::new("relretry", "  MESSAGE: one");
+    home.write_config("  MESSAGE: one", "keep_releases: 2");
+    let app = app_copy("relretry");
+    let procfile = |release: &str| {
+        std::fs::write(
+            app.join("Procfile"),
+            format!("web: python app.py $PORT\nrelease: {release}\n"),
+        )
+        .unwrap();
+    };
+    procfile("echo migrated v1");
+    home.deploy_ok(&app, "web");
+    procfile("echo broken; exit 1");
+    let out = home.deploy(&app, "web");
+    let text = stderr(&out);
+    assert!(!out.status.success(), "{text}");
+    let log = home.root.join("var/log/release-v2.log");
+    assert!(
+        text.contains(&format!("all of it is in {}", log.display())),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "broken\n");
+
+    // The fix is a new id; the output the error pointed to is still there.
+    procfile("echo migrated v3");
+    let progress = home.deploy_ok(&app, "web");
+    assert!(progress.contains("deployed release v3"), "{progress}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "broken\n");
+    let out = home.sarge(&["releases", "--output", "v3"]);
+    assert_eq!(stdout(&out), "migrated v3\n", "{}", stderr(&out));
+    let ids: Vec<String> = releases(&home)
+        .iter()
+        .map(|release| release["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["v3", "v1"]);
+
+    // Once older than every kept release, the failed output goes too.
+    procfile("echo migrated v4");
+    home.deploy_ok(&app, "web");
+    let out = home.sarge(&["recover"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(release_outputs(&home), ["release-v3.log", "release-v4.log"]);
+    let _ = std::fs::remove_dir_all(app);
+}
+
+#[test]
+fn rollback_never_runs_the_release_command() {
+    let home = TestHome::new("rbnorel", "  MESSAGE: one");
+    let app = app_copy("rbnorel");
+    std::fs::write(
+        app.join("Procfile"),
+        "web: python app.py $PORT\nrelease: echo migrating\n",
+    )
+    .unwrap();
+    let progress = home.deploy_ok(&app, "web");
+    assert!(progress.contains("release | migrating"), "{progress}");
+    home.write_config("  MESSAGE: two", "");
+    home.deploy_ok(&app, "web");
+
+    let out = home.sarge(&["rollback", "v1"]);
+    let text = stderr(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("release |"), "{text}");
+    assert!(!text.contains("migrating"), "{text}");
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "one\n");
+    let listed = releases(&home);
+    assert_eq!(listed[0]["id"], "v3");
+    assert_eq!(listed[0]["description"], "rollback to v1");
+    // v3 ran no release command, so it has no output of its own.
+    assert!(!home.root.join("var/log/release-v3.log").exists());
+    let _ = std::fs::remove_dir_all(app);
+}
+
+#[test]
+fn list_and_releases_leave_what_a_killed_deploy_left_for_the_next_command() {
+    let home = TestHome::new("readonly", "  MESSAGE: one");
+    let app = app_with_worker("readonly");
+    deploy_all(&home, &app);
+    home.write_config("  MESSAGE: two", "");
+    // Killed once the first new instance is ready: it runs, uncommitted.
+    let _ = deploy_killed_at(&home, &app, "ready", 1);
+    let committed: Vec<String> = home
+        .instances()
+        .iter()
+        .map(|instance| instance["id"].as_str().unwrap().to_owned())
+        .collect();
+    let leftovers: Vec<String> = dir_names(&home.root.join("var/instances"))
+        .into_iter()
+        .filter(|id| !committed.contains(id))
+        .collect();
+    assert!(!leftovers.is_empty(), "the kill left no instance behind");
+
+    let before = home.snapshot();
+    let listed_before = releases(&home);
+    for args in [
+        &["list", "--json"][..],
+        &["releases", "--json"],
+        &["list"],
+        &["releases"],
+    ] {
+        let out = home.sarge(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    assert_unchanged(&home, &before, "list and releases");
+    for id in &leftovers {
+        assert!(home.root.join("var/instances").join(id).is_dir(), "{id}");
+    }
+    assert_eq!(releases(&home), listed_before);
+
+    // The next command that changes state removes them.
+    let out = home.sarge(&["recover"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for id in &leftovers {
+        assert!(!home.root.join("var/instances").join(id).exists(), "{id}");
+    }
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "one\n");
+    let _ = std::fs::remove_dir_all(app);
+}
+
+#[test]
+fn a_multi_process_deploy_whose_worker_exits_leaves_both_on_the_old_release() {
+    let home = TestHome::new("workerdies", "  MESSAGE: one");
+    let app = app_with_worker("workerdies");
+    deploy_all(&home, &app);
+    let listed = releases(&home);
+    let old_ids: Vec<(String, String)> = home
+        .instances()
+        .iter()
+        .map(|instance| {
+            (
+                instance["id"].as_str().unwrap().to_owned(),
+                instance["release"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+
+    // web becomes ready; worker exits at once.
+    let good_procfile = std::fs::read_to_string(app.join("Procfile")).unwrap();
+    std::fs::write(
+        app.join("Procfile"),
+        "web: python app.py $PORT\nworker: python -c 'import sys; print(\"worker gives up\"); sys.exit(3)'\n",
+    )
+    .unwrap();
+    home.write_config("  MESSAGE: two", "");
+    let load = Load::start(home.stable);
+    let out = home.deploy_processes(&tar_of(&app), &[]);
+    let (fresh, kept) = load.finish();
+    let text = stderr(&out);
+    assert!(!out.status.success(), "the deploy succeeded:\n{text}");
+    assert!(text.contains("worker"), "{text}");
+    assert_eq!(fresh.failed + kept.failed, 0, "{fresh:?} {kept:?}");
+    assert!(fresh.served + kept.served > 0);
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "one\n");
+    let now: Vec<(String, String)> = home
+        .instances()
+        .iter()
+        .map(|instance| {
+            (
+                instance["id"].as_str().unwrap().to_owned(),
+                instance["release"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(now, old_ids, "a process left the old release");
+    assert_eq!(releases(&home), listed);
+
+    std::fs::write(app.join("Procfile"), good_procfile).unwrap();
+    let progress = deploy_all(&home, &app);
+    assert!(progress.contains("deployed release"), "{progress}");
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "two\n");
+    for instance in home.instances() {
+        assert_eq!(instance["release"], releases(&home)[0]["id"], "{instance}");
     }
     let _ = std::fs::remove_dir_all(app);
 }

@@ -353,8 +353,14 @@ impl Sarge {
         env: &BTreeMap<String, String>,
         steps: &mut Steps<'_>,
     ) -> Result<()> {
+        // Its output outlives a failure (the error points at the file), so
+        // the id is never given again, even if this release never comes to be.
+        let mut current = CurrentInstances::load(&self.home)?;
+        current.last_attempted = current.last_attempted.max(Some(id));
+        current.save(&self.home)?;
         let venv_bin = venv.map(Venv::bin_dir);
         let output_file = self.home.release_output(id);
+        let group_file = crate::release_command::group_file(&self.home);
         let runner = ReleaseCommand {
             command,
             app_dir: &release_dir.join("app"),
@@ -362,6 +368,8 @@ impl Sarge {
             venv_bin: venv_bin.as_deref(),
             timeout: self.config.release_timeout,
             output_file: &output_file,
+            release: id,
+            group_file: &group_file,
         };
         let ran = runner.run(&mut |line| steps.report(Event::ReleaseOutput { line }))?;
         steps.report(Event::ReleaseCommand {

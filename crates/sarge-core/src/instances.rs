@@ -363,6 +363,16 @@ impl Sarge {
     /// so haproxy never points at an instance about to go. The caller holds
     /// the home lock; [`Sarge::recover`] is the public entry.
     pub(crate) fn clean_leftovers(&self, supervisor: &Client, steps: &mut Steps<'_>) -> Result<()> {
+        // A release command whose deploy was killed runs on in its own
+        // process group: it goes first, before the folder it runs in.
+        if let Some(left) = crate::release_command::kill_left_behind(
+            &crate::release_command::group_file(&self.home),
+        )? {
+            steps.warn(format!(
+                "killed the release command of {} ({} processes still running), left by a deploy that was interrupted; what it was doing (a migration?) may be half done",
+                left.release, left.processes
+            ));
+        }
         // What a killed command was writing: a config staged for a switch,
         // and the temp files of atomic writes (`.NAME.PID.tmp`).
         let staged = crate::routing::staged_path(&self.home.haproxy_config());
@@ -465,6 +475,8 @@ impl Sarge {
                 what: "releases",
             });
         }
+        // Housekeeping: one that cannot be deleted is tried again next time.
+        let _ = self.remove_old_release_outputs(&current);
         if leftovers.is_empty() && gone.is_empty() && abandoned.is_empty() {
             return Ok(());
         }
@@ -581,6 +593,31 @@ impl Sarge {
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                     Err(error) => return Err(error.into()),
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the release command output of deploys that failed (they
+    /// never joined the history) once they are older than every kept
+    /// release, so that a home whose deploys keep failing stays bounded.
+    /// The output of a pruned release goes with its folder.
+    fn remove_old_release_outputs(&self, current: &CurrentInstances) -> Result<()> {
+        let Some(oldest) = current.history.first() else {
+            return Ok(());
+        };
+        let log_dir = self.home.log_dir();
+        for entry in fs_err::read_dir(&log_dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_prefix("release-")
+                .and_then(|rest| rest.strip_suffix(".log"))
+                .and_then(|id| id.parse::<crate::ReleaseId>().ok())
+            else {
+                continue;
+            };
+            if id < *oldest && !current.history.contains(&id) {
+                fs_err::remove_file(log_dir.join(&name))?;
             }
         }
         Ok(())

@@ -14,6 +14,15 @@
 //! The pipe is read without blocking and polled: a blocking reader would
 //! need a thread that stays stuck in `read` for as long as a process that
 //! left the group (`setsid`) keeps the pipe open.
+//!
+//! A deploy that is itself killed (SIGKILL, a lost SSH session) cannot kill
+//! the group, and the command lives on: it has a process group of its own,
+//! so nothing reaches it. So the group is recorded in
+//! `var/state/release-command.json` while the command runs, and the next
+//! command's recovery kills it ([`kill_left_behind`]). Only the instant
+//! between the spawn and the record's write is not covered.
+//! `PR_SET_PDEATHSIG` would need `unsafe` (`pre_exec`), which sarge
+//! forbids, and would only reach the first process, not what it started.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -24,10 +33,23 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use camino::Utf8Path;
+use camino::{Utf8Path, Utf8PathBuf};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{excerpt, Error, Result};
+use crate::home::Home;
+use crate::release::ReleaseId;
+use crate::state::{read_json, write_json};
+
+/// Set on the release command, and so inherited by everything it starts,
+/// to the release id: how the next sarge command tells that a recorded
+/// process group is still the release command's before it kills it, and
+/// not a group whose id the system has since given to something else.
+pub(crate) const MARK_VARIABLE: &str = "SARGE_RELEASE_COMMAND";
+
+/// How long [`kill_left_behind`] waits for a killed group to be gone.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// Variables taken from sarge's own environment, as a process under
 /// supervisord would find them. Anything else sarge was run with (an SSH
@@ -77,6 +99,113 @@ pub(crate) struct ReleaseCommand<'a> {
     /// Where the whole output is kept, byte for byte (mode 0600: a
     /// migration may print secrets).
     pub output_file: &'a Utf8Path,
+    /// The release it runs for: the value of [`MARK_VARIABLE`].
+    pub release: ReleaseId,
+    /// Where its process group is recorded while it runs
+    /// ([`group_file`]), for [`kill_left_behind`].
+    pub group_file: &'a Utf8Path,
+}
+
+/// The file that names the process group of a running release command.
+pub(crate) fn group_file(home: &Home) -> Utf8PathBuf {
+    home.state_dir().join("release-command.json")
+}
+
+/// What the group file holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordedGroup {
+    /// The release the command ran for.
+    release: ReleaseId,
+    /// Its process group id (the pid of `bash`).
+    group: u32,
+}
+
+/// A release command that [`kill_left_behind`] killed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LeftBehind {
+    /// The release it ran for.
+    pub release: ReleaseId,
+    /// How many of its processes were running.
+    pub processes: usize,
+}
+
+/// Kills the release command of a deploy that was killed while it ran,
+/// with every process of its group, waits for them to be gone, and
+/// removes the record. `None` if no release command was left running. The
+/// caller holds the home lock, so no deploy's own command is running.
+///
+/// A group is killed only if one of its processes still carries
+/// [`MARK_VARIABLE`] with the recorded release: once every process of the
+/// group has exited, the system may give its id to an unrelated group.
+pub(crate) fn kill_left_behind(group_file: &Utf8Path) -> Result<Option<LeftBehind>> {
+    if !group_file.exists() {
+        return Ok(None);
+    }
+    let recorded: RecordedGroup = match read_json(group_file) {
+        Ok(recorded) => recorded,
+        // Written atomically, so never half; one that is not sarge's names
+        // nothing sarge may kill.
+        Err(Error::StateFile { .. }) => {
+            fs_err::remove_file(group_file)?;
+            return Ok(None);
+        }
+        Err(other) => return Err(other),
+    };
+    let mark = format!("{MARK_VARIABLE}={}", recorded.release);
+    let members = group_members(recorded.group);
+    let left = members
+        .iter()
+        .any(|pid| carries(*pid, &mark))
+        .then_some(LeftBehind {
+            release: recorded.release,
+            processes: members.len(),
+        });
+    if left.is_some() {
+        if let Some(group) = i32::try_from(recorded.group).ok().and_then(Pid::from_raw) {
+            // ESRCH: it ended meanwhile, which is what was wanted.
+            let _ = rustix::process::kill_process_group(group, Signal::KILL);
+        }
+        let started = Instant::now();
+        while !group_members(recorded.group).is_empty() && started.elapsed() < KILL_WAIT {
+            std::thread::sleep(POLL);
+        }
+    }
+    fs_err::remove_file(group_file)?;
+    Ok(left)
+}
+
+/// The live (not zombie) processes whose process group is `group`.
+fn group_members(group: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // The command name is in parentheses and may hold anything:
+            // the fields that matter come after the last `)`.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, fields)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut fields = fields.split_whitespace();
+            let state = fields.next();
+            let pgrp = fields.nth(1).and_then(|pgrp| pgrp.parse::<u32>().ok());
+            state != Some("Z") && pgrp == Some(group)
+        })
+        .collect()
+}
+
+/// Whether process `pid` has `entry` (`NAME=value`) in its environment.
+fn carries(pid: u32, entry: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+        environ
+            .split(|byte| *byte == 0)
+            .any(|variable| variable == entry.as_bytes())
+    })
 }
 
 /// What a successful release command did.
@@ -118,7 +247,17 @@ impl ReleaseCommand<'_> {
         // The command keeps its copies of the write end; unless they are
         // closed here, the pipe never reports its end.
         drop(command);
-        let mut running = Running::new(child);
+        let mut running = Running::new(child, self.group_file);
+        // Should sarge be killed from here on, the next command finds the
+        // group and kills it. Without the record, the command is killed now.
+        write_json(
+            self.group_file,
+            &RecordedGroup {
+                release: self.release,
+                group: running.child.id(),
+            },
+            crate::privacy::PRIVATE_FILE,
+        )?;
 
         let mut lines = Lines::default();
         let mut buffer = vec![0; CHUNK];
@@ -232,6 +371,8 @@ impl ReleaseCommand<'_> {
         env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         // Instances get a port; the release command serves nothing.
         env.remove("PORT");
+        // After the release env, which must not be able to unset it.
+        env.insert(MARK_VARIABLE.to_owned(), self.release.to_string());
         if let Some(bin) = self.venv_bin {
             let venv = bin.parent().unwrap_or(bin);
             env.insert("VIRTUAL_ENV".to_owned(), venv.to_string());
@@ -272,20 +413,30 @@ impl ReleaseCommand<'_> {
 
 /// The running command. Dropping it before it was reaped (an error while
 /// copying its output) kills its group and reaps it, so no error path
-/// leaves a migration running behind the deploy's back.
-struct Running {
+/// leaves a migration running behind the deploy's back. Once reaped, the
+/// record of its group is removed.
+struct Running<'a> {
     child: Child,
     group: Pid,
+    group_file: &'a Utf8Path,
     reaped: bool,
 }
 
-impl Running {
-    fn new(child: Child) -> Running {
+impl Running<'_> {
+    fn new(child: Child, group_file: &Utf8Path) -> Running<'_> {
         Running {
             group: Pid::from_child(&child),
             child,
+            group_file,
             reaped: false,
         }
+    }
+
+    /// The group is gone: its record goes too. One left behind (this
+    /// fails, or sarge is killed first) names no marked process, and the
+    /// next command only removes it.
+    fn forget_group(&self) {
+        let _ = fs_err::remove_file(self.group_file);
     }
 
     /// `None` while the command runs. Once it has exited: kills what is
@@ -314,15 +465,17 @@ impl Running {
             source,
         })?;
         self.reaped = true;
+        self.forget_group();
         Ok(status)
     }
 }
 
-impl Drop for Running {
+impl Drop for Running<'_> {
     fn drop(&mut self) {
         if !self.reaped {
             let _ = rustix::process::kill_process_group(self.group, Signal::KILL);
             let _ = self.child.wait();
+            self.forget_group();
         }
     }
 }

@@ -76,6 +76,11 @@ pub struct CurrentInstances {
     /// track never switches another release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_prepared: Option<ReleaseId>,
+    /// The newest release whose release command was started, rolled out
+    /// or not: its output (`var/log/release-vN.log`, which a failed
+    /// deploy's error points to) is kept, so its id is never given again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempted: Option<ReleaseId>,
 }
 
 /// A release prepared by `sarge deploy --prepare`: its instances run and
@@ -159,16 +164,18 @@ impl CurrentInstances {
         write_json(&home.current_file(), self, crate::privacy::PRIVATE_FILE)
     }
 
-    /// The id of the next release: one past the newest of the history,
-    /// whose newest is never pruned, so an id that named a release that
-    /// was rolled out is never given again.
+    /// The id of the next release: one past the newest of the history
+    /// (whose newest is never pruned), of any release prepared, and of any
+    /// whose release command ran, so an id that named a release that was
+    /// rolled out, or that left output behind, is never given again.
     pub(crate) fn next_release_id(&self) -> ReleaseId {
         let newest = self
             .history
             .last()
             .copied()
             .max(self.prepared.as_ref().map(|prepared| prepared.release))
-            .max(self.last_prepared);
+            .max(self.last_prepared)
+            .max(self.last_attempted);
         newest.map_or(ReleaseId::new(1), ReleaseId::next)
     }
 
@@ -329,6 +336,17 @@ mod tests {
         let written = serde_json::to_string(&current).unwrap();
         let again: CurrentInstances = serde_json::from_str(&written).unwrap();
         assert_eq!(again, current);
+    }
+
+    #[test]
+    fn an_id_whose_release_command_ran_is_never_given_again() {
+        let text = r#"{"processes": {}, "history": ["v3"], "last_attempted": "v4"}"#;
+        let current: CurrentInstances = serde_json::from_str(text).unwrap();
+        assert_eq!(current.next_release_id(), ReleaseId::new(5));
+        // A file written before the field reads as before.
+        let text = r#"{"processes": {}, "history": ["v3"]}"#;
+        let current: CurrentInstances = serde_json::from_str(text).unwrap();
+        assert_eq!(current.next_release_id(), ReleaseId::new(4));
     }
 
     #[test]

@@ -48,6 +48,8 @@ fn run_with(
         venv_bin,
         timeout,
         output_file: &output_file,
+        release: ReleaseId::new(1),
+        group_file: &dir.0.join("group.json"),
     };
     let started = Instant::now();
     let mut lines = Vec::new();
@@ -347,6 +349,8 @@ fn release_command_that_cannot_start_names_the_folder_problem() {
         venv_bin: None,
         timeout: Duration::from_secs(5),
         output_file: &output_file,
+        release: ReleaseId::new(1),
+        group_file: &dir.0.join("group.json"),
     };
     let error = release.run(&mut |_| {}).unwrap_err().to_string();
     assert!(
@@ -389,6 +393,8 @@ fn release_command_flooding_its_output_still_meets_the_timeout() {
         venv_bin: None,
         timeout: Duration::from_secs(1),
         output_file: &output_file,
+        release: ReleaseId::new(1),
+        group_file: &dir.0.join("group.json"),
     };
     let started = Instant::now();
     let mut count = 0_usize;
@@ -401,4 +407,94 @@ fn release_command_flooding_its_output_still_meets_the_timeout() {
     );
     assert!(count > 0);
     assert!(error.to_string().ends_with("\n  flood"), "{error}");
+}
+
+#[test]
+fn release_command_records_its_marked_group_while_it_runs_and_only_then() {
+    let dir = TempDir::new("record");
+    let outcome = run_in(
+        &dir,
+        // The record is written just after the spawn: wait for it.
+        "echo $$; echo \"$SARGE_RELEASE_COMMAND\"; until [ -e group.json ]; do sleep 0.01; done; cat group.json",
+        Duration::from_secs(20),
+    );
+    outcome.result.as_ref().unwrap();
+    let lines = texts(&outcome);
+    let group: u32 = lines[0].parse().unwrap();
+    assert_eq!(lines[1], "v1");
+    let recorded: serde_json::Value = serde_json::from_str(&lines[2..].join("\n")).unwrap();
+    assert_eq!(
+        recorded,
+        serde_json::json!({"release": "v1", "group": group})
+    );
+    assert!(
+        !dir.0.join("group.json").exists(),
+        "the record outlived the run"
+    );
+}
+
+/// Starts `script` under bash as the leader of its own process group,
+/// with `env`, and waits until the pid it prints first is up; the leader
+/// and that pid.
+fn group_running(script: &str, env: &[(&str, &str)]) -> (std::process::Child, u32) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("bash")
+        .args(["-c", script])
+        .envs(env.iter().copied())
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().parse().unwrap())
+}
+
+fn record_group(file: &Utf8Path, release: &str, group: u32) {
+    std::fs::write(
+        file,
+        format!("{{\"release\": \"{release}\", \"group\": {group}}}"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_release_command_left_running_by_a_killed_deploy_is_killed_with_its_group() {
+    let dir = TempDir::new("leftbehind");
+    let file = dir.0.join("group.json");
+    // What a SIGKILLed deploy leaves: the command and a child it started.
+    let (mut leader, child) = group_running("sleep 60 & echo $!; wait", &[(MARK_VARIABLE, "v5")]);
+    record_group(&file, "v5", leader.id());
+    let left = kill_left_behind(&file).unwrap();
+    let _ = leader.wait();
+    assert_eq!(
+        left,
+        Some(LeftBehind {
+            release: ReleaseId::new(5),
+            processes: 2
+        })
+    );
+    assert!(wait_gone(child), "pid {child} still runs");
+    assert!(!file.exists());
+    // Nothing recorded, nothing to do.
+    assert_eq!(kill_left_behind(&file).unwrap(), None);
+}
+
+#[test]
+fn a_recorded_group_that_is_no_longer_the_release_commands_is_left_alone() {
+    let dir = TempDir::new("reused");
+    let file = dir.0.join("group.json");
+    // The group id now names processes that do not carry the mark of the
+    // recorded release (another release's, or none at all).
+    let (mut leader, child) = group_running("sleep 60 & echo $!; wait", &[(MARK_VARIABLE, "v4")]);
+    record_group(&file, "v5", leader.id());
+    assert_eq!(kill_left_behind(&file).unwrap(), None);
+    assert!(!is_gone(child), "an unmarked group was killed");
+    assert!(!file.exists(), "the stale record was kept");
+    let group = rustix::process::Pid::from_raw(i32::try_from(leader.id()).unwrap()).unwrap();
+    rustix::process::kill_process_group(group, rustix::process::Signal::KILL).unwrap();
+    let _ = leader.wait();
+    assert!(wait_gone(child));
 }
