@@ -314,3 +314,127 @@ fn a_stalled_upload_blocks_no_other_command() {
         .count();
     assert_eq!(dirs, 1, "leftovers after the resumed deploy");
 }
+
+/// The pids haproxy's master lists as its current workers (`show proc`,
+/// the rows under `# workers`), asked the way sarge asks: one line on the
+/// master CLI socket, then the end of input.
+fn haproxy_workers(home: &TestHome) -> Vec<u32> {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let mut socket = UnixStream::connect(home.root.join("var/run/haproxy-master.sock")).unwrap();
+    socket.write_all(b"show proc\n").unwrap();
+    socket.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).unwrap();
+    answer
+        .lines()
+        .skip_while(|line| !line.starts_with("# workers"))
+        .skip(1)
+        .take_while(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_reload_that_haproxy_refuses_is_an_error_with_the_old_routes_back() {
+    let home = TestHome::new("refusedreload", "  MESSAGE: v0");
+    let (web, api) = (home.stable, home.stable + 1);
+    let web_only = format!("  web: 127.0.0.1:{web}");
+    let with_api = format!("  web: 127.0.0.1:{web}\n  api: 127.0.0.1:{api}");
+    write_config(&home, &web_only, "v0", "");
+    home.deploy_ok(&hello_app(), "web");
+    let config_before = std::fs::read(home.root.join("etc/haproxy.cfg")).unwrap();
+    let workers_before = haproxy_workers(&home);
+    assert_eq!(workers_before.len(), 1, "{workers_before:?}");
+
+    // Another program holds api's address. `haproxy -c` does not bind, so
+    // the config passes its check; only the new worker finds the address
+    // taken, and the master counts a failed reload.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", api)).unwrap();
+    let load = Load::start(web);
+    write_config(&home, &with_api, "v1", "");
+    let out = home.deploy(&hello_app(), "web");
+    let (fresh, kept) = load.finish();
+    let text = stderr(&out);
+    assert!(!out.status.success(), "deploy succeeded:\n{text}");
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "not one `error:` line:\n{text}");
+    let error = &text[text.find("error:").unwrap()..];
+    assert!(
+        error.contains(&format!("127.0.0.1:{api}")),
+        "the error does not name the address:\n{text}"
+    );
+    for count in [&fresh, &kept] {
+        assert!(
+            count.failed == 0 && count.served > 0,
+            "web failed {} of {} requests during the refused reload (first: {:?}); after the deploy web answers {:?}:\n{text}",
+            count.failed,
+            count.failed + count.served,
+            count.failures.first(),
+            http_get(web, "/"),
+        );
+    }
+    // The old routes are back: the same file and the same worker.
+    assert_eq!(
+        std::fs::read(home.root.join("etc/haproxy.cfg")).unwrap(),
+        config_before,
+        "haproxy.cfg changed after the refused reload"
+    );
+    assert_eq!(haproxy_workers(&home), workers_before);
+    assert_eq!(http_get(web, "/").unwrap(), (200, "v0\n".to_owned()));
+
+    // With the address free, the same deploy goes through and api's
+    // stable address answers (haproxy's 503: no api instance yet).
+    drop(squatter);
+    home.deploy_ok(&hello_app(), "web");
+    assert_eq!(http_get(web, "/").unwrap(), (200, "v1\n".to_owned()));
+    assert!(
+        matches!(http_get(api, "/"), Ok((503, _))),
+        "api answered {:?}",
+        http_get(api, "/")
+    );
+
+    // A bind sarge cannot check beforehand, since the running haproxy holds
+    // the port itself: web moves from 127.0.0.1 to every interface while
+    // another program listens on 127.0.0.2 with the same port. Here haproxy
+    // itself refuses the reload (its master counts a failed one). Its new
+    // worker pauses the old one's listeners while it retries the bind, so
+    // requests may be refused for that second; the old routes come back.
+    let config_before = std::fs::read(home.root.join("etc/haproxy.cfg")).unwrap();
+    let workers_before = haproxy_workers(&home);
+    let squatter = std::net::TcpListener::bind(("127.0.0.2", web)).unwrap();
+    write_config(
+        &home,
+        &format!("  web: \"*:{web}\"\n  api: 127.0.0.1:{api}"),
+        "v2",
+        "",
+    );
+    let out = home.deploy(&hello_app(), "web");
+    let text = stderr(&out);
+    assert!(!out.status.success(), "deploy succeeded:\n{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|line| line.starts_with("error:"))
+            .count(),
+        1,
+        "not one `error:` line:\n{text}"
+    );
+    assert!(
+        text.contains("haproxy refused to reload") && text.contains(&format!(":{web}]")),
+        "the error does not say haproxy refused the address:\n{text}"
+    );
+    assert_eq!(
+        std::fs::read(home.root.join("etc/haproxy.cfg")).unwrap(),
+        config_before,
+        "haproxy.cfg changed after the refused reload"
+    );
+    assert_eq!(haproxy_workers(&home), workers_before);
+    assert_eq!(http_get(web, "/").unwrap(), (200, "v1\n".to_owned()));
+    assert!(matches!(http_get(api, "/"), Ok((503, _))));
+    drop(squatter);
+    home.deploy_ok(&hello_app(), "web");
+    assert_eq!(http_get(web, "/").unwrap(), (200, "v2\n".to_owned()));
+}
