@@ -276,14 +276,25 @@ fn a_stalled_upload_blocks_no_other_command() {
     upload.write_all(&tarball[..700]).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
 
-    // Meanwhile every other command runs at once, another deploy included,
-    // and none of them takes the stalled upload's folder for a leftover.
+    // Meanwhile every other command runs at once, another deploy and a
+    // destroy included, and none of them takes the stalled upload's folder
+    // for a leftover.
     let started = std::time::Instant::now();
     home.deploy_ok(&hello_app(), "web");
-    for args in [["stop", "web"], ["start", "web"]] {
-        let out = home.sarge(&args);
+    for args in [
+        &["stop", "web"][..],
+        &["start", "web"],
+        &["destroy", "--yes", "web"],
+    ] {
+        let out = home.sarge(args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     }
+    assert_eq!(
+        home.instances().len(),
+        0,
+        "web is still listed after destroy"
+    );
+    home.deploy_ok(&hello_app(), "web");
     assert_eq!(home.instances().len(), 1);
     assert!(
         started.elapsed() < std::time::Duration::from_secs(15),
