@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
-//! Faults in the rollout itself: haproxy reloads, a haproxy binary that
-//! cannot run, failed state writes around the commit point, and a
+//! Faults in the rollout itself: haproxy reloads (one haproxy refuses), a
+//! haproxy binary that cannot run, failed state writes around the commit
+//! point, a file the unpack cannot create, a stalled upload, and a
 //! supervisord killed under its programs. Each case checks the end state a
 //! user would: what answers on the stable addresses, what `list` says, and
 //! that the next deploy works.
@@ -125,22 +126,12 @@ fn a_haproxy_bin_that_cannot_run_never_takes_the_stable_address_down() {
     }
 }
 
-/// Runs `sarge deploy` under strace, failing the `nth` rename (the commit
-/// step of every atomic write sarge makes) with ENOSPC.
-fn deploy_with_failed_rename(home: &TestHome, nth: usize) -> std::process::Output {
-    let tarball = tar_of(&hello_app());
+/// Runs `sarge deploy - web` of `tarball` under `strace` with `args`
+/// (which syscalls to trace and what to inject into them).
+fn deploy_under_strace(home: &TestHome, tarball: &[u8], args: &[String]) -> std::process::Output {
     let mut child = Command::new("strace")
-        .args([
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "trace=rename,renameat,renameat2",
-        ])
-        .arg("-e")
-        .arg(format!(
-            "inject=rename,renameat,renameat2:error=ENOSPC:when={nth}"
-        ))
+        .args(["-qq", "-o", "/dev/null"])
+        .args(args)
         .arg("--")
         .arg(SARGE)
         .arg("--home")
@@ -153,9 +144,24 @@ fn deploy_with_failed_rename(home: &TestHome, nth: usize) -> std::process::Outpu
         .spawn()
         .expect("strace is not installed: run `scripts/test`, which installs it");
     let mut stdin = child.stdin.take().unwrap();
-    let _ = stdin.write_all(&tarball);
+    let _ = stdin.write_all(tarball);
     drop(stdin);
     child.wait_with_output().unwrap()
+}
+
+/// Runs `sarge deploy` under strace, failing the `nth` rename (the commit
+/// step of every atomic write sarge makes) with ENOSPC.
+fn deploy_with_failed_rename(home: &TestHome, nth: usize) -> std::process::Output {
+    deploy_under_strace(
+        home,
+        &tar_of(&hello_app()),
+        &[
+            "-e".to_owned(),
+            "trace=rename,renameat,renameat2".to_owned(),
+            "-e".to_owned(),
+            format!("inject=rename,renameat,renameat2:error=ENOSPC:when={nth}"),
+        ],
+    )
 }
 
 #[test]
@@ -448,4 +454,52 @@ fn a_reload_that_haproxy_refuses_is_an_error_with_the_old_routes_back() {
     drop(squatter);
     home.deploy_ok(&hello_app(), "web");
     assert_eq!(http_get(web, "/").unwrap(), (200, "v2\n".to_owned()));
+}
+
+#[test]
+fn a_file_the_unpack_cannot_create_is_refused_with_the_reason_from_the_system() {
+    let home = TestHome::new("unpackerrno", "  MESSAGE: old");
+    home.deploy_ok(&hello_app(), "web");
+    // The unpacker creates each file with `openat` relative to the app
+    // folder, so the path it passes is the entry's own: strace's `-P`
+    // matches it there (and nowhere else: no other file has this name),
+    // and the kernel's answer for that one file is the injected error.
+    let entry = "data/sarge-unwritable.bin";
+    let tarball = app_tarball_with(&[(entry, tar::EntryType::Regular, b"payload", "")]);
+    for (errno, reason) in [
+        ("EACCES", "Permission denied"),
+        ("ENOSPC", "No space left on device"),
+    ] {
+        let before = home.snapshot();
+        let out = deploy_under_strace(
+            &home,
+            &tarball,
+            &[
+                // Any thread of sarge's may be the one that unpacks.
+                "-f".to_owned(),
+                "-P".to_owned(),
+                entry.to_owned(),
+                "-e".to_owned(),
+                "trace=openat".to_owned(),
+                "-e".to_owned(),
+                format!("inject=openat:error={errno}"),
+            ],
+        );
+        assert_refused(
+            &home,
+            &before,
+            Refusal {
+                case: errno,
+                output: out,
+                expected: &format!("tarball entry {entry} cannot be written: {reason}"),
+            },
+        );
+        assert_eq!(
+            http_get(home.stable, "/").unwrap(),
+            (200, "old\n".to_owned())
+        );
+    }
+    // Without the fault the same tarball deploys.
+    let out = home.deploy_bytes(&tarball, "web");
+    assert!(out.status.success(), "{}", stderr(&out));
 }
