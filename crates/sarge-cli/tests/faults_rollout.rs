@@ -129,14 +129,25 @@ fn a_haproxy_bin_that_cannot_run_never_takes_the_stable_address_down() {
 /// Runs `sarge deploy - web` of `tarball` under `strace` with `args`
 /// (which syscalls to trace and what to inject into them).
 fn deploy_under_strace(home: &TestHome, tarball: &[u8], args: &[String]) -> std::process::Output {
+    sarge_under_strace(home, args, &["deploy", "-", "web"], tarball)
+}
+
+/// Runs `sarge COMMAND...` with `input` on its stdin under `strace` with
+/// `strace_args`.
+fn sarge_under_strace(
+    home: &TestHome,
+    strace_args: &[String],
+    command: &[&str],
+    input: &[u8],
+) -> std::process::Output {
     let mut child = Command::new("strace")
         .args(["-qq", "-o", "/dev/null"])
-        .args(args)
+        .args(strace_args)
         .arg("--")
         .arg(SARGE)
         .arg("--home")
         .arg(&home.root)
-        .args(["deploy", "-", "web"])
+        .args(command)
         .env_remove("SARGE_HOME")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -144,7 +155,7 @@ fn deploy_under_strace(home: &TestHome, tarball: &[u8], args: &[String]) -> std:
         .spawn()
         .expect("strace is not installed: run `scripts/test`, which installs it");
     let mut stdin = child.stdin.take().unwrap();
-    let _ = stdin.write_all(tarball);
+    let _ = stdin.write_all(input);
     drop(stdin);
     child.wait_with_output().unwrap()
 }
@@ -502,4 +513,53 @@ fn a_file_the_unpack_cannot_create_is_refused_with_the_reason_from_the_system() 
     // Without the fault the same tarball deploys.
     let out = home.deploy_bytes(&tarball, "web");
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn signals_that_interrupt_the_supervisord_socket_fail_no_command() {
+    let home = TestHome::new("eintr", "  MESSAGE: old");
+    home.deploy_ok(&hello_app(), "web");
+    // Every other read on a socket (std reads one with recvfrom) fails with
+    // EINTR, as when a signal lands while sarge waits for supervisord's
+    // answer: each retry is the next call, which goes through. strace
+    // writes what it injected to `log` (a later `-o` wins).
+    let log = std::env::temp_dir().join(format!("sarge-eintr-{}.strace", std::process::id()));
+    let interrupted = |command: &[&str], input: &[u8]| {
+        let _ = std::fs::remove_file(&log);
+        let out = sarge_under_strace(
+            &home,
+            &[
+                "-f".to_owned(),
+                "-o".to_owned(),
+                log.display().to_string(),
+                "-e".to_owned(),
+                "trace=recvfrom".to_owned(),
+                "-e".to_owned(),
+                "inject=recvfrom:error=EINTR:when=1+2".to_owned(),
+            ],
+            command,
+            input,
+        );
+        let trace = std::fs::read_to_string(&log).unwrap_or_default();
+        let injected = trace
+            .lines()
+            .filter(|line| line.contains("(INJECTED)"))
+            .count();
+        (out, injected)
+    };
+
+    let (out, injected) = interrupted(&["list"], b"");
+    assert!(out.status.success(), "list failed: {}", stderr(&out));
+    assert!(stdout(&out).contains("web"), "{}", stdout(&out));
+    assert!(injected >= 2, "list: only {injected} calls interrupted");
+
+    home.write_config("  MESSAGE: new", "");
+    let (out, injected) = interrupted(&["deploy", "-", "web"], &tar_of(&hello_app()));
+    assert!(out.status.success(), "deploy failed: {}", stderr(&out));
+    assert!(injected >= 10, "deploy: only {injected} calls interrupted");
+    assert_eq!(
+        http_get(home.stable, "/").unwrap(),
+        (200, "new\n".to_owned())
+    );
+    let _ = std::fs::remove_file(&log);
 }
