@@ -516,15 +516,18 @@ fn a_file_the_unpack_cannot_create_is_refused_with_the_reason_from_the_system() 
 }
 
 #[test]
-fn signals_that_interrupt_the_supervisord_socket_fail_no_command() {
+fn signals_that_interrupt_socket_calls_fail_no_command() {
     let home = TestHome::new("eintr", "  MESSAGE: old");
     home.deploy_ok(&hello_app(), "web");
     // Every other read on a socket (std reads one with recvfrom) fails with
     // EINTR, as when a signal lands while sarge waits for supervisord's
-    // answer: each retry is the next call, which goes through. strace
+    // answer or an instance's: each retry is the next call, which goes
+    // through. For `list`,
+    // which talks to supervisord alone, so does every other `connect`
+    // (haproxy's clients, which `deploy` uses, do not retry one). strace
     // writes what it injected to `log` (a later `-o` wins).
     let log = std::env::temp_dir().join(format!("sarge-eintr-{}.strace", std::process::id()));
-    let interrupted = |command: &[&str], input: &[u8]| {
+    let interrupted = |syscalls: &str, command: &[&str], input: &[u8]| {
         let _ = std::fs::remove_file(&log);
         let out = sarge_under_strace(
             &home,
@@ -533,9 +536,9 @@ fn signals_that_interrupt_the_supervisord_socket_fail_no_command() {
                 "-o".to_owned(),
                 log.display().to_string(),
                 "-e".to_owned(),
-                "trace=recvfrom".to_owned(),
+                format!("trace={syscalls}"),
                 "-e".to_owned(),
-                "inject=recvfrom:error=EINTR:when=1+2".to_owned(),
+                format!("inject={syscalls}:error=EINTR:when=1+2"),
             ],
             command,
             input,
@@ -548,13 +551,13 @@ fn signals_that_interrupt_the_supervisord_socket_fail_no_command() {
         (out, injected)
     };
 
-    let (out, injected) = interrupted(&["list"], b"");
+    let (out, injected) = interrupted("recvfrom,connect", &["list"], b"");
     assert!(out.status.success(), "list failed: {}", stderr(&out));
     assert!(stdout(&out).contains("web"), "{}", stdout(&out));
     assert!(injected >= 2, "list: only {injected} calls interrupted");
 
     home.write_config("  MESSAGE: new", "");
-    let (out, injected) = interrupted(&["deploy", "-", "web"], &tar_of(&hello_app()));
+    let (out, injected) = interrupted("recvfrom", &["deploy", "-", "web"], &tar_of(&hello_app()));
     assert!(out.status.success(), "deploy failed: {}", stderr(&out));
     assert!(injected >= 10, "deploy: only {injected} calls interrupted");
     assert_eq!(
