@@ -362,10 +362,18 @@ fn a_process_without_a_stable_address_runs_unrouted() {
     let progress = home.deploy_ok(&app, "worker");
     assert!(!progress.contains("-----> switch"), "{progress}");
     let worker = home.instance_of("worker");
+    // Nothing listens on the port it was given: the progress says what is
+    // true, that supervisord runs it, and claims no port.
+    let id = worker["id"].as_str().unwrap();
+    assert!(!progress.contains("answers on port"), "{progress}");
+    assert!(
+        progress.contains("-----> ready")
+            && progress.contains(&format!("{id} is running under supervisord")),
+        "{progress}"
+    );
     assert_eq!(worker["state"], "running");
     assert_eq!(home.instance_of("web")["id"], web["id"]);
     assert_eq!(http_get(home.stable, "/").unwrap().0, 200);
-    let id = worker["id"].as_str().unwrap();
     let log = std::fs::read_to_string(home.root.join(format!("var/log/{id}.log"))).unwrap();
     assert_eq!(log, "working\n");
     // Redeploying it replaces it.

@@ -348,7 +348,8 @@ fn removed_instances_logs_do_not_pile_up() {
     assert_eq!(logs.len(), 6, "{logs:?}");
     let current = home.instance_of("web")["id"].as_str().unwrap().to_owned();
     assert!(logs.contains(&format!("{current}.log")), "{logs:?}");
-    // Each instance's log is bounded too: rotated at 10 MB, 3 backups.
+    // Each instance's log is bounded too: rotated at 50 MB with 5 backups
+    // (`log_max_bytes`, `log_backups`: their defaults).
     let program = std::fs::read_to_string(
         home.root
             .join("etc/supervisor.d")

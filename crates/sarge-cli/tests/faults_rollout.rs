@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
-//! Faults in the rollout itself: haproxy reloads, a haproxy binary that
-//! cannot run, failed state writes around the commit point, and a
+//! Faults in the rollout itself: haproxy reloads (one haproxy refuses), a
+//! haproxy binary that cannot run, failed state writes around the commit
+//! point, a file the unpack cannot create, a stalled upload, and a
 //! supervisord killed under its programs. Each case checks the end state a
 //! user would: what answers on the stable addresses, what `list` says, and
 //! that the next deploy works.
@@ -125,27 +126,28 @@ fn a_haproxy_bin_that_cannot_run_never_takes_the_stable_address_down() {
     }
 }
 
-/// Runs `sarge deploy` under strace, failing the `nth` rename (the commit
-/// step of every atomic write sarge makes) with ENOSPC.
-fn deploy_with_failed_rename(home: &TestHome, nth: usize) -> std::process::Output {
-    let tarball = tar_of(&hello_app());
+/// Runs `sarge deploy - web` of `tarball` under `strace` with `args`
+/// (which syscalls to trace and what to inject into them).
+fn deploy_under_strace(home: &TestHome, tarball: &[u8], args: &[String]) -> std::process::Output {
+    sarge_under_strace(home, args, &["deploy", "-", "web"], tarball)
+}
+
+/// Runs `sarge COMMAND...` with `input` on its stdin under `strace` with
+/// `strace_args`.
+fn sarge_under_strace(
+    home: &TestHome,
+    strace_args: &[String],
+    command: &[&str],
+    input: &[u8],
+) -> std::process::Output {
     let mut child = Command::new("strace")
-        .args([
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "trace=rename,renameat,renameat2",
-        ])
-        .arg("-e")
-        .arg(format!(
-            "inject=rename,renameat,renameat2:error=ENOSPC:when={nth}"
-        ))
+        .args(["-qq", "-o", "/dev/null"])
+        .args(strace_args)
         .arg("--")
         .arg(SARGE)
         .arg("--home")
         .arg(&home.root)
-        .args(["deploy", "-", "web"])
+        .args(command)
         .env_remove("SARGE_HOME")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -153,9 +155,24 @@ fn deploy_with_failed_rename(home: &TestHome, nth: usize) -> std::process::Outpu
         .spawn()
         .expect("strace is not installed: run `scripts/test`, which installs it");
     let mut stdin = child.stdin.take().unwrap();
-    let _ = stdin.write_all(&tarball);
+    let _ = stdin.write_all(input);
     drop(stdin);
     child.wait_with_output().unwrap()
+}
+
+/// Runs `sarge deploy` under strace, failing the `nth` rename (the commit
+/// step of every atomic write sarge makes) with ENOSPC.
+fn deploy_with_failed_rename(home: &TestHome, nth: usize) -> std::process::Output {
+    deploy_under_strace(
+        home,
+        &tar_of(&hello_app()),
+        &[
+            "-e".to_owned(),
+            "trace=rename,renameat,renameat2".to_owned(),
+            "-e".to_owned(),
+            format!("inject=rename,renameat,renameat2:error=ENOSPC:when={nth}"),
+        ],
+    )
 }
 
 #[test]
@@ -276,14 +293,25 @@ fn a_stalled_upload_blocks_no_other_command() {
     upload.write_all(&tarball[..700]).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
 
-    // Meanwhile every other command runs at once, another deploy included,
-    // and none of them takes the stalled upload's folder for a leftover.
+    // Meanwhile every other command runs at once, another deploy and a
+    // destroy included, and none of them takes the stalled upload's folder
+    // for a leftover.
     let started = std::time::Instant::now();
     home.deploy_ok(&hello_app(), "web");
-    for args in [["stop", "web"], ["start", "web"]] {
-        let out = home.sarge(&args);
+    for args in [
+        &["stop", "web"][..],
+        &["start", "web"],
+        &["destroy", "--yes", "web"],
+    ] {
+        let out = home.sarge(args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     }
+    assert_eq!(
+        home.instances().len(),
+        0,
+        "web is still listed after destroy"
+    );
+    home.deploy_ok(&hello_app(), "web");
     assert_eq!(home.instances().len(), 1);
     assert!(
         started.elapsed() < std::time::Duration::from_secs(15),
@@ -313,4 +341,228 @@ fn a_stalled_upload_blocks_no_other_command() {
         .unwrap()
         .count();
     assert_eq!(dirs, 1, "leftovers after the resumed deploy");
+}
+
+/// The pids haproxy's master lists as its current workers (`show proc`,
+/// the rows under `# workers`), asked the way sarge asks: one line on the
+/// master CLI socket, then the end of input.
+fn haproxy_workers(home: &TestHome) -> Vec<u32> {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let mut socket = UnixStream::connect(home.root.join("var/run/haproxy-master.sock")).unwrap();
+    socket.write_all(b"show proc\n").unwrap();
+    socket.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).unwrap();
+    answer
+        .lines()
+        .skip_while(|line| !line.starts_with("# workers"))
+        .skip(1)
+        .take_while(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_reload_that_haproxy_refuses_is_an_error_with_the_old_routes_back() {
+    let home = TestHome::new("refusedreload", "  MESSAGE: v0");
+    let (web, api) = (home.stable, home.stable + 1);
+    let web_only = format!("  web: 127.0.0.1:{web}");
+    let with_api = format!("  web: 127.0.0.1:{web}\n  api: 127.0.0.1:{api}");
+    write_config(&home, &web_only, "v0", "");
+    home.deploy_ok(&hello_app(), "web");
+    let config_before = std::fs::read(home.root.join("etc/haproxy.cfg")).unwrap();
+    let workers_before = haproxy_workers(&home);
+    assert_eq!(workers_before.len(), 1, "{workers_before:?}");
+
+    // Another program holds api's address. `haproxy -c` does not bind, so
+    // the config passes its check; only the new worker finds the address
+    // taken, and the master counts a failed reload.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", api)).unwrap();
+    let load = Load::start(web);
+    write_config(&home, &with_api, "v1", "");
+    let out = home.deploy(&hello_app(), "web");
+    let (fresh, kept) = load.finish();
+    let text = stderr(&out);
+    assert!(!out.status.success(), "deploy succeeded:\n{text}");
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "not one `error:` line:\n{text}");
+    let error = &text[text.find("error:").unwrap()..];
+    assert!(
+        error.contains(&format!("127.0.0.1:{api}")),
+        "the error does not name the address:\n{text}"
+    );
+    for count in [&fresh, &kept] {
+        assert!(
+            count.failed == 0 && count.served > 0,
+            "web failed {} of {} requests during the refused reload (first: {:?}); after the deploy web answers {:?}:\n{text}",
+            count.failed,
+            count.failed + count.served,
+            count.failures.first(),
+            http_get(web, "/"),
+        );
+    }
+    // The old routes are back: the same file and the same worker.
+    assert_eq!(
+        std::fs::read(home.root.join("etc/haproxy.cfg")).unwrap(),
+        config_before,
+        "haproxy.cfg changed after the refused reload"
+    );
+    assert_eq!(haproxy_workers(&home), workers_before);
+    assert_eq!(http_get(web, "/").unwrap(), (200, "v0\n".to_owned()));
+
+    // With the address free, the same deploy goes through and api's
+    // stable address answers (haproxy's 503: no api instance yet).
+    drop(squatter);
+    home.deploy_ok(&hello_app(), "web");
+    assert_eq!(http_get(web, "/").unwrap(), (200, "v1\n".to_owned()));
+    assert!(
+        matches!(http_get(api, "/"), Ok((503, _))),
+        "api answered {:?}",
+        http_get(api, "/")
+    );
+
+    // A bind sarge cannot check beforehand, since the running haproxy holds
+    // the port itself: web moves from 127.0.0.1 to every interface while
+    // another program listens on 127.0.0.2 with the same port. Here haproxy
+    // itself refuses the reload (its master counts a failed one). Its new
+    // worker pauses the old one's listeners while it retries the bind, so
+    // requests may be refused for that second; the old routes come back.
+    let config_before = std::fs::read(home.root.join("etc/haproxy.cfg")).unwrap();
+    let workers_before = haproxy_workers(&home);
+    let squatter = std::net::TcpListener::bind(("127.0.0.2", web)).unwrap();
+    write_config(
+        &home,
+        &format!("  web: \"*:{web}\"\n  api: 127.0.0.1:{api}"),
+        "v2",
+        "",
+    );
+    let out = home.deploy(&hello_app(), "web");
+    let text = stderr(&out);
+    assert!(!out.status.success(), "deploy succeeded:\n{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|line| line.starts_with("error:"))
+            .count(),
+        1,
+        "not one `error:` line:\n{text}"
+    );
+    assert!(
+        text.contains("haproxy refused to reload") && text.contains(&format!(":{web}]")),
+        "the error does not say haproxy refused the address:\n{text}"
+    );
+    assert_eq!(
+        std::fs::read(home.root.join("etc/haproxy.cfg")).unwrap(),
+        config_before,
+        "haproxy.cfg changed after the refused reload"
+    );
+    assert_eq!(haproxy_workers(&home), workers_before);
+    assert_eq!(http_get(web, "/").unwrap(), (200, "v1\n".to_owned()));
+    assert!(matches!(http_get(api, "/"), Ok((503, _))));
+    drop(squatter);
+    home.deploy_ok(&hello_app(), "web");
+    assert_eq!(http_get(web, "/").unwrap(), (200, "v2\n".to_owned()));
+}
+
+#[test]
+fn a_file_the_unpack_cannot_create_is_refused_with_the_reason_from_the_system() {
+    let home = TestHome::new("unpackerrno", "  MESSAGE: old");
+    home.deploy_ok(&hello_app(), "web");
+    // The unpacker creates each file with `openat` relative to the app
+    // folder, so the path it passes is the entry's own: strace's `-P`
+    // matches it there (and nowhere else: no other file has this name),
+    // and the kernel's answer for that one file is the injected error.
+    let entry = "data/sarge-unwritable.bin";
+    let tarball = app_tarball_with(&[(entry, tar::EntryType::Regular, b"payload", "")]);
+    for (errno, reason) in [
+        ("EACCES", "Permission denied"),
+        ("ENOSPC", "No space left on device"),
+    ] {
+        let before = home.snapshot();
+        let out = deploy_under_strace(
+            &home,
+            &tarball,
+            &[
+                // Any thread of sarge's may be the one that unpacks.
+                "-f".to_owned(),
+                "-P".to_owned(),
+                entry.to_owned(),
+                "-e".to_owned(),
+                "trace=openat".to_owned(),
+                "-e".to_owned(),
+                format!("inject=openat:error={errno}"),
+            ],
+        );
+        assert_refused(
+            &home,
+            &before,
+            Refusal {
+                case: errno,
+                output: out,
+                expected: &format!("tarball entry {entry} cannot be written: {reason}"),
+            },
+        );
+        assert_eq!(
+            http_get(home.stable, "/").unwrap(),
+            (200, "old\n".to_owned())
+        );
+    }
+    // Without the fault the same tarball deploys.
+    let out = home.deploy_bytes(&tarball, "web");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn signals_that_interrupt_socket_calls_fail_no_command() {
+    let home = TestHome::new("eintr", "  MESSAGE: old");
+    home.deploy_ok(&hello_app(), "web");
+    // Every other read on a socket (std reads one with recvfrom) fails with
+    // EINTR, as when a signal lands while sarge waits for supervisord's
+    // answer or an instance's: each retry is the next call, which goes
+    // through. For `list`,
+    // which talks to supervisord alone, so does every other `connect`
+    // (haproxy's clients, which `deploy` uses, do not retry one). strace
+    // writes what it injected to `log` (a later `-o` wins).
+    let log = std::env::temp_dir().join(format!("sarge-eintr-{}.strace", std::process::id()));
+    let interrupted = |syscalls: &str, command: &[&str], input: &[u8]| {
+        let _ = std::fs::remove_file(&log);
+        let out = sarge_under_strace(
+            &home,
+            &[
+                "-f".to_owned(),
+                "-o".to_owned(),
+                log.display().to_string(),
+                "-e".to_owned(),
+                format!("trace={syscalls}"),
+                "-e".to_owned(),
+                format!("inject={syscalls}:error=EINTR:when=1+2"),
+            ],
+            command,
+            input,
+        );
+        let trace = std::fs::read_to_string(&log).unwrap_or_default();
+        let injected = trace
+            .lines()
+            .filter(|line| line.contains("(INJECTED)"))
+            .count();
+        (out, injected)
+    };
+
+    let (out, injected) = interrupted("recvfrom,connect", &["list"], b"");
+    assert!(out.status.success(), "list failed: {}", stderr(&out));
+    assert!(stdout(&out).contains("web"), "{}", stdout(&out));
+    assert!(injected >= 2, "list: only {injected} calls interrupted");
+
+    home.write_config("  MESSAGE: new", "");
+    let (out, injected) = interrupted("recvfrom", &["deploy", "-", "web"], &tar_of(&hello_app()));
+    assert!(out.status.success(), "deploy failed: {}", stderr(&out));
+    assert!(injected >= 10, "deploy: only {injected} calls interrupted");
+    assert_eq!(
+        http_get(home.stable, "/").unwrap(),
+        (200, "new\n".to_owned())
+    );
+    let _ = std::fs::remove_file(&log);
 }

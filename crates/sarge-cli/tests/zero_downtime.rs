@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -148,4 +150,105 @@ fn every_step_reports_its_duration() {
         );
     }
     assert!(progress.contains("reused"), "{progress}");
+}
+
+/// Starts a deploy of `app` and SIGKILLs it as soon as it reports the
+/// switch: the new instance takes the traffic, the old one is in
+/// maintenance, and `current.json` still names the old one (the commit
+/// comes next). The new instance's port, or `None` if the deploy got past
+/// the commit before the kill.
+fn deploy_killed_after_the_switch(home: &TestHome, app: &std::path::Path) -> Option<u16> {
+    let before = home.instance_of("web")["id"].clone();
+    let mut child = home
+        .command(&["deploy", "-", "web"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&tar_of(app)).unwrap();
+    drop(stdin);
+    let mut seen = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.starts_with("-----> switch ") {
+            child.kill().unwrap();
+            break;
+        }
+        seen.push(line);
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the deploy finished first: {seen:?}");
+    let port = seen
+        .iter()
+        .find_map(|line| {
+            line.strip_prefix("-----> start")?
+                .rsplit_once("port ")?
+                .1
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no port in {seen:?}"));
+    (home.instance_of("web")["id"] == before).then_some(port)
+}
+
+#[test]
+fn recovery_drains_the_instance_a_killed_deploy_switched_to() {
+    let home = TestHome::new("killdrain", "  MESSAGE: hi");
+    // The slow page says which instance (by port) answered it: haproxy
+    // retries a request whose server closed without answering on another
+    // server, so only the port shows the request was not cut and replayed.
+    let app = slow_app("killdrain");
+    let source = std::fs::read_to_string(app.join("app.py")).unwrap();
+    let source = source.replace(
+        "return \"slow done\\n\"",
+        "return \"slow done on \" + sys.argv[1] + \"\\n\"",
+    );
+    assert!(source.contains("slow done on"), "{source}");
+    std::fs::write(app.join("app.py"), source).unwrap();
+    home.deploy_ok(&app, "web");
+    let stable = home.stable;
+    let load = Load::start(stable);
+    // The kill must land between the switch and the commit, a window of a
+    // few milliseconds; one that lands after the commit leaves nothing to
+    // recover, so the deploy is tried again.
+    let abandoned = (0..5)
+        .find_map(|_| {
+            let port = deploy_killed_after_the_switch(&home, &app);
+            if port.is_none() {
+                let out = home.sarge(&["recover"]);
+                assert!(out.status.success(), "recover failed: {}", stderr(&out));
+            }
+            port
+        })
+        .expect("5 kills after the switch all landed after the commit");
+    // The abandoned instance serves the stable address; a slow request
+    // goes to it and is still open when recovery puts the committed
+    // instance back and stops the abandoned one.
+    let slow = std::thread::spawn(move || http_get(stable, "/slow"));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = home.sarge(&["recover"]);
+    let progress = stderr(&out);
+    assert!(out.status.success(), "recover failed: {progress}");
+    assert_eq!(
+        slow.join().unwrap().unwrap(),
+        (200, format!("slow done on {abandoned}\n")),
+        "the slow request on the abandoned instance was cut; recover said:\n{progress}"
+    );
+    let (fresh, kept) = load.finish();
+    for count in [&fresh, &kept] {
+        assert!(
+            count.failed == 0 && count.served > 0,
+            "{} of {} requests failed across the kill and the recovery (first: {:?}); recover said:\n{progress}",
+            count.failed,
+            count.failed + count.served,
+            count.failures.first(),
+        );
+    }
+    assert_eq!(home.instances().len(), 1);
+    let dirs = std::fs::read_dir(home.root.join("var/instances"))
+        .unwrap()
+        .count();
+    assert_eq!(dirs, 1, "the abandoned instance is still on disk");
+    let _ = std::fs::remove_dir_all(app);
 }

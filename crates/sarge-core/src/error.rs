@@ -65,6 +65,21 @@ pub enum Error {
         /// Its last lines.
         log_tail: String,
     },
+    /// A stable address new to haproxy's config is held by another
+    /// program; haproxy was not reloaded, so every other address kept
+    /// serving.
+    #[error("the stable address {address} of {process} is taken by another program ({source}): free it or change port_map in {config}")]
+    StableAddressTaken {
+        /// The process it is for.
+        process: String,
+        /// The address, as written in `port_map`.
+        address: String,
+        /// The sarge.yaml that names it.
+        config: Utf8PathBuf,
+        /// What binding it returned.
+        #[source]
+        source: std::io::Error,
+    },
     /// A new `haproxy_bin` is not a haproxy that can run the current
     /// config; the running haproxy was left alone.
     #[error("haproxy_bin {bin} (set in {config}) cannot replace the running haproxy: {problem}")]

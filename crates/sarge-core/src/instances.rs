@@ -23,9 +23,10 @@ use crate::routing::{Router, HAPROXY_PROGRAM};
 use crate::state::{CurrentInstances, InstanceRecord, PreparedRelease};
 use crate::Sarge;
 
-/// How many removed instances keep their logs (at most 40 MB each, see
-/// `sarge_supervisor::Program`): enough to look into the last few releases
-/// or failed deploys, and a bound on a home that deploys all day.
+/// How many removed instances keep their logs (each at most `log_max_bytes`
+/// times 1 + `log_backups` rotated files: 50 MB x 6 by default, see
+/// `sarge_config::Config`): enough to look into the last few releases or
+/// failed deploys, and a bound on a home that deploys all day.
 const KEPT_REMOVED_LOGS: usize = 5;
 
 /// One current instance, as `sarge list` shows it.

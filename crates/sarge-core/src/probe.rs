@@ -35,10 +35,13 @@ pub(crate) fn http_status(address: SocketAddr, host: &str, path: &str) -> std::i
     let mut head = [0u8; 32];
     let mut filled = 0;
     while filled < 12 {
-        let read = stream.read(&mut head[filled..])?;
-        if read == 0 {
-            break;
-        }
+        // A signal landing mid-read says nothing about the instance.
+        let read = match stream.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
         filled += read;
     }
     let head = String::from_utf8_lossy(&head[..filled]);

@@ -108,7 +108,8 @@ impl<'a> Router<'a> {
         }
         let program_file = self.home.program_file(HAPROXY_PROGRAM);
         let previous_program = fs_err::read_to_string(&program_file).ok();
-        let started = self.start_or_reload(&bin, &config, structure_changed);
+        let reload_from = previous_text.as_deref().filter(|_| structure_changed);
+        let started = self.start_or_reload(&bin, &config, reload_from);
         if started.is_err() {
             // Put back the files as they were, so nothing of a failed
             // deploy stays and the next attempt sees the change again.
@@ -151,12 +152,14 @@ impl<'a> Router<'a> {
     /// Starts haproxy under supervisord if it is not running (restarting it
     /// only if its command changed), or reloads it if its config changed;
     /// returns the worker that serves the config on disk, once it answers,
-    /// and whether haproxy was started, restarted or reloaded.
+    /// and whether haproxy was started, restarted or reloaded. `reload_from`
+    /// is the config haproxy runs, if the one on disk differs from it in
+    /// more than servers.
     fn start_or_reload(
         &self,
         bin: &Utf8Path,
         config: &HaproxyConfig,
-        config_changed: bool,
+        reload_from: Option<&str>,
     ) -> Result<(LiveWorker, bool)> {
         let program = haproxy_program(self.home, bin);
         let program_file = self.home.program_file(HAPROXY_PROGRAM);
@@ -190,10 +193,11 @@ impl<'a> Router<'a> {
             self.supervisor.add_process_group(HAPROXY_PROGRAM)?;
             self.supervisor.start_process(HAPROXY_PROGRAM, false)?;
             Ok((self.wait_live(config, None)?, true))
-        } else if config_changed {
+        } else if let Some(previous) = reload_from {
             // A new or removed stable address: a structural change, so the
             // master reloads; its old worker finishes the open connections.
             // The file is final by now, so the new worker reads this config.
+            self.check_new_addresses_free(previous)?;
             let pid = self
                 .master
                 .reload(HAPROXY_START_TIMEOUT)
@@ -202,6 +206,45 @@ impl<'a> Router<'a> {
         } else {
             Ok((self.wait_live(config, None)?, false))
         }
+    }
+
+    /// Refuses, before haproxy is reloaded, a stable address that another
+    /// program listens on. `haproxy -c` does not bind, so only the new
+    /// worker would find out, and while it retries the bind it pauses the
+    /// old worker's listeners: for about a second every stable address
+    /// refuses connections, before the reload fails. A port the running
+    /// config binds is left alone: haproxy takes it over itself (an
+    /// address switched between `127.0.0.1:P` and `*:P`).
+    fn check_new_addresses_free(&self, previous: &str) -> Result<()> {
+        let held: Vec<StableAddress> = previous
+            .lines()
+            .filter_map(|line| {
+                let bind = line.trim_start().strip_prefix("bind ")?;
+                bind.split_whitespace().next()?.parse().ok()
+            })
+            .collect();
+        for (process, address) in &self.config.port_map {
+            if held.iter().any(|old| old.port == address.port) {
+                continue;
+            }
+            for target in bind_targets(address) {
+                match std::net::TcpListener::bind(target) {
+                    Err(source) if source.kind() == std::io::ErrorKind::AddrInUse => {
+                        return Err(Error::StableAddressTaken {
+                            process: process.to_string(),
+                            address: address.to_string(),
+                            config: self.home.config_file(),
+                            source,
+                        });
+                    }
+                    // Other refusals (a host not on this machine, a port
+                    // below 1024) are haproxy's to report: it does not
+                    // pause the old worker for those.
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs `bin -v` and `bin -c` on the live config: a `haproxy_bin` that
@@ -490,6 +533,19 @@ fn connect_address(address: &StableAddress) -> SocketAddr {
             .ok()
             .and_then(|mut addresses| addresses.next())
             .unwrap_or(loopback),
+    }
+}
+
+/// The socket addresses haproxy binds for `address`: `*` is every IPv4
+/// interface, a host name each address it resolves to.
+fn bind_targets(address: &StableAddress) -> Vec<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    match address.host.as_deref() {
+        None => vec![SocketAddr::from(([0, 0, 0, 0], address.port))],
+        Some(host) => (host, address.port)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .unwrap_or_default(),
     }
 }
 
