@@ -326,6 +326,203 @@ fn an_app_cannot_edit_its_venv_as_a_non_root_user() {
     let _ = std::fs::remove_dir_all(&app);
 }
 
+/// A folder holding only `uv`, for [`TEST_USER`]'s `PATH`: the uv on
+/// root's `PATH` lies under /root, which that user cannot enter, so its
+/// deploys would install with pip and never fill uv's cache. Removed when
+/// dropped.
+struct UvForTestUser {
+    dir: PathBuf,
+}
+
+impl UvForTestUser {
+    fn new(name: &str) -> Self {
+        // `uv run` tells the command it runs where uv itself is, also when
+        // `uv` on PATH is a pyenv shim.
+        let out = std::process::Command::new("uv")
+            .args(["run", "--no-project", "--no-config", "--offline"])
+            .args(["--", "printenv", "UV"])
+            .output()
+            .unwrap_or_else(|err| {
+                panic!("uv cannot be run ({err}): run `scripts/setup`, which installs it")
+            });
+        assert!(
+            out.status.success(),
+            "uv cannot be run: run `scripts/setup`, which installs it: {}",
+            stderr(&out)
+        );
+        let uv = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let dir = std::env::temp_dir().join(format!("sarge-e2e-uv-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if std::fs::hard_link(&uv, dir.join("uv")).is_err() {
+            std::fs::copy(&uv, dir.join("uv")).unwrap();
+            std::fs::set_permissions(dir.join("uv"), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        UvForTestUser { dir }
+    }
+
+    /// `sarge deploy - PROCESS` of `app` in `home`, with this uv on PATH.
+    fn deploy_ok(&self, home: &TestHome, app: &Path, process: &str) -> String {
+        let mut command = home.command(&["deploy", "-", process]);
+        command.env(
+            "PATH",
+            format!(
+                "{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+                self.dir.display()
+            ),
+        );
+        let out = run_with_stdin(command, &tar_of(app));
+        assert!(out.status.success(), "deploy failed:\n{}", stderr(&out));
+        stderr(&out)
+    }
+}
+
+impl Drop for UvForTestUser {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The app tries, at start, to change every copy of flask in uv's cache
+/// (`var/cache`, found from its venv's path): append to its
+/// `__init__.py`, add a `.pth` beside it (the whole entry is copied into
+/// a new venv), rename the entry aside, and rename the cache's
+/// `archive-v0` aside. With `chmod_first`, it first gives itself write
+/// permission on the file it appends to, as the file's owner can.
+fn cache_editing_app(name: &str, chmod_first: bool) -> PathBuf {
+    let chmod = if chmod_first {
+        "os.chmod(init, 0o600), "
+    } else {
+        ""
+    };
+    app_with_prelude(
+        name,
+        &format!(
+            "import glob, os, sys
+cache = os.path.join(os.path.dirname(os.path.dirname(sys.prefix)), 'cache')
+def attempt(what, action):
+    try:
+        action()
+        print('cache: did', what, flush=True)
+    except OSError as error:
+        print('cache: could not', what + ':', error, flush=True)
+inits = glob.glob(cache + '/archive-v0/*/flask/__init__.py')
+print('cache: found', len(inits), 'flask', flush=True)
+for init in inits:
+    entry = os.path.dirname(os.path.dirname(init))
+    attempt('edit flask', lambda: ({chmod}open(init, 'a').write('\\nSARGE_TAMPERED = True\\n')))
+    attempt('add evil.pth', lambda: open(entry + '/evil.pth', 'w').write('import os\\n'))
+    attempt('rename the entry', lambda: os.rename(entry, entry + '.old'))
+attempt('rename archive-v0', lambda: os.rename(cache + '/archive-v0', cache + '/archive-v0.old'))
+"
+        ),
+    )
+}
+
+/// The current `web` instance's log.
+fn web_log(home: &TestHome) -> String {
+    std::fs::read_to_string(home.root.join("var/log").join(format!(
+        "{}.log",
+        home.instance_of("web")["id"].as_str().unwrap()
+    )))
+    .unwrap()
+}
+
+/// Fails if any venv's flask holds the edit or any site-packages the
+/// `.pth`.
+fn assert_no_venv_edited(home: &TestHome, case: &str) {
+    for dir in site_packages(home) {
+        let flask = std::fs::read_to_string(dir.join("flask/__init__.py")).unwrap();
+        assert!(
+            !flask.contains("SARGE_TAMPERED"),
+            "{case}: the edit of flask is in {}",
+            dir.display()
+        );
+        assert!(
+            !dir.join("evil.pth").exists(),
+            "{case}: {} holds evil.pth",
+            dir.display()
+        );
+    }
+}
+
+/// `app`'s requirements with a comment added: another key, so the next
+/// deploy installs a new venv, from uv's cache.
+fn new_pin_set(app: &Path, comment: &str) {
+    let mut requirements = std::fs::read_to_string(app.join("requirements.txt")).unwrap();
+    requirements.push_str(&format!("# {comment}\n"));
+    std::fs::write(app.join("requirements.txt"), requirements).unwrap();
+}
+
+/// uv copies every new venv from its cache, which belongs to the user the
+/// apps run as. Between installs the cache is read-only, so an app's
+/// writes fail; an edit made anyway (after a chmod) changes its
+/// fingerprint, and the next install empties the cache first.
+#[test]
+fn an_app_cannot_change_what_uvs_cache_gives_later_venvs_as_a_non_root_user() {
+    let home = TestHome::new_unprivileged("editcache", "  MESSAGE: cache");
+    let uv = UvForTestUser::new("editcache");
+    let app = cache_editing_app("editcache", false);
+    uv.deploy_ok(&home, &app, "web");
+    let log = web_log(&home);
+    assert!(
+        log.contains("cache: found 1 flask"),
+        "the install did not use uv's cache:\n{log}"
+    );
+    for what in [
+        "edit flask",
+        "add evil.pth",
+        "rename the entry",
+        "rename archive-v0",
+    ] {
+        assert!(
+            log.contains(&format!(
+                "cache: could not {what}: [Errno 13] Permission denied"
+            )),
+            "the app could {what}:\n{log}"
+        );
+    }
+
+    // A new venv, from the cache the app tried to change.
+    std::fs::write(
+        app.join("app.py"),
+        std::fs::read(hello_app().join("app.py")).unwrap(),
+    )
+    .unwrap();
+    new_pin_set(&app, "second pin set");
+    let redeploy = uv.deploy_ok(&home, &app, "web");
+    assert!(
+        redeploy.contains("installed requirements.txt"),
+        "{redeploy}"
+    );
+    assert!(!redeploy.contains("installer's cache"), "{redeploy}");
+    assert_eq!(site_packages(&home).len(), 2);
+    assert_no_venv_edited(&home, "a plain write");
+
+    // The owner can chmod its way in: the fingerprint sees the edit.
+    let app = cache_editing_app("editcache", true);
+    new_pin_set(&app, "second pin set");
+    uv.deploy_ok(&home, &app, "web");
+    let log = web_log(&home);
+    assert!(log.contains("cache: did edit flask"), "{log}");
+    std::fs::write(
+        app.join("app.py"),
+        std::fs::read(hello_app().join("app.py")).unwrap(),
+    )
+    .unwrap();
+    new_pin_set(&app, "third pin set");
+    let redeploy = uv.deploy_ok(&home, &app, "web");
+    assert!(
+        redeploy.contains("installed requirements.txt")
+            && redeploy.contains("the installer's cache could not be trusted (files in it changed since the last install: archive-v0/"),
+        "{redeploy}"
+    );
+    assert_no_venv_edited(&home, "an edit after a chmod");
+    let _ = std::fs::remove_dir_all(&app);
+}
+
 /// The log files of `web` instances in var/log (rotated ones included).
 fn web_logs(home: &TestHome) -> Vec<String> {
     let mut logs: Vec<String> = std::fs::read_dir(home.root.join("var/log"))

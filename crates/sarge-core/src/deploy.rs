@@ -326,6 +326,9 @@ impl Sarge {
         if let Some(note) = venv.rebuild_note() {
             steps.warn(note);
         }
+        if let Some(note) = venv.cache_note() {
+            steps.warn(note);
+        }
         if !venv.reused {
             // The store seals venvs owner-only; uv makes some cache files
             // readable by all whatever the umask.

@@ -17,7 +17,8 @@ use crate::output::{missing_package, tail, TAIL_LINES};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Installer {
     /// `uv venv` + `uv pip install`: much faster; files are copied from
-    /// its cache, never hardlinked, so no environment shares a file with it.
+    /// its cache, never hardlinked, so no environment shares a file with it,
+    /// and the cache is sealed between installs (see `cache`).
     Uv {
         /// The `uv` executable.
         bin: Utf8PathBuf,
@@ -155,7 +156,7 @@ pub(crate) fn install(installer: &Installer, build: &Build<'_>) -> Result<String
                 .args(["--progress-bar", "off", "--retries", "0"])
                 .args(["--proxy", REFUSING_PROXY])
                 .arg("--cache-dir")
-                .arg(build.cache_dir.join("pip"))
+                .arg(build.cache_dir.join(crate::cache::PIP_CACHE))
                 .env("PIP_CONFIG_FILE", "/dev/null");
             (venv_python.clone(), command, "pip install")
         }

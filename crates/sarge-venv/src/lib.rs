@@ -25,6 +25,12 @@
 //! [`PythonTags`] the interpreter supports: what `sarge dist missing`
 //! answers.
 //!
+//! uv's cache, which every new environment is copied from (never linked
+//! to), is read-only too except while uv installs, and its fingerprint is
+//! checked before each install: one found changed is emptied first
+//! ([`Venv::cache_note`]), so an app cannot change what later releases
+//! install.
+//!
 //! Environments are read-only once built, so [`remove_tree`] (which
 //! `chmod -R u+w`s what it deletes) removes them; sarge uses it for the
 //! app folders too, which an app may have made read-only.
@@ -62,6 +68,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod bytecode;
+mod cache;
 mod error;
 mod installer;
 mod key;

@@ -30,12 +30,13 @@ const WRITE_BITS: u32 = 0o222;
 pub(crate) const GROUP_OTHER_BITS: u32 = 0o077;
 
 /// Removes the write bits, and the bits in `also` (see
-/// [`GROUP_OTHER_BITS`]), of everything inside `venv` (not `venv` itself:
-/// its marker is written after this). Nothing may change a mode after the
-/// fingerprint is taken, or the environment reads as changed.
-pub(crate) fn make_read_only(venv: &Utf8Path, also: u32) -> Result<()> {
+/// [`GROUP_OTHER_BITS`]), of everything inside `dir` (not `dir` itself:
+/// its marker is written after this) but the entries named in `skip`.
+/// Nothing may change a mode after the fingerprint is taken, or the
+/// environment reads as changed.
+pub(crate) fn make_read_only(dir: &Utf8Path, also: u32, skip: &[&str]) -> Result<()> {
     let strip = WRITE_BITS | also;
-    walk(venv.as_std_path(), &mut |path, meta| {
+    walk(dir.as_std_path(), skip, &mut |path, meta| {
         // Links have no mode of their own on Linux; chmod would follow them.
         if meta.file_type().is_symlink() {
             return Ok(());
@@ -49,19 +50,13 @@ pub(crate) fn make_read_only(venv: &Utf8Path, also: u32) -> Result<()> {
     })
 }
 
-/// The fingerprint of everything inside `venv` except the entries named in
+/// The fingerprint of everything inside `dir` except the entries named in
 /// `skip` (the marker, which is written after the fingerprint), as hex.
-pub(crate) fn fingerprint(venv: &Utf8Path, skip: &[&str]) -> Result<String> {
-    let root = venv.as_std_path();
+pub(crate) fn fingerprint(dir: &Utf8Path, skip: &[&str]) -> Result<String> {
+    let root = dir.as_std_path();
     let mut hasher = Sha256::new();
-    walk(root, &mut |path, meta| {
+    walk(root, skip, &mut |path, meta| {
         let relative = path.strip_prefix(root).unwrap_or(path);
-        if skip
-            .iter()
-            .any(|name| relative.as_os_str().as_bytes() == name.as_bytes())
-        {
-            return Ok(());
-        }
         hasher.update(relative.as_os_str().as_bytes());
         hasher.update([0]);
         let kind = if meta.is_dir() {
@@ -103,12 +98,9 @@ pub(crate) fn fingerprint(venv: &Utf8Path, skip: &[&str]) -> Result<String> {
 pub(crate) fn changed_since(venv: &Utf8Path, sealed: (i64, i64), skip: &[&str]) -> Vec<String> {
     let root = venv.as_std_path();
     let (mut files, mut folders) = (Vec::new(), Vec::new());
-    let _ = walk(root, &mut |path, meta| {
+    let _ = walk(root, skip, &mut |path, meta| {
         let relative = path.strip_prefix(root).unwrap_or(path);
-        let skipped = skip
-            .iter()
-            .any(|name| relative.as_os_str().as_bytes() == name.as_bytes());
-        if !skipped && (meta.ctime(), meta.ctime_nsec()) > sealed {
+        if (meta.ctime(), meta.ctime_nsec()) > sealed {
             let name = relative.to_string_lossy().into_owned();
             if meta.is_dir() {
                 folders.push(name);
@@ -122,20 +114,48 @@ pub(crate) fn changed_since(venv: &Utf8Path, sealed: (i64, i64), skip: &[&str]) 
     files
 }
 
-/// Calls `visit` for every entry under `dir` (links not followed), in name
-/// order so that the fingerprint does not depend on the folder's order; a
-/// folder's entries come before the folder itself.
-fn walk(dir: &Path, visit: &mut dyn FnMut(&Path, &fs::Metadata) -> Result<()>) -> Result<()> {
-    let mut entries = fs::read_dir(dir)
+/// Calls `visit` for every entry under `root` (links not followed) but the
+/// entries of `root` named in `skip` and what they hold, in name order so
+/// that the fingerprint does not depend on the folder's order; a folder's
+/// entries come before the folder itself.
+pub(crate) fn walk(
+    root: &Path,
+    skip: &[&str],
+    visit: &mut dyn FnMut(&Path, &fs::Metadata) -> Result<()>,
+) -> Result<()> {
+    let mut entries = fs::read_dir(root)
+        .map_err(Error::io("list folder", lossy(root)))?
+        .map(|entry| entry.map(|entry| entry.path()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(Error::io("list folder", lossy(root)))?;
+    entries.retain(|path| {
+        path.file_name().is_none_or(|name| {
+            !skip
+                .iter()
+                .any(|skipped| name.as_bytes() == skipped.as_bytes())
+        })
+    });
+    visit_all(entries, visit)
+}
+
+fn walk_all(dir: &Path, visit: &mut dyn FnMut(&Path, &fs::Metadata) -> Result<()>) -> Result<()> {
+    let entries = fs::read_dir(dir)
         .map_err(Error::io("list folder", lossy(dir)))?
         .map(|entry| entry.map(|entry| entry.path()))
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(Error::io("list folder", lossy(dir)))?;
+    visit_all(entries, visit)
+}
+
+fn visit_all(
+    mut entries: Vec<std::path::PathBuf>,
+    visit: &mut dyn FnMut(&Path, &fs::Metadata) -> Result<()>,
+) -> Result<()> {
     entries.sort();
     for path in entries {
         let meta = fs::symlink_metadata(&path).map_err(Error::io("inspect", lossy(&path)))?;
         if meta.is_dir() {
-            walk(&path, visit)?;
+            walk_all(&path, visit)?;
         }
         visit(&path, &meta)?;
     }
@@ -164,7 +184,7 @@ mod tests {
     #[test]
     fn sealed_content_has_no_write_bits() {
         let dir = temp_dir("ro");
-        make_read_only(&dir, 0).unwrap();
+        make_read_only(&dir, 0, &[]).unwrap();
         for path in ["pyvenv.cfg", "lib", "lib/site-packages/pkg/__init__.py"] {
             let mode = fs::metadata(dir.join(path)).unwrap().permissions().mode();
             assert_eq!(mode & WRITE_BITS, 0, "{path}: {mode:o}");
@@ -176,7 +196,7 @@ mod tests {
     fn an_owner_only_seal_leaves_the_owner_read_and_search_only() {
         let dir = temp_dir("owner");
         fs::set_permissions(dir.join("pyvenv.cfg"), fs::Permissions::from_mode(0o666)).unwrap();
-        make_read_only(&dir, GROUP_OTHER_BITS).unwrap();
+        make_read_only(&dir, GROUP_OTHER_BITS, &[]).unwrap();
         for (path, expected) in [("pyvenv.cfg", 0o400), ("lib", 0o500)] {
             let mode = fs::metadata(dir.join(path)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, expected, "{path}: {mode:o}");
@@ -214,7 +234,7 @@ mod tests {
     #[test]
     fn changed_entries_are_named_files_first() {
         let dir = temp_dir("changed");
-        make_read_only(&dir, 0).unwrap();
+        make_read_only(&dir, 0, &[]).unwrap();
         fs::write(dir.join(".marker"), "").unwrap();
         let marker = fs::metadata(dir.join(".marker")).unwrap();
         let sealed = (marker.ctime(), marker.ctime_nsec());

@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::bytecode;
+// Per-key lock files live in the cache folder, apart from the
+// environments: listing the store only ever sees key folders, and a failed
+// build leaves no trace in the store.
+use crate::cache::{self, LOCKS_DIR};
 use crate::error::{Error, Result};
 use crate::installer::{self, Build, Installer};
 use crate::key::{self, EnvKey, VenvId};
@@ -31,10 +35,6 @@ const READY_MARKER: &str = ".sarge-ready";
 const MARKER_FILES: [&str; 2] = [READY_MARKER, ".sarge-ready.tmp"];
 /// The marker's line holding the fingerprint of the built environment.
 const FINGERPRINT_FIELD: &str = "fingerprint = ";
-/// Per-key lock files live in the cache folder, apart from the
-/// environments: listing the store only ever sees key folders, and a failed
-/// build leaves no trace in the store.
-const LOCKS_DIR: &str = "venv-locks";
 
 /// What an environment is built from.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +69,10 @@ pub struct Venv {
     /// For one built now with uv: how many compiled (`.pyc`) files it
     /// took from earlier environments, and how many sources it compiled.
     pub bytecode: Option<(usize, usize)>,
+    /// For one built now with uv: set when uv's cache had changed since
+    /// the last install sealed it (what changed), so it was emptied and
+    /// this one installed without it.
+    pub cache_discarded: Option<String>,
 }
 
 impl Venv {
@@ -89,6 +93,18 @@ impl Venv {
             format!(
                 "virtualenv {} changed since it was built ({reason}): built a fresh one at {}",
                 self.key, self.path
+            )
+        })
+    }
+
+    /// A sentence for the user when the installer's cache was discarded
+    /// before this environment was built, saying why; `None` otherwise.
+    pub fn cache_note(&self) -> Option<String> {
+        self.cache_discarded.as_ref().map(|reason| {
+            format!(
+                "the installer's cache could not be trusted ({reason}): \
+                 emptied it, so {} was installed without it",
+                self.key
             )
         })
     }
@@ -273,7 +289,11 @@ impl VenvStore {
             lock: &lock,
         };
         match self.build(&build, &key) {
-            Ok((output, compiled)) => {
+            Ok(Built {
+                output,
+                compiled,
+                cache_discarded,
+            }) => {
                 self.report(Progress::Built {
                     key: &key,
                     elapsed: started.elapsed(),
@@ -281,6 +301,7 @@ impl VenvStore {
                 });
                 let mut venv = self.ready(&key, generation, false, rebuilt_because);
                 venv.bytecode = compiled.map(|compiled| (compiled.reused, compiled.compiled));
+                venv.cache_discarded = cache_discarded;
                 Ok(venv)
             }
             Err(err) => {
@@ -307,6 +328,7 @@ impl VenvStore {
             reused,
             rebuilt_because,
             bytecode: None,
+            cache_discarded: None,
         }
     }
 
@@ -361,13 +383,30 @@ impl VenvStore {
         Ok(found)
     }
 
-    fn build(
-        &self,
-        build: &Build<'_>,
-        key: &EnvKey,
-    ) -> Result<(String, Option<bytecode::Compiled>)> {
-        let mut output = installer::create_venv(&self.installer, build)?;
-        output.push_str(&installer::install(&self.installer, build)?);
+    fn build(&self, build: &Build<'_>, key: &EnvKey) -> Result<Built> {
+        let strip = if self.owner_only {
+            seal::GROUP_OTHER_BITS
+        } else {
+            0
+        };
+        // uv's cache is what the next environments are copied from: it is
+        // writable only while uv runs (`uv venv` writes it too). pip
+        // installs from the wheels themselves; its cache would only hold
+        // wheels it built from source archives, not sealed here.
+        let cache = match self.installer {
+            Installer::Uv { .. } => Some(cache::open(build.cache_dir, strip)?),
+            Installer::Pip => None,
+        };
+        let cache_discarded = cache.as_ref().and_then(|cache| cache.discarded.clone());
+        let installed = installer::create_venv(&self.installer, build).and_then(|mut output| {
+            output.push_str(&installer::install(&self.installer, build)?);
+            Ok(output)
+        });
+        // Sealed whether the install worked or not; its error matters more
+        // than the seal's (a cache left unsealed is discarded next time).
+        let sealed = cache.map(cache::OpenCache::seal);
+        let output = installed?;
+        sealed.transpose()?;
         // Compiled once here rather than at every start of every instance:
         // in a read-only venv Python never caches what it compiles (a warm
         // redeploy's app start went from ~130 ms to ~450 ms without it).
@@ -378,12 +417,7 @@ impl VenvStore {
         };
         // Read-only first, so the fingerprint holds the final modes and
         // ctimes; the folder itself last, as the marker is written into it.
-        let strip = if self.owner_only {
-            seal::GROUP_OTHER_BITS
-        } else {
-            0
-        };
-        seal::make_read_only(build.venv, strip)?;
+        seal::make_read_only(build.venv, strip, &[])?;
         let fingerprint = seal::fingerprint(build.venv, &MARKER_FILES)?;
         write_marker(build.venv, key, &self.installer, &fingerprint)?;
         let mode = std::fs::metadata(build.venv)
@@ -395,7 +429,11 @@ impl VenvStore {
             std::fs::Permissions::from_mode(mode & !(0o222 | strip)),
         )
         .map_err(Error::io("make read-only", build.venv))?;
-        Ok((output, compiled))
+        Ok(Built {
+            output,
+            compiled,
+            cache_discarded,
+        })
     }
 
     /// Whether environment `id` is ready and as it was built (nothing in it
@@ -479,6 +517,13 @@ impl VenvStore {
             callback(progress);
         }
     }
+}
+
+/// What a build did, for [`Venv`] and [`Progress::Built`].
+struct Built {
+    output: String,
+    compiled: Option<bytecode::Compiled>,
+    cache_discarded: Option<String>,
 }
 
 /// The newest generation that is ready: the one a deploy should use.
