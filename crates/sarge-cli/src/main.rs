@@ -1147,10 +1147,13 @@ struct StderrProgress;
 
 impl Progress for StderrProgress {
     fn event(&mut self, event: &Event<'_>, elapsed: Duration) {
-        match event.step() {
-            Some(step) => eprintln!("-----> {step:<10} {:>8}  {event}", millis(elapsed)),
-            None => eprintln!("-----> {event}"),
-        }
+        // One write per line: stderr is unbuffered, and formatting straight
+        // into it costs a system call per piece.
+        let line = match event.step() {
+            Some(step) => format!("-----> {step:<10} {:>8}  {event}\n", millis(elapsed)),
+            None => format!("-----> {event}\n"),
+        };
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }
 }
 

@@ -74,7 +74,7 @@ impl Sarge {
         };
         let mut polls: u32 = 0;
         loop {
-            // The port is polled every couple of milliseconds (a connect is
+            // The port is polled every millisecond (a connect is
             // cheap); supervisord is asked how the process is doing once
             // the port opens, and every 16th poll meanwhile (every poll
             // once they slow down), so a crash still fails the wait at once.
@@ -116,7 +116,7 @@ impl Sarge {
             }
             // Poll fast at first: most apps are up within a few hundred ms.
             let pause = if !slow {
-                Duration::from_micros(2500)
+                Duration::from_millis(1)
             } else {
                 Duration::from_millis(50)
             };

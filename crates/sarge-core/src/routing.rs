@@ -281,17 +281,18 @@ impl<'a> Router<'a> {
     /// Gives each process of `changes` its new servers: every server it
     /// did not have joins its backend ready, then every server it no
     /// longer has goes into maintenance (its open requests finish), so the
-    /// stable address never has fewer ready servers than either side. The
-    /// config file then says the same, so a reload lands in this state.
-    /// On failure the committed routes are back.
+    /// stable address never has fewer ready servers than either side.
+    /// Returns the config that says the same, for the caller to write (so
+    /// a reload lands in this state) while it verifies the switch. On
+    /// failure the committed routes are back.
     pub(crate) fn switch(
         &self,
         live: &LiveWorker,
         routing: &Routing,
         changes: &Routing,
-    ) -> Result<()> {
+    ) -> Result<HaproxyConfig> {
         let mut next = routing.clone();
-        let switched = (|| -> Result<()> {
+        let switched = (|| -> Result<HaproxyConfig> {
             for (process, servers) in changes {
                 let before = routing.get(process).map_or(&[][..], Vec::as_slice);
                 for server in servers {
@@ -306,7 +307,7 @@ impl<'a> Router<'a> {
                 }
                 next.insert(process.clone(), servers.clone());
             }
-            Ok(self.render(&next)?.write(&self.home.haproxy_config())?)
+            self.render(&next)
         })();
         if switched.is_err() {
             self.restore(live, routing);

@@ -464,7 +464,34 @@ impl Sarge {
             .filter(|plan| plan.routed)
             .map(|plan| (plan.process.clone(), plan.servers(&self.home)))
             .collect();
-        router.switch(live, routing, &changes)?;
+        let config = router.switch(live, routing, &changes)?;
+        // The config file says the same as the live worker before the step
+        // ends; its flush overlaps the checks.
+        let path = self.home.haproxy_config();
+        let written = std::thread::spawn(move || config.write(&path));
+        let verified = self.verify_switch(supervisor, router, live, &changes, plans, steps);
+        let written = match written.join() {
+            Ok(result) => result.map_err(Error::from),
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        if let Err(error) = verified.and(written) {
+            router.restore(live, routing);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// The checks of step 4: every new instance still up, and each stable
+    /// address reaching its new instances through the live worker.
+    fn verify_switch(
+        &self,
+        supervisor: &Client,
+        router: &Router<'_>,
+        live: &LiveWorker,
+        changes: &Routing,
+        plans: &[ProcessRollout],
+        steps: &mut Steps<'_>,
+    ) -> Result<()> {
         for plan in plans.iter().filter(|plan| plan.routed) {
             let health = self.config.healthcheck.get(plan.process.as_str());
             let probe = Probe {
@@ -476,10 +503,7 @@ impl Sarge {
                 .iter()
                 .try_for_each(|record| self.confirm_alive(supervisor, record).map(drop))
                 .and_then(|()| router.verify(live, &plan.process, &changes[&plan.process], &probe));
-            if let Err(error) = confirmed {
-                router.restore(live, routing);
-                return Err(error);
-            }
+            confirmed?;
             if let Some(address) = self.config.port_map.get(plan.process.as_str()) {
                 for record in &plan.started {
                     steps.report(Event::Switched {
