@@ -120,6 +120,9 @@ impl Sarge {
         }
     }
 
+    /// A deploy, step by step: check the names, receive the tarball (before
+    /// the lock), recover, read the Procfile, install, make the release,
+    /// then roll it out or prepare it.
     fn deploy_to(
         &self,
         tarball: impl Read,
@@ -129,18 +132,51 @@ impl Sarge {
     ) -> Result<(Made, Option<bool>, Duration)> {
         let started = Instant::now();
         let mut steps = Steps::new(progress);
-        for process in processes {
-            if !is_valid_process_name(process) || *process == RELEASE_PROCESS {
-                return Err(Error::InvalidProcessName {
-                    name: excerpt(process),
-                });
-            }
-        }
+        check_deployable(processes)?;
         // Fails before the upload is read if supervisord is down.
         let supervisor = self.supervisor_checked()?;
         // The upload is read before the home lock is taken, so that a slow
         // or stalled client never holds up other commands.
-        let mut upload = self.claim_upload()?;
+        let mut upload = self.receive_upload(tarball, &mut steps)?;
+        let app_dir = upload.dir.join("app");
+
+        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        self.clean_leftovers(&supervisor, &mut steps)?;
+        let mut current = CurrentInstances::load(&self.home)?;
+        if phase != Phase::Whole {
+            self.replace_prepared(&supervisor, &mut current, &mut steps)?;
+        }
+        let procfile = read_procfile(&app_dir)?;
+        let rolled = processes_to_deploy(&procfile, processes, &mut steps)?;
+        let venv = self.install_requirements(&app_dir, &mut steps)?;
+
+        // The release takes its number once the app is known good, so a
+        // refused tarball changes nothing in the home.
+        let id = current.next_release_id();
+        let release_dir = upload.promote(&self.home, id)?;
+        let release = self.new_release(&current, id, &rolled, &procfile, venv.as_ref());
+        let made = self.roll_out_new_release(
+            &supervisor,
+            release,
+            &rolled,
+            &procfile,
+            venv.as_ref(),
+            phase,
+            &mut steps,
+        );
+        match made {
+            Ok(made) => Ok((made, venv.map(|venv| venv.reused), started.elapsed())),
+            Err(error) => {
+                // Never current: nothing may keep it.
+                let _ = sarge_venv::remove_tree(&release_dir);
+                Err(error)
+            }
+        }
+    }
+
+    /// Claims an upload folder and unpacks `tarball` into its `app`.
+    fn receive_upload(&self, tarball: impl Read, steps: &mut Steps<'_>) -> Result<Upload> {
+        let upload = self.claim_upload()?;
         let app_dir = upload.dir.join("app");
         let entries = (|| {
             crate::privacy::create_private_dir(&app_dir)?;
@@ -155,153 +191,112 @@ impl Sarge {
             entries,
             folder: &upload.dir,
         });
+        Ok(upload)
+    }
 
-        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
-        self.clean_leftovers(&supervisor, &mut steps)?;
-        let mut current = CurrentInstances::load(&self.home)?;
-        if phase != Phase::Whole && current.prepared.is_some() {
-            // One prepared release at a time: the newer one replaces it.
-            let replaced = current.prepared.as_ref().map(|prepared| prepared.release);
-            self.discard_prepared(&supervisor, &mut current)?;
-            if let Some(release) = replaced {
-                steps.report(Event::Discarded { release });
-            }
-        }
-
-        let procfile = read_procfile(&app_dir)?;
-        let rolled: Vec<String> = if processes.is_empty() {
-            procfile
-                .names()
-                .filter(|name| *name != RELEASE_PROCESS)
-                .map(str::to_owned)
-                .collect()
-        } else {
-            for process in processes {
-                if procfile.command(process).is_none() {
-                    return Err(Error::ProcessNotInProcfile {
-                        process: excerpt(process),
-                        available: excerpt(&procfile.names().collect::<Vec<_>>().join(", ")),
-                    });
-                }
-            }
-            processes
-                .iter()
-                .map(|process| (*process).to_owned())
-                .collect()
+    /// One prepared release at a time: a newer one replaces it.
+    fn replace_prepared(
+        &self,
+        supervisor: &sarge_supervisor::Client,
+        current: &mut CurrentInstances,
+        steps: &mut Steps<'_>,
+    ) -> Result<()> {
+        let Some(replaced) = current.prepared.as_ref().map(|prepared| prepared.release) else {
+            return Ok(());
         };
-        if rolled.is_empty() {
-            return Err(Error::ProcessNotInProcfile {
-                process: "(any process but release)".to_owned(),
-                available: excerpt(&procfile.names().collect::<Vec<_>>().join(", ")),
-            });
-        }
-        let commands: Vec<(String, String)> = rolled
-            .iter()
-            .map(|process| {
-                let command = procfile.command(process).unwrap_or("").to_owned();
-                (process.clone(), command)
-            })
-            .collect();
-        steps.report(Event::Procfile {
-            processes: &commands,
-        });
+        self.discard_prepared(supervisor, current)?;
+        steps.report(Event::Discarded { release: replaced });
+        Ok(())
+    }
 
-        let venv = self.install_requirements(&app_dir, &mut steps)?;
-
-        // The release takes its number once the app is known good, so a
-        // refused tarball changes nothing in the home.
-        let id = current.next_release_id();
-        let release_dir = upload.promote(&self.home, id)?;
-        let mut release_processes: BTreeMap<String, ProcessSpec> = match current.release {
+    /// The release a deploy makes: the current release's processes, with
+    /// those in `rolled` on the new code and virtualenv. A deploy keeps
+    /// each process's count; a new process runs one instance.
+    fn new_release(
+        &self,
+        current: &CurrentInstances,
+        id: ReleaseId,
+        rolled: &[String],
+        procfile: &Procfile,
+        venv: Option<&Venv>,
+    ) -> Release {
+        let mut processes: BTreeMap<String, ProcessSpec> = match current.release {
             Some(previous) => Release::load(&self.home, previous)
                 .map(|release| release.processes)
                 .unwrap_or_default(),
             None => BTreeMap::new(),
         };
-        for process in &rolled {
-            // A deploy keeps each process's count; a new process runs one.
-            let count = release_processes.get(process).map_or(1, |spec| spec.count);
-            release_processes.insert(
+        for process in rolled {
+            let count = processes.get(process).map_or(1, |spec| spec.count);
+            processes.insert(
                 process.clone(),
                 ProcessSpec {
                     code: id,
                     command: procfile.command(process).unwrap_or("").to_owned(),
-                    venv: venv.as_ref().map(|venv| venv.id.to_string()),
+                    venv: venv.map(|venv| venv.id.to_string()),
                     count,
                 },
             );
         }
-        let env = self.env()?;
-        let mut release = Release {
+        Release {
             id,
             created: rfc3339(SystemTime::now()),
             description: format!("deploy {}", rolled.join(", ")),
-            processes: release_processes,
+            processes,
             release_command_ran: false,
-        };
-        let made = (|| {
-            // The release's files are flushed while its instances start up.
-            let _deferred = crate::durability::DeferredSyncs::open();
-            let release_command = phase
-                != Phase::Prepare {
-                    release_command: false,
-                };
-            if let (Some(command), true) = (procfile.command(RELEASE_PROCESS), release_command) {
-                self.run_release_command(
-                    command,
-                    id,
-                    &release_dir,
-                    venv.as_ref(),
-                    &env,
-                    &mut steps,
-                )?;
-                release.release_command_ran = true;
-            }
-            release.save(&self.home, &env)?;
-            if phase == Phase::Whole {
-                let rolled_out = self.roll_out_locked(
-                    &supervisor,
-                    &release,
-                    &rolled,
-                    Rollout::Replace,
-                    &mut steps,
-                )?;
-                return Ok(Made::RolledOut(rolled_out));
-            }
-            let started = self.start_rollout(
-                &supervisor,
-                &release,
-                &rolled,
-                Rollout::Replace,
-                false,
-                &mut steps,
-            )?;
-            let mut started = started;
-            started.make_durable()?;
-            let mut current = CurrentInstances::load(&self.home)?;
-            let prepared = PreparedRelease {
-                release: release.id,
-                based_on: current.release,
-                instances: started.started(),
-                expires: self.prepared_expiry(),
-            };
-            current.prepared = Some(prepared.clone());
-            current.last_prepared = Some(release.id);
-            current.save(&self.home)?;
-            started.keep_instances();
-            steps.report(Event::Prepared {
-                release: release.id,
-            });
-            Ok(Made::Prepared(prepared))
-        })();
-        match made {
-            Ok(made) => Ok((made, venv.map(|venv| venv.reused), started.elapsed())),
-            Err(error) => {
-                // Never current: nothing may keep it.
-                let _ = sarge_venv::remove_tree(&release_dir);
-                Err(error)
-            }
         }
+    }
+
+    /// Runs the release command (unless the phase says not to), records
+    /// the release, then rolls it out, or starts its instances and records
+    /// it as prepared.
+    #[allow(clippy::too_many_arguments)]
+    fn roll_out_new_release(
+        &self,
+        supervisor: &sarge_supervisor::Client,
+        mut release: Release,
+        rolled: &[String],
+        procfile: &Procfile,
+        venv: Option<&Venv>,
+        phase: Phase,
+        steps: &mut Steps<'_>,
+    ) -> Result<Made> {
+        // The release's files are flushed while its instances start up.
+        let _deferred = crate::durability::DeferredSyncs::open();
+        let env = self.env()?;
+        let release_command = phase
+            != Phase::Prepare {
+                release_command: false,
+            };
+        if let (Some(command), true) = (procfile.command(RELEASE_PROCESS), release_command) {
+            let release_dir = self.home.release_dir(release.id);
+            self.run_release_command(command, release.id, &release_dir, venv, &env, steps)?;
+            release.release_command_ran = true;
+        }
+        release.save(&self.home, &env)?;
+        if phase == Phase::Whole {
+            let rolled_out =
+                self.roll_out_locked(supervisor, &release, rolled, Rollout::Replace, steps)?;
+            return Ok(Made::RolledOut(rolled_out));
+        }
+        let mut started =
+            self.start_rollout(supervisor, &release, rolled, Rollout::Replace, false, steps)?;
+        started.make_durable()?;
+        let mut current = CurrentInstances::load(&self.home)?;
+        let prepared = PreparedRelease {
+            release: release.id,
+            based_on: current.release,
+            instances: started.started(),
+            expires: self.prepared_expiry(),
+        };
+        current.prepared = Some(prepared.clone());
+        current.last_prepared = Some(release.id);
+        current.save(&self.home)?;
+        started.keep_instances();
+        steps.report(Event::Prepared {
+            release: release.id,
+        });
+        Ok(Made::Prepared(prepared))
     }
 
     /// Installs the app's requirements.txt into a shared virtualenv, if it
@@ -451,6 +446,67 @@ impl Drop for Upload {
 const PROCFILE_LIMIT: u64 = 64 * 1024;
 /// Most bytes of a requirements.txt: hundreds of pinned, hashed lines fit.
 const REQUIREMENTS_LIMIT: u64 = 1024 * 1024;
+
+/// Refuses, before anything is read, a process name that is not one or
+/// that names the release command.
+fn check_deployable(processes: &[&str]) -> Result<()> {
+    for process in processes {
+        if !is_valid_process_name(process) || *process == RELEASE_PROCESS {
+            return Err(Error::InvalidProcessName {
+                name: excerpt(process),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The processes a deploy gives the new code: `processes`, each of which
+/// the Procfile must have, or every process of the Procfile but `release`.
+fn processes_to_deploy(
+    procfile: &Procfile,
+    processes: &[&str],
+    steps: &mut Steps<'_>,
+) -> Result<Vec<String>> {
+    let available = || excerpt(&procfile.names().collect::<Vec<_>>().join(", "));
+    let rolled: Vec<String> = if processes.is_empty() {
+        procfile
+            .names()
+            .filter(|name| *name != RELEASE_PROCESS)
+            .map(str::to_owned)
+            .collect()
+    } else {
+        if let Some(missing) = processes
+            .iter()
+            .find(|process| procfile.command(process).is_none())
+        {
+            return Err(Error::ProcessNotInProcfile {
+                process: excerpt(missing),
+                available: available(),
+            });
+        }
+        processes
+            .iter()
+            .map(|process| (*process).to_owned())
+            .collect()
+    };
+    if rolled.is_empty() {
+        return Err(Error::ProcessNotInProcfile {
+            process: "(any process but release)".to_owned(),
+            available: available(),
+        });
+    }
+    let commands: Vec<(String, String)> = rolled
+        .iter()
+        .map(|process| {
+            let command = procfile.command(process).unwrap_or("").to_owned();
+            (process.clone(), command)
+        })
+        .collect();
+    steps.report(Event::Procfile {
+        processes: &commands,
+    });
+    Ok(rolled)
+}
 
 /// The Procfile of the app unpacked at `app_dir`.
 fn read_procfile(app_dir: &Utf8Path) -> Result<Procfile> {
