@@ -629,15 +629,7 @@ fn a_release_command_left_running_by_a_killed_deploy_is_killed_by_the_next_comma
     // Reads change nothing: the command runs on, its release folder stays.
     let before = home.snapshot();
     assert!(home.root.join("var/releases/v2").is_dir());
-    for args in [
-        &["list", "--json"][..],
-        &["releases", "--json"],
-        &["list"],
-        &["releases"],
-    ] {
-        let out = home.sarge(args);
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    }
+    run_every_read(&home);
     assert_unchanged(&home, &before, "list and releases");
     assert_eq!(members_of(group).len(), 2, "a read killed the command");
     assert_eq!(http_get(home.stable, "/").unwrap().1, "one\n");
@@ -759,15 +751,7 @@ fn list_and_releases_leave_what_a_killed_deploy_left_for_the_next_command() {
 
     let before = home.snapshot();
     let listed_before = releases(&home);
-    for args in [
-        &["list", "--json"][..],
-        &["releases", "--json"],
-        &["list"],
-        &["releases"],
-    ] {
-        let out = home.sarge(args);
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    }
+    run_every_read(&home);
     assert_unchanged(&home, &before, "list and releases");
     for id in &leftovers {
         assert!(home.root.join("var/instances").join(id).is_dir(), "{id}");
@@ -790,16 +774,7 @@ fn a_multi_process_deploy_whose_worker_exits_leaves_both_on_the_old_release() {
     let app = app_with_worker("workerdies");
     deploy_all(&home, &app);
     let listed = releases(&home);
-    let old_ids: Vec<(String, String)> = home
-        .instances()
-        .iter()
-        .map(|instance| {
-            (
-                instance["id"].as_str().unwrap().to_owned(),
-                instance["release"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let old_ids = instance_releases(&home);
 
     // web becomes ready; worker exits at once.
     let good_procfile = std::fs::read_to_string(app.join("Procfile")).unwrap();
@@ -818,16 +793,7 @@ fn a_multi_process_deploy_whose_worker_exits_leaves_both_on_the_old_release() {
     assert_eq!(fresh.failed + kept.failed, 0, "{fresh:?} {kept:?}");
     assert!(fresh.served + kept.served > 0);
     assert_eq!(http_get(home.stable, "/").unwrap().1, "one\n");
-    let now: Vec<(String, String)> = home
-        .instances()
-        .iter()
-        .map(|instance| {
-            (
-                instance["id"].as_str().unwrap().to_owned(),
-                instance["release"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let now = instance_releases(&home);
     assert_eq!(now, old_ids, "a process left the old release");
     assert_eq!(releases(&home), listed);
 
@@ -839,4 +805,30 @@ fn a_multi_process_deploy_whose_worker_exits_leaves_both_on_the_old_release() {
         assert_eq!(instance["release"], releases(&home)[0]["id"], "{instance}");
     }
     let _ = std::fs::remove_dir_all(app);
+}
+
+/// `list` and `releases`, as text and as JSON: each succeeds.
+fn run_every_read(home: &TestHome) {
+    for args in [
+        &["list", "--json"][..],
+        &["releases", "--json"],
+        &["list"],
+        &["releases"],
+    ] {
+        let out = home.sarge(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+}
+
+/// Each instance's id and release, as `list --json` shows them.
+fn instance_releases(home: &TestHome) -> Vec<(String, String)> {
+    home.instances()
+        .iter()
+        .map(|instance| {
+            (
+                instance["id"].as_str().unwrap().to_owned(),
+                instance["release"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
 }

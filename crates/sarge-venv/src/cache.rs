@@ -31,7 +31,7 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use camino::{Utf8Path, Utf8PathBuf};
@@ -209,27 +209,12 @@ fn changed(dir: &Utf8Path) -> Result<Option<String>> {
     if seal::fingerprint(dir, &NOT_UVS)? == recorded {
         return Ok(None);
     }
-    Ok(Some(describe_changes(dir, &record)))
-}
-
-/// "files in it changed since the last install", naming the first few
-/// whose ctime is later than the record's.
-fn describe_changes(dir: &Utf8Path, record: &Utf8Path) -> String {
-    const SHOWN: usize = 3;
-    let summary = "files in it changed since the last install";
-    let Ok(meta) = fs::metadata(record) else {
-        return summary.to_owned();
-    };
-    let changed = seal::changed_since(dir, (meta.ctime(), meta.ctime_nsec()), &NOT_UVS);
-    match changed.len() {
-        0 => summary.to_owned(),
-        count if count <= SHOWN => format!("{summary}: {}", changed.join(", ")),
-        count => format!(
-            "{summary}: {} and {} more",
-            changed[..SHOWN].join(", "),
-            count - SHOWN
-        ),
-    }
+    Ok(Some(seal::describe_changes(
+        dir,
+        &record,
+        "files in it changed since the last install",
+        &NOT_UVS,
+    )))
 }
 
 /// Removes everything of uv's from the cache: it is a cache, so the install

@@ -91,6 +91,32 @@ pub(crate) fn fingerprint(dir: &Utf8Path, skip: &[&str]) -> Result<String> {
         .collect())
 }
 
+/// `summary`, naming the first few files under `dir` (but `skip`) whose
+/// ctime is later than `record`'s: what changed since it was sealed, for
+/// an error or a note. Not even root can set a ctime back.
+pub(crate) fn describe_changes(
+    dir: &Utf8Path,
+    record: &Utf8Path,
+    summary: &str,
+    skip: &[&str],
+) -> String {
+    use std::os::unix::fs::MetadataExt;
+    const SHOWN: usize = 3;
+    let Ok(meta) = std::fs::metadata(record) else {
+        return summary.to_owned();
+    };
+    let changed = changed_since(dir, (meta.ctime(), meta.ctime_nsec()), skip);
+    match changed.len() {
+        0 => summary.to_owned(),
+        count if count <= SHOWN => format!("{summary}: {}", changed.join(", ")),
+        count => format!(
+            "{summary}: {} and {} more",
+            changed[..SHOWN].join(", "),
+            count - SHOWN
+        ),
+    }
+}
+
 /// The entries inside `venv` whose ctime is later than `sealed` (the
 /// marker's ctime, taken after the seal), relative to `venv`: files first,
 /// then folders (a deleted file shows only as its folder). Only for

@@ -574,29 +574,13 @@ fn unchanged(path: &Utf8Path) -> std::result::Result<(), String> {
     };
     match seal::fingerprint(path, &MARKER_FILES) {
         Ok(now) if now == recorded.trim() => Ok(()),
-        Ok(_) => Err(describe_changes(path, &marker)),
+        Ok(_) => Err(seal::describe_changes(
+            path,
+            &marker,
+            "files in it changed after it was built",
+            &MARKER_FILES,
+        )),
         Err(err) => Err(format!("it cannot be checked ({err})")),
-    }
-}
-
-/// "files in it changed after it was built", naming the first few that
-/// did: ctimes tell, since not even root can set one back.
-fn describe_changes(venv: &Utf8Path, marker: &Utf8Path) -> String {
-    use std::os::unix::fs::MetadataExt;
-    const SHOWN: usize = 3;
-    let summary = "files in it changed after it was built";
-    let Ok(meta) = std::fs::metadata(marker) else {
-        return summary.to_owned();
-    };
-    let changed = seal::changed_since(venv, (meta.ctime(), meta.ctime_nsec()), &MARKER_FILES);
-    match changed.len() {
-        0 => summary.to_owned(),
-        count if count <= SHOWN => format!("{summary}: {}", changed.join(", ")),
-        count => format!(
-            "{summary}: {} and {} more",
-            changed[..SHOWN].join(", "),
-            count - SHOWN
-        ),
     }
 }
 

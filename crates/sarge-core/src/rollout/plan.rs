@@ -142,18 +142,7 @@ impl Sarge {
                 })
             }
         };
-        if !current.history.contains(&from) {
-            return Err(Error::UnknownRelease {
-                id: from.to_string(),
-                known: current
-                    .history
-                    .iter()
-                    .rev()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
+        current.check_kept(from)?;
         let base = Release::load(&self.home, from)?;
         let mut processes = base.processes.clone();
         for name in plan.processes.iter().chain(plan.counts.keys()) {
