@@ -281,7 +281,11 @@ impl Sarge {
                 rest.retain(|server| server.name != record.id);
                 let changes = crate::routing::Routing::from([(process.clone(), rest)]);
                 let live = router.live()?;
-                router.switch(&live, &routing, &changes)?;
+                let config = router.switch(&live, &routing, &changes)?;
+                if let Err(error) = config.write(&self.home.haproxy_config()) {
+                    router.restore(&live, &routing);
+                    return Err(error.into());
+                }
                 router.drain(&live, &process, &record.id, self.config.drain_timeout);
             }
         }

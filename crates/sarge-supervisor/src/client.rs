@@ -228,23 +228,48 @@ impl Client {
     /// [`add_process_group`](Self::add_process_group) and
     /// [`remove_process_group`](Self::remove_process_group) for that.
     pub fn reload_config(&self) -> Result<ConfigChanges> {
-        const METHOD: &str = "supervisor.reloadConfig";
-        // The reply is [[added, changed, removed]].
-        let reply = self.call(METHOD, &[])?;
-        let lists = match reply {
-            Value::Array(mut outer) if outer.len() == 1 => match outer.pop() {
-                Some(Value::Array(lists)) if lists.len() == 3 => lists,
-                _ => return Err(protocol(METHOD, "expected [[added, changed, removed]]")),
-            },
-            other => return Err(unexpected(METHOD, "[[added, changed, removed]]", &other)),
+        config_changes(self.call(RELOAD_CONFIG, &[])?)
+    }
+
+    /// [`reload_config`](Self::reload_config), then
+    /// [`add_process_group`](Self::add_process_group) for each of `names`,
+    /// in one round trip (`system.multicall`): how new programs with
+    /// `autostart=true` are loaded and started at once. Fails with the
+    /// first call that failed; the calls after it ran all the same.
+    pub fn reload_and_add(&self, names: &[&str]) -> Result<ConfigChanges> {
+        const ADD: &str = "supervisor.addProcessGroup";
+        let call = |method: &str, params: Vec<Value>| {
+            Value::Struct(BTreeMap::from([
+                ("methodName".to_owned(), Value::String(method.to_owned())),
+                ("params".to_owned(), Value::Array(params)),
+            ]))
         };
-        let mut lists = lists.into_iter().map(|list| string_list(METHOD, list));
-        let mut next = || lists.next().unwrap_or_else(|| Ok(Vec::new()));
-        Ok(ConfigChanges {
-            added: next()?,
-            changed: next()?,
-            removed: next()?,
-        })
+        let mut calls = vec![call(RELOAD_CONFIG, Vec::new())];
+        calls.extend(
+            names
+                .iter()
+                .map(|name| call(ADD, vec![Value::String((*name).to_owned())])),
+        );
+        let Value::Array(replies) = self.call(MULTICALL, &[Value::Array(calls)])? else {
+            return Err(protocol(MULTICALL, "expected an array of replies"));
+        };
+        if replies.len() != names.len() + 1 {
+            return Err(protocol(
+                MULTICALL,
+                format!("{} replies to {} calls", replies.len(), names.len() + 1),
+            ));
+        }
+        let mut replies = replies.into_iter();
+        let changes = multicall_reply(RELOAD_CONFIG, replies.next())?;
+        let changes = config_changes(changes)?;
+        for (name, reply) in names.iter().zip(replies) {
+            match multicall_reply(ADD, Some(reply)) {
+                Ok(_) => {}
+                Err(Error::Fault { code, .. }) if code == fault::ALREADY_ADDED => {}
+                Err(err) => return Err(no_such_program(err, name)),
+            }
+        }
+        Ok(changes)
     }
 
     /// Loads a group that [`reload_config`](Self::reload_config) reported as
@@ -486,6 +511,53 @@ fn parse_http_response(raw: &[u8]) -> std::result::Result<String, String> {
         body = &body[..length];
     }
     String::from_utf8(body.to_vec()).map_err(|_| "body is not UTF-8".to_owned())
+}
+
+const RELOAD_CONFIG: &str = "supervisor.reloadConfig";
+const MULTICALL: &str = "system.multicall";
+
+/// One reply of `system.multicall`. supervisord gives each call's value
+/// as it is (not wrapped in a one-item array, as the XML-RPC multicall
+/// convention has it), or a `{faultCode, faultString}` struct.
+fn multicall_reply(method: &str, reply: Option<Value>) -> Result<Value> {
+    match reply {
+        Some(Value::Struct(mut fault)) if fault.contains_key("faultCode") => {
+            let code = match fault.remove("faultCode") {
+                Some(Value::Int(code)) => i32::try_from(code).unwrap_or(i32::MIN),
+                _ => return Err(protocol(method, "a faultCode that is not an int")),
+            };
+            let message = match fault.remove("faultString") {
+                Some(Value::String(message)) => message,
+                _ => String::new(),
+            };
+            Err(Error::Fault {
+                method: method.to_owned(),
+                code,
+                message,
+            })
+        }
+        Some(value) => Ok(value),
+        None => Err(protocol(method, "no reply")),
+    }
+}
+
+/// The `[[added, changed, removed]]` of `supervisor.reloadConfig`.
+fn config_changes(reply: Value) -> Result<ConfigChanges> {
+    const METHOD: &str = RELOAD_CONFIG;
+    let lists = match reply {
+        Value::Array(mut outer) if outer.len() == 1 => match outer.pop() {
+            Some(Value::Array(lists)) if lists.len() == 3 => lists,
+            _ => return Err(protocol(METHOD, "expected [[added, changed, removed]]")),
+        },
+        other => return Err(unexpected(METHOD, "[[added, changed, removed]]", &other)),
+    };
+    let mut lists = lists.into_iter().map(|list| string_list(METHOD, list));
+    let mut next = || lists.next().unwrap_or_else(|| Ok(Vec::new()));
+    Ok(ConfigChanges {
+        added: next()?,
+        changed: next()?,
+        removed: next()?,
+    })
 }
 
 fn protocol(method: &str, detail: impl Into<String>) -> Error {

@@ -378,3 +378,48 @@ fn guard_stops_supervisord_and_its_children_when_a_test_panics() {
     }
     assert!(!dir.exists(), "{dir} was not removed");
 }
+
+#[test]
+fn new_programs_are_loaded_and_started_in_one_round_trip() {
+    let daemon = Daemon::start("multicall");
+    let client = &daemon.client;
+    let program = |name: &str| Program {
+        name: name.into(),
+        command: vec!["/bin/sh".into(), "-c".into(), "exec sleep 30".into()],
+        directory: daemon.dir.clone(),
+        log_file: daemon.dir.join(format!("log/{name}.log")),
+        autostart: true,
+        autorestart: false,
+        start_secs: 1,
+        start_retries: 0,
+        stop_wait_secs: 5,
+        stop_as_group: true,
+        log_max_bytes: 1024 * 1024,
+        log_backups: 1,
+    };
+    daemon.write_program(&program("one"));
+    daemon.write_program(&program("two"));
+
+    let changes = client.reload_and_add(&["one", "two"]).unwrap();
+    assert_eq!(changes.added, ["one", "two"]);
+    for name in ["one", "two"] {
+        // autostart: starting as soon as it is added, with no start_process.
+        let state = client.process_info(name).unwrap().state;
+        assert!(
+            matches!(state, ProcessState::Starting | ProcessState::Running),
+            "{name} is {state:?}"
+        );
+    }
+    // Added again: nothing to do, no error.
+    let changes = client.reload_and_add(&["one"]).unwrap();
+    assert!(changes.added.is_empty(), "{changes:?}");
+    // A name no program file gives: the error names it.
+    match client.reload_and_add(&["three"]) {
+        Err(sarge_supervisor::Error::NoSuchProgram { name }) => assert_eq!(name, "three"),
+        other => panic!("expected NoSuchProgram for three, got {other:?}"),
+    }
+    for name in ["one", "two"] {
+        client.stop_process(name, true).unwrap();
+        client.remove_process_group(name).unwrap();
+    }
+}

@@ -380,10 +380,14 @@ impl Sarge {
         if plans.iter().all(|plan| plan.started.is_empty()) {
             return Ok(());
         }
-        supervisor.reload_config()?;
+        // Their programs autostart: loading them starts them, and both
+        // take one round trip to supervisord.
+        let ids: Vec<&str> = plans
+            .iter()
+            .flat_map(|plan| plan.started.iter().map(|record| record.id.as_str()))
+            .collect();
+        supervisor.reload_and_add(&ids)?;
         for record in plans.iter().flat_map(|plan| &plan.started) {
-            supervisor.add_process_group(&record.id)?;
-            supervisor.start_process(&record.id, false)?;
             steps.report(Event::Started { instance: record });
         }
         Ok(())
