@@ -281,7 +281,11 @@ impl Sarge {
                 rest.retain(|server| server.name != record.id);
                 let changes = crate::routing::Routing::from([(process.to_string(), rest)]);
                 let live = router.live()?;
-                router.switch(&live, &routing, &changes)?;
+                // switch leaves writing the file to its caller: without
+                // it, the next reload would route to this instance again.
+                router
+                    .switch(&live, &routing, &changes)?
+                    .write(&self.home.haproxy_config())?;
                 router.drain(&live, &process, &record.id, self.config.drain_timeout);
             }
         }
