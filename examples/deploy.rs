@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use sarge_core::{Event, Home, Progress, Sarge};
+use sarge_core::{Event, Home, ProcessName, Progress, Sarge};
 
 /// Prints each step as it finishes; matches on the events it cares about
 /// and prints the rest as they describe themselves.
@@ -42,8 +42,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (Some(home), Some(tarball)) = (args.next(), args.next()) else {
         return Err("usage: deploy SARGE_HOME TARBALL [PROCESS...]".into());
     };
-    let processes: Vec<String> = args.collect();
-    let processes: Vec<&str> = processes.iter().map(String::as_str).collect();
+    // Checked here, once: a bad name fails before anything is read.
+    let processes = args
+        .map(|name| name.parse())
+        .collect::<Result<Vec<ProcessName>, _>>()?;
     let sarge = Sarge::open(Home::new(home))?;
     let deployed = sarge.deploy(std::fs::File::open(tarball)?, &processes, &mut Print)?;
     for (instance, _) in &deployed.rolled_out.instances {

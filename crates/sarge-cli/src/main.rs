@@ -592,7 +592,7 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
             no_release_command,
         } => {
             let sarge = open()?;
-            let processes: Vec<&str> = processes.iter().map(String::as_str).collect();
+            let processes = parse_process_names(&processes)?;
             let release_command = !no_release_command;
             let prepared = if tarball == "-" {
                 let stdin = std::io::stdin().lock();
@@ -622,8 +622,8 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
             tarball, processes, ..
         } => {
             let sarge = open()?;
+            let processes = parse_process_names(&processes)?;
             let mut progress = StderrProgress;
-            let processes: Vec<&str> = processes.iter().map(String::as_str).collect();
             let deployed = if tarball == "-" {
                 sarge.deploy(std::io::stdin().lock(), &processes, &mut progress)?
             } else {
@@ -780,11 +780,7 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
             }
         }
         Command::Restart { processes } => {
-            let processes = processes
-                .iter()
-                .map(|name| name.parse::<sarge_core::ProcessName>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(sarge_core::Error::from)?;
+            let processes = parse_process_names(&processes)?;
             let rolled_out = open()?.restart(&processes, &mut StderrProgress)?;
             print_rolled_out(&rolled_out);
             eprintln!("restarted as release {}", rolled_out.release);
@@ -1155,6 +1151,18 @@ impl Progress for StderrProgress {
         };
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
+}
+
+/// The process names given on the command line, each checked once here;
+/// the first bad one is the error.
+fn parse_process_names(
+    names: &[String],
+) -> Result<Vec<sarge_core::ProcessName>, sarge_core::Error> {
+    names
+        .iter()
+        .map(|name| name.parse::<sarge_core::ProcessName>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sarge_core::Error::from)
 }
 
 fn millis(elapsed: Duration) -> String {

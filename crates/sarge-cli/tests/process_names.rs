@@ -73,3 +73,45 @@ fn a_process_name_at_the_limit_deploys_and_answers_on_its_stable_port() {
     assert!(id.starts_with(&format!("{name}-")), "{id}");
     assert!(home.root.join(format!("var/log/{id}.log")).exists());
 }
+
+#[test]
+fn a_bad_name_or_the_release_command_on_the_command_line_is_refused_before_the_upload_is_read() {
+    // No supervisord, and a "tarball" that is not one: the names are
+    // refused before either is looked at.
+    let home = TestHome::initialised("name-cli");
+    write_config(&home, "web");
+    let not_a_tarball = hello_app().join("Procfile");
+    let before = home.snapshot();
+    let long = name_of_len(LIMIT + 1);
+    for (name, expected) in [
+        (
+            "web/x",
+            "\"web/x\" is not a valid process name: it contains '/'".to_owned(),
+        ),
+        (
+            long.as_str(),
+            format!("{long:?} is not a valid process name: it is 41 characters long"),
+        ),
+        (
+            "release",
+            "\"release\" is the Procfile's release command, not a process to deploy".to_owned(),
+        ),
+    ] {
+        for prepare in [false, true] {
+            let mut args = vec!["deploy"];
+            if prepare {
+                args.push("--prepare");
+            }
+            args.extend([not_a_tarball.to_str().unwrap(), name]);
+            let out = home.sarge(&args);
+            let message = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{name} {args:?}:\n{message}");
+            assert!(
+                message.starts_with(&format!("error: {expected}")),
+                "{name} {args:?}:\n{message}"
+            );
+            assert_eq!(message.lines().count(), 1, "{name}:\n{message}");
+        }
+    }
+    assert_unchanged(&home, &before, "refused names");
+}

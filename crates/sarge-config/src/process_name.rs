@@ -143,9 +143,54 @@ impl PartialEq<&str> for ProcessName {
     }
 }
 
+impl PartialEq<ProcessName> for str {
+    fn eq(&self, other: &ProcessName) -> bool {
+        self == other.0
+    }
+}
+
+impl PartialEq<ProcessName> for &str {
+    fn eq(&self, other: &ProcessName) -> bool {
+        *self == other.0
+    }
+}
+
 impl From<ProcessName> for String {
     fn from(name: ProcessName) -> String {
         name.0
+    }
+}
+
+/// Written as the plain string, so a file that holds names reads the same
+/// whether or not its writer knew this type.
+#[cfg(feature = "serde")]
+impl serde::Serialize for ProcessName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// Read from a plain string through [`FromStr`]: a name that breaks the
+/// rule fails with the rule's message, which the reader puts beside the
+/// file's name.
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for ProcessName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+
+        impl serde::de::Visitor<'_> for NameVisitor {
+            type Value = ProcessName;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a process name")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<ProcessName, E> {
+                name.parse().map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_str(NameVisitor)
     }
 }
 

@@ -14,7 +14,7 @@ use sarge_venv::{EnvironmentSpec, Venv};
 
 use crate::error::{excerpt, Error, Result};
 use crate::lock::{HomeLock, UploadMark};
-use crate::procfile::{is_valid_process_name, Procfile};
+use crate::procfile::Procfile;
 use crate::progress::{Event, Progress, Steps};
 use crate::release::{ProcessSpec, Release, ReleaseId};
 use crate::release_command::ReleaseCommand;
@@ -23,7 +23,7 @@ use crate::rollout::{random_hex, RolledOut};
 use crate::state::{CurrentInstances, PreparedRelease};
 use crate::timestamp::rfc3339;
 use crate::unpack::{unpack_tarball, Limits};
-use crate::Sarge;
+use crate::{ProcessName, Sarge};
 
 /// The Procfile process type that is a release command, not a process.
 const RELEASE_PROCESS: &str = "release";
@@ -78,7 +78,7 @@ impl Sarge {
     pub fn deploy(
         &self,
         tarball: impl Read,
-        processes: &[&str],
+        processes: &[ProcessName],
         progress: &mut dyn Progress,
     ) -> Result<Deployed> {
         let (made, venv_reused, elapsed) =
@@ -104,7 +104,7 @@ impl Sarge {
     pub fn prepare(
         &self,
         tarball: impl Read,
-        processes: &[&str],
+        processes: &[ProcessName],
         release_command: bool,
         progress: &mut dyn Progress,
     ) -> Result<Prepared> {
@@ -126,7 +126,7 @@ impl Sarge {
     fn deploy_to(
         &self,
         tarball: impl Read,
-        processes: &[&str],
+        processes: &[ProcessName],
         phase: Phase,
         progress: &mut dyn Progress,
     ) -> Result<(Made, Option<bool>, Duration)> {
@@ -216,11 +216,11 @@ impl Sarge {
         &self,
         current: &CurrentInstances,
         id: ReleaseId,
-        rolled: &[String],
+        rolled: &[ProcessName],
         procfile: &Procfile,
         venv: Option<&Venv>,
     ) -> Release {
-        let mut processes: BTreeMap<String, ProcessSpec> = match current.release {
+        let mut processes: BTreeMap<ProcessName, ProcessSpec> = match current.release {
             Some(previous) => Release::load(&self.home, previous)
                 .map(|release| release.processes)
                 .unwrap_or_default(),
@@ -255,7 +255,7 @@ impl Sarge {
         &self,
         supervisor: &sarge_supervisor::Client,
         mut release: Release,
-        rolled: &[String],
+        rolled: &[ProcessName],
         procfile: &Procfile,
         venv: Option<&Venv>,
         phase: Phase,
@@ -447,15 +447,11 @@ const PROCFILE_LIMIT: u64 = 64 * 1024;
 /// Most bytes of a requirements.txt: hundreds of pinned, hashed lines fit.
 const REQUIREMENTS_LIMIT: u64 = 1024 * 1024;
 
-/// Refuses, before anything is read, a process name that is not one or
-/// that names the release command.
-fn check_deployable(processes: &[&str]) -> Result<()> {
-    for process in processes {
-        if !is_valid_process_name(process) || *process == RELEASE_PROCESS {
-            return Err(Error::InvalidProcessName {
-                name: excerpt(process),
-            });
-        }
+/// Refuses, before anything is read, the release command named as a
+/// process to deploy. (A [`ProcessName`] is valid by construction.)
+fn check_deployable(processes: &[ProcessName]) -> Result<()> {
+    if processes.iter().any(|process| *process == RELEASE_PROCESS) {
+        return Err(Error::ReleaseIsNotAProcess);
     }
     Ok(())
 }
@@ -464,15 +460,15 @@ fn check_deployable(processes: &[&str]) -> Result<()> {
 /// the Procfile must have, or every process of the Procfile but `release`.
 fn processes_to_deploy(
     procfile: &Procfile,
-    processes: &[&str],
+    processes: &[ProcessName],
     steps: &mut Steps<'_>,
-) -> Result<Vec<String>> {
+) -> Result<Vec<ProcessName>> {
     let available = || excerpt(&procfile.names().collect::<Vec<_>>().join(", "));
-    let rolled: Vec<String> = if processes.is_empty() {
+    let rolled: Vec<ProcessName> = if processes.is_empty() {
         procfile
-            .names()
+            .process_names()
             .filter(|name| *name != RELEASE_PROCESS)
-            .map(str::to_owned)
+            .cloned()
             .collect()
     } else {
         if let Some(missing) = processes
@@ -484,10 +480,7 @@ fn processes_to_deploy(
                 available: available(),
             });
         }
-        processes
-            .iter()
-            .map(|process| (*process).to_owned())
-            .collect()
+        processes.to_vec()
     };
     if rolled.is_empty() {
         return Err(Error::ProcessNotInProcfile {
@@ -495,7 +488,7 @@ fn processes_to_deploy(
             available: available(),
         });
     }
-    let commands: Vec<(String, String)> = rolled
+    let commands: Vec<(ProcessName, String)> = rolled
         .iter()
         .map(|process| {
             let command = procfile.command(process).unwrap_or("").to_owned();

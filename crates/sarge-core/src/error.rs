@@ -157,16 +157,12 @@ pub enum Error {
         /// The processes the Procfile declares, comma-separated.
         available: String,
     },
-    /// A process name that breaks [`ProcessName`](crate::ProcessName)'s
-    /// rule, so it cannot be a program, proxy or file name.
-    #[error(
-        "{name:?} is not a valid process name ({})",
-        sarge_config::ProcessName::RULE
-    )]
-    InvalidProcessName {
-        /// The rejected name.
-        name: String,
-    },
+    /// `release` named as a process to deploy: in a Procfile it is the
+    /// release command, which a deploy runs before its instances start. (A
+    /// name that breaks [`ProcessName`](crate::ProcessName)'s rule never
+    /// gets this far: parsing it fails, with an [`Error::Config`].)
+    #[error("\"release\" is the Procfile's release command, not a process to deploy: every deploy runs it before the new instances start")]
+    ReleaseIsNotAProcess,
     /// The new instance's process exited while starting.
     #[error("instance {id} exited while starting ({state}); last lines of {log}:\n{log_tail}")]
     InstanceExited {

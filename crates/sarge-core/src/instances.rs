@@ -36,7 +36,7 @@ pub struct InstanceStatus {
     /// Instance id.
     pub id: String,
     /// Process type.
-    pub process: String,
+    pub process: crate::ProcessName,
     /// Its own port (`$PORT`).
     pub port: u16,
     /// supervisord's state of its process (`running` too for a process
@@ -277,10 +277,12 @@ impl Sarge {
                 router.unroute(&routing, &process)?;
                 steps.report(Event::Unrouted { process: &process });
             } else {
-                let mut rest = routing.get(&process).cloned().unwrap_or_default();
+                let mut rest = routing.get(process.as_str()).cloned().unwrap_or_default();
                 rest.retain(|server| server.name != record.id);
-                let changes = crate::routing::Routing::from([(process.clone(), rest)]);
+                let changes = crate::routing::Routing::from([(process.to_string(), rest)]);
                 let live = router.live()?;
+                // switch leaves writing the file to its caller: without
+                // it, the next reload would route to this instance again.
                 let config = router.switch(&live, &routing, &changes)?;
                 if let Err(error) = config.write(&self.home.haproxy_config()) {
                     router.restore(&live, &routing);
@@ -413,7 +415,7 @@ impl Sarge {
         // A current instance whose record is gone (deleted by hand, lost
         // to a disk error) cannot run or be routed to: drop it from the
         // state, so that it never blocks a command again.
-        let gone: Vec<(String, String)> = current
+        let gone: Vec<(crate::ProcessName, String)> = current
             .instances()
             .filter(|(_, instance)| {
                 matches!(
@@ -425,7 +427,7 @@ impl Sarge {
                     .join("instance.json")
                     .exists()
             })
-            .map(|(process, instance)| (process.to_owned(), instance.id.clone()))
+            .map(|(process, instance)| (process.clone(), instance.id.clone()))
             .collect();
         for (process, id) in &gone {
             if let Some(instances) = current.processes.get_mut(process) {

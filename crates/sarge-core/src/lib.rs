@@ -54,7 +54,8 @@
 //! // ... edit etc/sarge.yaml, start bin/supervisord ...
 //! let sarge = Sarge::open(home)?;
 //! let tarball = std::fs::File::open("app.tar")?;
-//! // Every process type of the Procfile (or name some: &["web"]).
+//! // Every process type of the Procfile (or name some:
+//! // &["web".parse()?], a checked `ProcessName`).
 //! let deployed = sarge.deploy(tarball, &[], &mut Silent)?;
 //! for (instance, address) in &deployed.rolled_out.instances {
 //!     println!("{} listens on {} ({address:?})", instance.id, instance.port);

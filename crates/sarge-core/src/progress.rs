@@ -10,6 +10,7 @@ use camino::Utf8Path;
 
 use crate::release::ReleaseId;
 use crate::state::InstanceRecord;
+use crate::ProcessName;
 
 /// Something an operation did or saw. New kinds of events come in minor
 /// versions (`#[non_exhaustive]`): match with a `_` arm.
@@ -27,7 +28,7 @@ pub enum Event<'a> {
     /// with its command.
     Procfile {
         /// `(process, command)` pairs.
-        processes: &'a [(String, String)],
+        processes: &'a [(ProcessName, String)],
     },
     /// The app needs no virtualenv (it has no requirements.txt).
     NoVirtualenv,
@@ -114,7 +115,7 @@ pub enum Event<'a> {
     /// A process was taken out of routing (`destroy`).
     Unrouted {
         /// The process.
-        process: &'a str,
+        process: &'a ProcessName,
     },
     /// An instance was destroyed.
     Destroyed {

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::home::Home;
 use crate::state::{read_json, write_json};
+use crate::ProcessName;
 
 /// A release id: `v1`, `v2`, ... per home, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -103,7 +104,7 @@ pub struct Release {
     /// What made it: `deploy web, worker`, `rollback to v6`.
     pub description: String,
     /// What each process type runs.
-    pub processes: BTreeMap<String, ProcessSpec>,
+    pub processes: BTreeMap<ProcessName, ProcessSpec>,
     /// Whether a Procfile `release:` command ran for it.
     #[serde(default)]
     pub release_command_ran: bool,
@@ -151,7 +152,7 @@ pub struct ReleaseSummary {
     /// What made it.
     pub description: String,
     /// Instances per process type.
-    pub processes: BTreeMap<String, u32>,
+    pub processes: BTreeMap<ProcessName, u32>,
 }
 
 impl From<(&Release, bool)> for ReleaseSummary {
@@ -197,7 +198,7 @@ mod tests {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ServedBy {
     /// Per process, its instance ids in order (`web.1`, `web.2`, ...).
-    pub(crate) processes: BTreeMap<String, Vec<String>>,
+    pub(crate) processes: BTreeMap<ProcessName, Vec<String>>,
 }
 
 impl ServedBy {

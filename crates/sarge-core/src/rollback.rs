@@ -44,7 +44,7 @@ pub struct RollbackPlan {
     /// The release rolled back to.
     pub to: ReleaseId,
     /// The process types that get new instances, sorted.
-    pub processes: Vec<String>,
+    pub processes: Vec<ProcessName>,
 }
 
 /// The release before the current one in the history: the default

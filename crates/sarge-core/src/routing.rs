@@ -67,7 +67,7 @@ impl<'a> Router<'a> {
             }
             if let Ok(record) = InstanceRecord::load(home, &instance.id) {
                 routing
-                    .entry(process.to_owned())
+                    .entry(process.to_string())
                     .or_default()
                     .push(Server::new(record.id, record.port));
             }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::home::Home;
 use crate::release::ReleaseId;
+use crate::ProcessName;
 
 /// What an instance is: written into its folder as `instance.json` before
 /// it is started, never changed afterwards.
@@ -20,7 +21,7 @@ pub struct InstanceRecord {
     /// Unique id, `<process>-<hex>`; also its supervisord program name.
     pub id: String,
     /// The Procfile process type it runs.
-    pub process: String,
+    pub process: ProcessName,
     /// The port it listens on (`$PORT`).
     pub port: u16,
     /// When it was deployed, RFC 3339 UTC.
@@ -59,7 +60,7 @@ pub struct CurrentInstances {
     /// Process name to its current instances, in the order they were
     /// started (`web.1`, `web.2`, ...). A process scaled to 0 has none.
     #[serde(deserialize_with = "one_or_many::deserialize")]
-    pub processes: BTreeMap<String, Vec<CurrentInstance>>,
+    pub processes: BTreeMap<ProcessName, Vec<CurrentInstance>>,
     /// The current release (none before the first release was made).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<ReleaseId>,
@@ -94,7 +95,7 @@ pub struct PreparedRelease {
     /// only from that one.
     pub based_on: Option<ReleaseId>,
     /// Its new instances, per process.
-    pub instances: BTreeMap<String, Vec<String>>,
+    pub instances: BTreeMap<ProcessName, Vec<String>>,
     /// When the next command discards it if it was not switched, in
     /// seconds since the Unix epoch.
     pub expires: u64,
@@ -197,19 +198,17 @@ impl CurrentInstances {
     }
 
     /// The process whose current instances include `id`.
-    pub fn process_of(&self, id: &str) -> Option<&str> {
+    pub fn process_of(&self, id: &str) -> Option<&ProcessName> {
         self.processes
             .iter()
             .find(|(_, instances)| instances.iter().any(|instance| instance.id == id))
-            .map(|(process, _)| process.as_str())
+            .map(|(process, _)| process)
     }
 
     /// Every current instance, with its process, process by process.
-    pub fn instances(&self) -> impl Iterator<Item = (&str, &CurrentInstance)> {
+    pub fn instances(&self) -> impl Iterator<Item = (&ProcessName, &CurrentInstance)> {
         self.processes.iter().flat_map(|(process, instances)| {
-            instances
-                .iter()
-                .map(move |instance| (process.as_str(), instance))
+            instances.iter().map(move |instance| (process, instance))
         })
     }
 
@@ -223,6 +222,7 @@ impl CurrentInstances {
 /// scaling wrote one instance, not a list.
 mod one_or_many {
     use super::CurrentInstance;
+    use crate::ProcessName;
     use serde::{Deserialize, Deserializer};
     use std::collections::BTreeMap;
 
@@ -235,8 +235,8 @@ mod one_or_many {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
-    ) -> Result<BTreeMap<String, Vec<CurrentInstance>>, D::Error> {
-        let map = BTreeMap::<String, OneOrMany>::deserialize(deserializer)?;
+    ) -> Result<BTreeMap<ProcessName, Vec<CurrentInstance>>, D::Error> {
+        let map = BTreeMap::<ProcessName, OneOrMany>::deserialize(deserializer)?;
         Ok(map
             .into_iter()
             .map(|(process, instances)| {
@@ -330,7 +330,7 @@ mod tests {
         assert!(current.of("web")[0].routed);
         assert_eq!(current.of("api")[0].ready_pid, Some(4242));
         assert!(!current.of("worker")[0].routed);
-        assert_eq!(current.process_of("worker-77aa00"), Some("worker"));
+        assert_eq!(current.process_of("worker-77aa00").unwrap(), "worker");
         assert_eq!(current.instances().count(), 3);
         // What this sarge writes reads back alike.
         let written = serde_json::to_string(&current).unwrap();
@@ -347,6 +347,62 @@ mod tests {
         let text = r#"{"processes": {}, "history": ["v3"]}"#;
         let current: CurrentInstances = serde_json::from_str(text).unwrap();
         assert_eq!(current.next_release_id(), ReleaseId::new(4));
+    }
+
+    #[test]
+    fn names_are_written_as_plain_strings() {
+        let current: CurrentInstances = serde_json::from_str(OLD_CURRENT).unwrap();
+        let written: serde_json::Value = serde_json::to_value(&current).unwrap();
+        let keys: Vec<&String> = written["processes"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["api", "web", "worker"]);
+        let record = InstanceRecord {
+            id: "web-3fa9c1".to_owned(),
+            process: "web".parse().unwrap(),
+            port: 5010,
+            created: "2026-01-01T00:00:00Z".to_owned(),
+            command: "python app.py".to_owned(),
+            venv: None,
+            release: None,
+        };
+        assert_eq!(serde_json::to_value(&record).unwrap()["process"], "web");
+    }
+
+    #[test]
+    fn a_bad_process_name_in_a_state_file_is_an_error_naming_the_file_and_the_rule() {
+        let dir = std::env::temp_dir().join(format!("sarge-state-{}", std::process::id()));
+        let dir = camino::Utf8PathBuf::try_from(dir).unwrap();
+        fs_err::create_dir_all(&dir).unwrap();
+        let current = dir.join("current.json");
+        fs_err::write(&current, r#"{"processes": {"../web": []}}"#).unwrap();
+        let record = dir.join("instance.json");
+        let text = r#"{"id": "x-0a1b2c", "process": "we b", "port": 5010,
+            "created": "2026-01-01T00:00:00Z", "command": "x", "venv": null}"#;
+        fs_err::write(&record, text).unwrap();
+
+        let error = read_json::<CurrentInstances>(&current).unwrap_err();
+        let message = error.to_string();
+        let error_record = read_json::<InstanceRecord>(&record).unwrap_err();
+        let message_record = error_record.to_string();
+        fs_err::remove_dir_all(&dir).unwrap();
+
+        assert!(matches!(error, Error::StateFile { .. }), "{error:?}");
+        assert!(
+            message.starts_with(&format!("state file {current} is corrupt: ")),
+            "{message}"
+        );
+        assert!(
+            message.contains(r#""../web" is not a valid process name: it starts with '.'"#),
+            "{message}"
+        );
+        assert!(message.contains(ProcessName::RULE), "{message}");
+        assert!(
+            message_record.starts_with(&format!("state file {record} is corrupt: ")),
+            "{message_record}"
+        );
+        assert!(
+            message_record.contains(r#""we b" is not a valid process name: it contains ' '"#),
+            "{message_record}"
+        );
     }
 
     #[test]

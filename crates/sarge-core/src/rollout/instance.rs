@@ -14,7 +14,7 @@ use crate::launcher::{launcher_path, write_launcher};
 use crate::release::{ProcessSpec, Release, ReleaseId};
 use crate::state::InstanceRecord;
 use crate::timestamp::rfc3339;
-use crate::Sarge;
+use crate::{ProcessName, Sarge};
 
 /// The environment variable that holds an instance's id.
 pub const INSTANCE_VARIABLE: &str = "SARGE_INSTANCE";
@@ -58,7 +58,7 @@ impl Sarge {
     pub(super) fn create_instance(
         &self,
         release: ReleaseId,
-        process: &str,
+        process: &ProcessName,
         spec: &ProcessSpec,
         env: &BTreeMap<String, String>,
         pending: &mut PendingInstances<'_>,
@@ -68,7 +68,7 @@ impl Sarge {
         pending.ids.push(id.clone());
         let record = InstanceRecord {
             id: id.clone(),
-            process: process.to_owned(),
+            process: process.clone(),
             port,
             created: rfc3339(SystemTime::now()),
             command: spec.command.clone(),

@@ -43,7 +43,7 @@ use crate::progress::{Event, Steps};
 use crate::release::{Release, ReleaseId};
 use crate::routing::{LiveWorker, Probe, Router, Routing};
 use crate::state::{CurrentInstance, CurrentInstances, InstanceRecord, PreparedRelease};
-use crate::Sarge;
+use crate::{ProcessName, Sarge};
 
 pub(crate) use instance::random_hex;
 use instance::PendingInstances;
@@ -77,7 +77,7 @@ pub enum Rollout {
 
 /// One process during a rollout.
 struct ProcessRollout {
-    process: String,
+    process: ProcessName,
     /// Whether it has a stable address.
     routed: bool,
     /// Running instances it keeps.
@@ -117,7 +117,7 @@ pub(crate) struct StartedRollout<'a> {
 
 impl StartedRollout<'_> {
     /// The new instances, per process.
-    pub(crate) fn started(&self) -> BTreeMap<String, Vec<String>> {
+    pub(crate) fn started(&self) -> BTreeMap<ProcessName, Vec<String>> {
         self.plans
             .iter()
             .map(|plan| {
@@ -190,7 +190,7 @@ impl Sarge {
         &self,
         supervisor: &Client,
         release: &Release,
-        processes: &[String],
+        processes: &[ProcessName],
         how: Rollout,
         steps: &mut Steps<'_>,
     ) -> Result<RolledOut> {
@@ -207,7 +207,7 @@ impl Sarge {
         &'a self,
         supervisor: &'a Client,
         release: &Release,
-        processes: &[String],
+        processes: &[ProcessName],
         how: Rollout,
         with_haproxy: bool,
         steps: &mut Steps<'_>,
@@ -315,10 +315,10 @@ impl Sarge {
         supervisor: &Client,
         current: &CurrentInstances,
         release: &Release,
-        processes: &[String],
+        processes: &[ProcessName],
         how: Rollout,
     ) -> Result<Vec<ProcessRollout>> {
-        let rolled: Vec<&String> = if processes.is_empty() {
+        let rolled: Vec<&ProcessName> = if processes.is_empty() {
             release.processes.keys().collect()
         } else {
             processes.iter().collect()
@@ -330,7 +330,7 @@ impl Sarge {
                     .processes
                     .get(process)
                     .ok_or_else(|| Error::ProcessNotInRelease {
-                        process: process.clone(),
+                        process: process.to_string(),
                         release: release.id,
                     })?;
             let running = current.of(process).to_vec();
@@ -466,7 +466,7 @@ impl Sarge {
         let changes: Routing = plans
             .iter()
             .filter(|plan| plan.routed)
-            .map(|plan| (plan.process.clone(), plan.servers(&self.home)))
+            .map(|plan| (plan.process.to_string(), plan.servers(&self.home)))
             .collect();
         let config = router.switch(live, routing, &changes)?;
         // The config file says the same as the live worker before the step
@@ -506,7 +506,9 @@ impl Sarge {
                 .started
                 .iter()
                 .try_for_each(|record| self.confirm_alive(supervisor, record).map(drop))
-                .and_then(|()| router.verify(live, &plan.process, &changes[&plan.process], &probe));
+                .and_then(|()| {
+                    router.verify(live, &plan.process, &changes[plan.process.as_str()], &probe)
+                });
             confirmed?;
             if let Some(address) = self.config.port_map.get(plan.process.as_str()) {
                 for record in &plan.started {

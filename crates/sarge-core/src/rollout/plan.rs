@@ -24,10 +24,10 @@ use crate::Sarge;
 /// `rollback` are each one such plan.
 ///
 /// ```no_run
-/// use sarge_core::{ProcessName, Rollout, RolloutPlan, Sarge, Silent};
+/// use sarge_core::{Home, ProcessName, Rollout, RolloutPlan, Sarge, Silent};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let sarge = Sarge::open("/var/local/my_awesome_app".into())?;
+/// let sarge = Sarge::open(Home::new("/var/local/my_awesome_app"))?;
 /// let web: ProcessName = "web".parse()?;
 /// // Two more web instances beside the running ones, nothing else touched.
 /// let plan = RolloutPlan::new("scale web=3")
@@ -176,16 +176,11 @@ impl Sarge {
             processes,
             release_command_ran: false,
         };
-        let names: Vec<String> = plan
-            .processes
-            .iter()
-            .map(|name| name.as_str().to_owned())
-            .collect();
         // The release's files are flushed while its instances start up.
         let _deferred = crate::durability::DeferredSyncs::open();
         release.save(&self.home, &env)?;
         saved(steps, &release);
-        self.roll_out_locked(supervisor, &release, &names, plan.how, steps)
+        self.roll_out_locked(supervisor, &release, &plan.processes, plan.how, steps)
             .inspect_err(|_| {
                 // Never current: nothing may keep it.
                 let _ = sarge_venv::remove_tree(&self.home.release_dir(release.id));
