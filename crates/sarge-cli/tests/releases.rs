@@ -832,3 +832,57 @@ fn instance_releases(home: &TestHome) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+#[test]
+fn a_release_whose_virtualenv_or_code_changed_is_never_rolled_back_to() {
+    let home = TestHome::new("intact", "  MESSAGE: one");
+    home.deploy_ok(&hello_app(), "web");
+    // v2 gets its own virtualenv (the key covers requirements.txt's bytes).
+    let requirements = std::fs::read_to_string(hello_app().join("requirements.txt")).unwrap();
+    let two = app_with(
+        "intact-two",
+        &[("requirements.txt", &format!("{requirements}# two\n"))],
+    );
+    home.write_config("  MESSAGE: two", "");
+    home.deploy_ok(&two, "web");
+    let v1: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(home.root.join("var/releases/v1/release.json")).unwrap(),
+    )
+    .unwrap();
+    let venv = home
+        .root
+        .join("var/venvs")
+        .join(v1["processes"]["web"]["venv"].as_str().unwrap());
+
+    // Something planted in v1's sealed virtualenv: v1 never runs again.
+    let site = std::fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("site-packages");
+    std::fs::set_permissions(&site, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::write(site.join("planted.pth"), "import os\n").unwrap();
+    let before = home.snapshot();
+    let out = home.sarge(&["rollback", "v1"]);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("release v1 (its virtualenv: files in it changed after it was built")
+            && text.contains("planted.pth"),
+        "{text}"
+    );
+    assert_unchanged(&home, &before, "rollback to a changed virtualenv");
+
+    // Its code gone: named, and nothing changes either.
+    std::fs::remove_dir_all(home.root.join("var/releases/v1/app")).unwrap();
+    let before = home.snapshot();
+    let out = home.sarge(&["rollback", "v1"]);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("release v1 (its code in "), "{text}");
+    assert!(text.contains("is gone)"), "{text}");
+    assert_unchanged(&home, &before, "rollback to a release whose code is gone");
+    assert_eq!(http_get(home.stable, "/").unwrap().1, "two\n");
+}

@@ -58,6 +58,29 @@ fn previous_release(current: &CurrentInstances) -> Option<ReleaseId> {
 }
 
 impl Sarge {
+    /// Fails, naming what is gone, unless every part `release` runs (its
+    /// code, its virtualenv as it was built) is still on disk: a release
+    /// that is not current rolls out again without any build.
+    pub(crate) fn check_intact(&self, release: &Release, current: &CurrentInstances) -> Result<()> {
+        let gone = |what: String| Error::UnknownRelease {
+            id: format!("{} ({what})", release.id),
+            known: current.kept_releases(),
+        };
+        for spec in release.processes.values() {
+            let app = Release::app_dir(&self.home, spec);
+            if !app.is_dir() {
+                return Err(gone(format!("its code in {app} is gone")));
+            }
+            if let Some(venv) = &spec.venv {
+                let venv = sarge_venv::VenvId::new(venv.clone());
+                if let Err(problem) = self.venv_store().check_unchanged(&venv) {
+                    return Err(gone(format!("its virtualenv: {problem}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// What `rollback(target)` would change, from the committed state, so
     /// a caller can say it before it starts: `None` when the rollback will
     /// be refused (no release before the current one, an unknown release,
@@ -126,19 +149,7 @@ impl Sarge {
         let _lock = HomeLock::acquire(&self.home, &mut steps)?;
         self.clean_leftovers(&supervisor, &mut steps)?;
         let current = CurrentInstances::load(&self.home)?;
-        let known = || {
-            let ids: Vec<String> = current
-                .history
-                .iter()
-                .rev()
-                .map(ToString::to_string)
-                .collect();
-            if ids.is_empty() {
-                "none".to_owned()
-            } else {
-                ids.join(", ")
-            }
-        };
+        let known = || current.kept_releases();
         let target = match target {
             Some(id) => id,
             None => match previous_release(&current) {
@@ -176,27 +187,6 @@ impl Sarge {
             }
         }
         let env = Release::env(&self.home, target)?;
-        // Every part must still be on disk: a rollback never builds.
-        for spec in old.processes.values() {
-            let app = Release::app_dir(&self.home, spec);
-            if !app.is_dir() {
-                return Err(Error::UnknownRelease {
-                    id: format!("{target} (its code in {app} is gone)"),
-                    known: known(),
-                });
-            }
-            if let Some(venv) = &spec.venv {
-                if let Err(problem) = self
-                    .venv_store()
-                    .check_unchanged(&sarge_venv::VenvId::new(venv.clone()))
-                {
-                    return Err(Error::UnknownRelease {
-                        id: format!("{target} (its virtualenv: {problem})"),
-                        known: known(),
-                    });
-                }
-            }
-        }
         let crossed_release_commands: Vec<ReleaseId> = current
             .history
             .iter()

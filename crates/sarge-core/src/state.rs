@@ -187,14 +187,17 @@ impl CurrentInstances {
         }
         Err(Error::UnknownRelease {
             id: release.to_string(),
-            known: self
-                .history
-                .iter()
-                .rev()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
+            known: self.kept_releases(),
         })
+    }
+
+    /// The kept releases, newest first, as an error lists them ("none").
+    pub(crate) fn kept_releases(&self) -> String {
+        if self.history.is_empty() {
+            return "none".to_owned();
+        }
+        let ids: Vec<String> = self.history.iter().rev().map(ToString::to_string).collect();
+        ids.join(", ")
     }
 
     /// The process whose current instances include `id`.

@@ -144,6 +144,9 @@ impl Sarge {
         };
         current.check_kept(from)?;
         let base = Release::load(&self.home, from)?;
+        if Some(from) != current.release {
+            self.check_intact(&base, &current)?;
+        }
         let mut processes = base.processes.clone();
         for name in plan.processes.iter().chain(plan.counts.keys()) {
             if !processes.contains_key(name.as_str()) {
