@@ -131,9 +131,10 @@ impl OpenCache {
         let temp = self.dir.join(SEAL_RECORD_TEMP);
         let record = self.dir.join(SEAL_RECORD);
         let mut file = File::create(&temp).map_err(Error::io("create cache seal", &temp))?;
+        // Not flushed: a record a crash loses makes the next install
+        // discard the cache, which is slower, never unsafe.
         writeln!(file, "{FINGERPRINT_FIELD}{fingerprint}")
             .and_then(|()| file.set_permissions(fs::Permissions::from_mode(0o400)))
-            .and_then(|()| file.sync_all())
             .map_err(Error::io("write cache seal", &temp))?;
         fs::rename(&temp, &record).map_err(Error::io("rename cache seal into place", &record))?;
         let mode = mode_of(&self.dir)?;
