@@ -685,6 +685,9 @@ fn a_failed_deploys_release_id_and_output_are_not_given_again() {
     let progress = home.deploy_ok(&app, "web");
     assert!(progress.contains("deployed release v3"), "{progress}");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "broken\n");
+    // The failed attempt's output, as its error pointed to it.
+    let out = home.sarge(&["releases", "--output", "v2"]);
+    assert_eq!(stdout(&out), "broken\n", "{}", stderr(&out));
     let out = home.sarge(&["releases", "--output", "v3"]);
     assert_eq!(stdout(&out), "migrated v3\n", "{}", stderr(&out));
     let ids: Vec<String> = releases(&home)

@@ -120,14 +120,16 @@ impl Sarge {
         Ok(releases)
     }
 
-    /// The output of `id`'s release command, as it ran; an error if `id` is
-    /// not a kept release or ran none. Reads only.
+    /// The output of `id`'s release command, as it ran: of a kept release,
+    /// or of a deploy whose release command failed (its error names this
+    /// output, kept until it is older than every kept release). An error
+    /// if there is none. Reads only.
     pub fn release_output(&self, id: ReleaseId) -> Result<String> {
-        CurrentInstances::load(&self.home)?.check_kept(id)?;
         let path = self.home.release_output(id);
         match fs_err::read(&path) {
             Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                CurrentInstances::load(&self.home)?.check_kept(id)?;
                 Err(Error::NoReleaseOutput { id })
             }
             Err(error) => Err(error.into()),
