@@ -522,10 +522,9 @@ fn signals_that_interrupt_socket_calls_fail_no_command() {
     // Every other read on a socket (std reads one with recvfrom) fails with
     // EINTR, as when a signal lands while sarge waits for supervisord's
     // answer or an instance's: each retry is the next call, which goes
-    // through. For `list`,
-    // which talks to supervisord alone, so does every other `connect`
-    // (haproxy's clients, which `deploy` uses, do not retry one). strace
-    // writes what it injected to `log` (a later `-o` wins).
+    // through. So does every other `connect`: to supervisord, to haproxy's
+    // sockets, to the instance and the stable address. strace writes what
+    // it injected to `log` (a later `-o` wins).
     let log = std::env::temp_dir().join(format!("sarge-eintr-{}.strace", std::process::id()));
     let interrupted = |syscalls: &str, command: &[&str], input: &[u8]| {
         let _ = std::fs::remove_file(&log);
@@ -557,7 +556,11 @@ fn signals_that_interrupt_socket_calls_fail_no_command() {
     assert!(injected >= 2, "list: only {injected} calls interrupted");
 
     home.write_config("  MESSAGE: new", "");
-    let (out, injected) = interrupted("recvfrom", &["deploy", "-", "web"], &tar_of(&hello_app()));
+    let (out, injected) = interrupted(
+        "recvfrom,connect",
+        &["deploy", "-", "web"],
+        &tar_of(&hello_app()),
+    );
     assert!(out.status.success(), "deploy failed: {}", stderr(&out));
     assert!(injected >= 10, "deploy: only {injected} calls interrupted");
     assert_eq!(

@@ -13,12 +13,23 @@ use crate::logs::log_tail;
 use crate::state::InstanceRecord;
 use crate::Sarge;
 
+/// A connection to `address` within `timeout`, tried again when a signal
+/// (SIGCHLD of a child sarge started, say) interrupts the attempt.
+pub(crate) fn connect(address: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    loop {
+        match TcpStream::connect_timeout(&address, timeout) {
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Whether something listens on `address`. A connect to a loopback port
 /// nobody listens on can succeed by connecting to itself, when the kernel
 /// picks that very port as the ephemeral source port (TCP simultaneous
 /// open); that would pass a dead instance as ready, so it does not count.
 pub(crate) fn accepts_connections(address: SocketAddr) -> bool {
-    match TcpStream::connect_timeout(&address, Duration::from_millis(250)) {
+    match connect(address, Duration::from_millis(250)) {
         Ok(stream) => stream.local_addr().ok() != stream.peer_addr().ok(),
         Err(_) => false,
     }
@@ -27,7 +38,7 @@ pub(crate) fn accepts_connections(address: SocketAddr) -> bool {
 /// The status code of `GET path` on `address`, asking for `host` (the
 /// app may check it, as Django's `ALLOWED_HOSTS` does).
 pub(crate) fn http_status(address: SocketAddr, host: &str, path: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
+    let mut stream = connect(address, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     // One write: several small ones would wait on Nagle and delayed ACKs.
     let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: sarge\r\n\r\n");

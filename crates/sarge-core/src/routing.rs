@@ -2,7 +2,7 @@
 //! file for restarts, the admin socket for switches that drop nothing.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
@@ -343,7 +343,7 @@ impl<'a> Router<'a> {
         }
         for (name, address) in &self.config.port_map {
             let target = connect_address(address);
-            if let Err(error) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) {
+            if let Err(error) = crate::probe::connect(target, Duration::from_secs(2)) {
                 return Err(failed(format!(
                     "the stable address {address} of {name} refuses connections ({error})"
                 )));

@@ -133,10 +133,20 @@ impl MasterClient {
 /// side is shut after the line: the master CLI answers only once it sees
 /// the end of input, and the stats socket does not mind.
 pub(crate) fn send(socket: &Utf8Path, line: &str, timeout: Duration) -> Result<String> {
-    let mut stream = UnixStream::connect(socket).map_err(|source| Error::Connect {
-        socket: socket.to_owned(),
-        source,
-    })?;
+    // A signal (SIGCHLD of a child sarge started, say) must not fail a
+    // command: each retry connects a fresh socket, so none is half-open.
+    // The reads and writes below already retry what a signal interrupts.
+    let mut stream = loop {
+        match UnixStream::connect(socket) {
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            connected => {
+                break connected.map_err(|source| Error::Connect {
+                    socket: socket.to_owned(),
+                    source,
+                })?
+            }
+        }
+    };
     let io_err = |source| Error::Io {
         socket: socket.to_owned(),
         command: line.to_owned(),
