@@ -261,9 +261,12 @@ impl Sarge {
             Some(live) => Some(live),
             None => self.prepare_haproxy(supervisor, &current, &plans)?,
         };
-        if let Some(live) = &live {
-            self.switch_and_verify(supervisor, &router, live, &routing, &plans, steps)?;
-        }
+        let ready_pids = match &live {
+            Some(live) => {
+                self.switch_and_verify(supervisor, &router, live, &routing, &plans, steps)?
+            }
+            None => BTreeMap::new(),
+        };
         let superseded = self.commit_rollout(
             supervisor,
             &router,
@@ -272,6 +275,7 @@ impl Sarge {
             &mut current,
             release,
             &plans,
+            ready_pids,
         )?;
         pending.ids.clear();
         steps.report(Event::Committed {
@@ -462,7 +466,7 @@ impl Sarge {
         routing: &Routing,
         plans: &[ProcessRollout],
         steps: &mut Steps<'_>,
-    ) -> Result<()> {
+    ) -> Result<BTreeMap<String, u32>> {
         let changes: Routing = plans
             .iter()
             .filter(|plan| plan.routed)
@@ -478,15 +482,18 @@ impl Sarge {
             Ok(result) => result.map_err(Error::from),
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        if let Err(error) = verified.and(written) {
-            router.restore(live, routing);
-            return Err(error);
+        match (verified, written) {
+            (Ok(pids), Ok(())) => Ok(pids),
+            (Err(error), _) | (Ok(_), Err(error)) => {
+                router.restore(live, routing);
+                Err(error)
+            }
         }
-        Ok(())
     }
 
     /// The checks of step 4: every new instance still up, and each stable
-    /// address reaching its new instances through the live worker.
+    /// address reaching its new instances through the live worker. Returns
+    /// the pid each routed new instance was found running with.
     fn verify_switch(
         &self,
         supervisor: &Client,
@@ -495,21 +502,18 @@ impl Sarge {
         changes: &Routing,
         plans: &[ProcessRollout],
         steps: &mut Steps<'_>,
-    ) -> Result<()> {
+    ) -> Result<BTreeMap<String, u32>> {
+        let mut pids = BTreeMap::new();
         for plan in plans.iter().filter(|plan| plan.routed) {
             let health = self.config.healthcheck.get(plan.process.as_str());
             let probe = Probe {
                 path: health.map_or("/", |health| health.path.as_str()),
                 host: health.map_or("localhost", |health| health.host.as_str()),
             };
-            let confirmed = plan
-                .started
-                .iter()
-                .try_for_each(|record| self.confirm_alive(supervisor, record).map(drop))
-                .and_then(|()| {
-                    router.verify(live, &plan.process, &changes[plan.process.as_str()], &probe)
-                });
-            confirmed?;
+            for record in &plan.started {
+                pids.insert(record.id.clone(), self.confirm_alive(supervisor, record)?);
+            }
+            router.verify(live, &plan.process, &changes[plan.process.as_str()], &probe)?;
             if let Some(address) = self.config.port_map.get(plan.process.as_str()) {
                 for record in &plan.started {
                     steps.report(Event::Switched {
@@ -519,13 +523,15 @@ impl Sarge {
                 }
             }
         }
-        Ok(())
+        Ok(pids)
     }
 
     /// Step 5, the commit point: from here on the new instances are
-    /// current. If the state cannot be saved, the old instances get their
-    /// traffic back before the new ones are removed. Returns a release
-    /// prepared earlier that this commit supersedes.
+    /// current. `ready_pids` holds the pids the switch found the routed new
+    /// instances running with; the others are asked for now. If the state
+    /// cannot be saved, the old instances get their traffic back before the
+    /// new ones are removed. Returns a release prepared earlier that this
+    /// commit supersedes.
     #[allow(clippy::too_many_arguments)]
     fn commit_rollout(
         &self,
@@ -536,10 +542,19 @@ impl Sarge {
         current: &mut CurrentInstances,
         release: &Release,
         plans: &[ProcessRollout],
+        mut ready_pids: BTreeMap<String, u32>,
     ) -> Result<Option<PreparedRelease>> {
-        let mut ready_pids = BTreeMap::new();
+        let restore = |error: Error| {
+            if let Some(live) = live {
+                router.restore(live, routing);
+            }
+            error
+        };
         for record in plans.iter().flat_map(|plan| &plan.started) {
-            ready_pids.insert(record.id.clone(), self.confirm_alive(supervisor, record)?);
+            if !ready_pids.contains_key(&record.id) {
+                let pid = self.confirm_alive(supervisor, record).map_err(restore)?;
+                ready_pids.insert(record.id.clone(), pid);
+            }
         }
         for plan in plans {
             let started = plan.started.iter().map(|record| CurrentInstance {
@@ -561,12 +576,7 @@ impl Sarge {
             .filter(|prepared| prepared.release != release.id);
         current.history.retain(|id| *id != release.id);
         current.history.push(release.id);
-        if let Err(error) = current.save(&self.home) {
-            if let Some(live) = live {
-                router.restore(live, routing);
-            }
-            return Err(error);
-        }
+        current.save(&self.home).map_err(restore)?;
         Ok(superseded)
     }
 
