@@ -569,3 +569,77 @@ fn signals_that_interrupt_socket_calls_fail_no_command() {
     );
     let _ = std::fs::remove_file(&log);
 }
+
+#[test]
+fn every_file_the_commit_names_is_flushed_before_the_commit() {
+    let home = TestHome::new("flushed", "  MESSAGE: old");
+    home.deploy_ok(&hello_app(), "web");
+    home.write_config("  MESSAGE: new", "");
+    // `-y` prints the path of each file descriptor, so a flush names its file.
+    let log = std::env::temp_dir().join(format!("sarge-flushed-{}.strace", std::process::id()));
+    let out = sarge_under_strace(
+        &home,
+        &[
+            "-f".to_owned(),
+            "-y".to_owned(),
+            "-o".to_owned(),
+            log.display().to_string(),
+            "-e".to_owned(),
+            "trace=fdatasync,fsync,rename,renameat,renameat2".to_owned(),
+        ],
+        &["deploy", "-", "web"],
+        &tar_of(&hello_app()),
+    );
+    assert!(out.status.success(), "deploy failed: {}", stderr(&out));
+    let trace = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let lines: Vec<&str> = trace.lines().collect();
+    let web = home.instance_of("web");
+    let id = web["id"].as_str().unwrap();
+    let release = web["release"].as_str().unwrap();
+    let root = home.root.display().to_string();
+    let files = [
+        format!("{root}/var/instances/{id}/instance.json"),
+        format!("{root}/var/instances/{id}/env.sh"),
+        format!("{root}/var/instances/{id}/run"),
+        format!("{root}/etc/supervisor.d/{id}.conf"),
+        format!("{root}/var/releases/{release}/release.json"),
+        format!("{root}/var/releases/{release}/env.json"),
+    ];
+    // The commit: the first rename onto current.json after the new
+    // instance's record landed.
+    let record_landed = lines
+        .iter()
+        .position(|line| line.contains("rename") && line.contains(&format!("\"{}\"", files[0])))
+        .unwrap_or_else(|| panic!("no rename onto {}:\n{trace}", files[0]));
+    let commit = lines
+        .iter()
+        .enumerate()
+        .skip(record_landed)
+        .find(|(_, line)| {
+            line.contains("rename") && line.ends_with("/var/state/current.json\") = 0")
+        })
+        .map(|(index, _)| index)
+        .unwrap_or_else(|| panic!("no commit after the record:\n{trace}"));
+    for file in &files {
+        // Flushed under its own name, or as the temp file renamed onto it.
+        let path = std::path::Path::new(file);
+        let temp = format!(
+            "{}/.{}.",
+            path.parent().unwrap().display(),
+            path.file_name().unwrap().to_string_lossy()
+        );
+        let flushed = lines[..commit].iter().any(|line| {
+            (line.contains("fdatasync(") || line.contains("fsync("))
+                && (line.contains(&format!("<{file}>")) || line.contains(&temp))
+        });
+        assert!(
+            flushed,
+            "{file} was not flushed before the commit:\n{trace}"
+        );
+    }
+    assert_eq!(
+        http_get(home.stable, "/").unwrap(),
+        (200, "new\n".to_owned())
+    );
+}
