@@ -71,10 +71,52 @@ impl UploadMark {
         }
     }
 
+    /// Whether `dir` may be an upload folder a deploy has just made and not
+    /// yet marked: it has no mark and is less than a minute old. A deploy
+    /// claims its folder without the home lock, so the command that holds
+    /// the lock can see the folder in the instant before the mark is in it;
+    /// one killed in that instant leaves a folder the first command a
+    /// minute later removes.
+    pub(crate) fn is_being_claimed(dir: &camino::Utf8Path) -> bool {
+        const CLAIM_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+        if dir.join(Self::NAME).exists() {
+            return false;
+        }
+        std::fs::metadata(dir)
+            .and_then(|meta| meta.modified())
+            .is_ok_and(|modified| modified.elapsed().unwrap_or_default() < CLAIM_TIME)
+    }
+
     /// Removes the mark once the deploy holds the home lock.
     pub(crate) fn clear(self) -> Result<()> {
         let path = self.file.path().to_owned();
         drop(self.file);
         Ok(fs_err::remove_file(path)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unmarked_upload_folder_is_spared_only_while_it_can_be_being_claimed() {
+        let dir = std::env::temp_dir().join(format!("sarge-claim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = camino::Utf8PathBuf::from_path_buf(dir).unwrap();
+        assert!(UploadMark::is_being_claimed(&dir), "a new folder, no mark yet");
+        let mark = UploadMark::new(&dir).unwrap();
+        assert!(UploadMark::is_held(&dir));
+        assert!(!UploadMark::is_being_claimed(&dir), "marked: the lock says");
+        drop(mark);
+        assert!(!UploadMark::is_held(&dir), "its deploy is gone");
+        std::fs::remove_file(dir.join(UploadMark::NAME)).unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        std::fs::File::open(&dir)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        assert!(!UploadMark::is_being_claimed(&dir), "unmarked for minutes");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

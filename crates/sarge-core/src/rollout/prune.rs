@@ -42,8 +42,11 @@ impl Sarge {
             let path = dir.join(&name);
             let keep = match name.parse::<ReleaseId>() {
                 Ok(id) => kept.contains(&id),
-                // An upload another deploy is still reading.
-                Err(_) => crate::lock::UploadMark::is_held(&path),
+                // An upload another deploy is still reading, or claiming.
+                Err(_) => {
+                    crate::lock::UploadMark::is_held(&path)
+                        || crate::lock::UploadMark::is_being_claimed(&path)
+                }
             };
             if !keep {
                 sarge_venv::remove_tree(&path)?;
