@@ -104,7 +104,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sarge-claim-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let dir = camino::Utf8PathBuf::from_path_buf(dir).unwrap();
-        assert!(UploadMark::is_being_claimed(&dir), "a new folder, no mark yet");
+        assert!(
+            UploadMark::is_being_claimed(&dir),
+            "a new folder, no mark yet"
+        );
         let mark = UploadMark::new(&dir).unwrap();
         assert!(UploadMark::is_held(&dir));
         assert!(!UploadMark::is_being_claimed(&dir), "marked: the lock says");
