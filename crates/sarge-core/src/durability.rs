@@ -96,13 +96,7 @@ impl Drop for FlushNow {
 
 /// Flushes on a thread the files deferred so far on this one.
 pub(crate) fn sync_in_background() -> Syncing {
-    let paths = DEFERRED.with(|deferred| {
-        deferred
-            .borrow_mut()
-            .as_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
-    });
+    let paths = take_deferred();
     Syncing {
         thread: (!paths.is_empty()).then(|| std::thread::spawn(move || sync_paths(paths))),
     }
@@ -124,15 +118,20 @@ impl Syncing {
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
-        let rest = DEFERRED.with(|deferred| {
-            deferred
-                .borrow_mut()
-                .as_mut()
-                .map(std::mem::take)
-                .unwrap_or_default()
-        });
+        let rest = take_deferred();
         Ok(sync_paths(rest)?)
     }
+}
+
+/// The paths deferred so far on this thread, which are then no longer.
+fn take_deferred() -> Vec<Utf8PathBuf> {
+    DEFERRED.with(|deferred| {
+        deferred
+            .borrow_mut()
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    })
 }
 
 fn sync_paths(paths: Vec<Utf8PathBuf>) -> std::io::Result<()> {

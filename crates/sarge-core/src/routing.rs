@@ -216,15 +216,9 @@ impl<'a> Router<'a> {
     /// config binds is left alone: haproxy takes it over itself (an
     /// address switched between `127.0.0.1:P` and `*:P`).
     fn check_new_addresses_free(&self, previous: &str) -> Result<()> {
-        let held: Vec<StableAddress> = previous
-            .lines()
-            .filter_map(|line| {
-                let bind = line.trim_start().strip_prefix("bind ")?;
-                bind.split_whitespace().next()?.parse().ok()
-            })
-            .collect();
+        let held = HaproxyConfig::bound_ports(previous);
         for (process, address) in &self.config.port_map {
-            if held.iter().any(|old| old.port == address.port) {
+            if held.contains(&address.port) {
                 continue;
             }
             for target in bind_targets(address) {

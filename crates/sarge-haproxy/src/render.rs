@@ -76,6 +76,20 @@ impl HaproxyConfig {
         structure(&self.render()) == structure(rendered)
     }
 
+    /// The ports whose frontends `rendered`, a config this crate rendered,
+    /// binds: those a reload to another config takes over from the running
+    /// worker rather than binds anew.
+    pub fn bound_ports(rendered: &str) -> Vec<u16> {
+        rendered
+            .lines()
+            .filter_map(|line| {
+                let bind = line.trim_start().strip_prefix("bind ")?;
+                let address = bind.split_whitespace().next()?;
+                address.rsplit_once(':')?.1.parse().ok()
+            })
+            .collect()
+    }
+
     /// Render and write the config to `path` so that a crash leaves either
     /// the old file or the new one, never half of one.
     pub fn write(&self, path: &Utf8Path) -> Result<()> {
@@ -255,6 +269,17 @@ backend be_worker
             Route::new("api", "127.0.0.1:5001"),
         ]);
         assert!(!added.same_structure(&before.render()));
+    }
+
+    #[test]
+    fn bound_ports_are_read_from_each_frontend() {
+        let rendered = config(vec![
+            Route::new("web", "127.0.0.1:5000"),
+            Route::new("api", "[::1]:5001"),
+            Route::new("all", "*:5002"),
+        ])
+        .render();
+        assert_eq!(HaproxyConfig::bound_ports(&rendered), [5000, 5001, 5002]);
     }
 
     #[test]
