@@ -4,13 +4,13 @@
 //! virtualenv, then [`Sarge::roll_out`](crate::Sarge) starts, switches and
 //! cleans up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
 use std::time::{Duration, Instant, SystemTime};
 
 use camino::{Utf8Path, Utf8PathBuf};
-use sarge_venv::{EnvironmentSpec, Venv};
+use sarge_venv::{EnvironmentSpec, Venv, VenvId};
 
 use crate::error::{excerpt, Error, Result};
 use crate::lock::{HomeLock, UploadMark};
@@ -135,6 +135,7 @@ impl Sarge {
         check_deployable(processes)?;
         // Fails before the upload is read if supervisord is down.
         let supervisor = self.supervisor_checked()?;
+        let checking_venvs = self.check_current_venvs();
         // The upload is read before the home lock is taken, so that a slow
         // or stalled client never holds up other commands.
         let mut upload = self.receive_upload(tarball, &mut steps)?;
@@ -148,7 +149,8 @@ impl Sarge {
         }
         let procfile = read_procfile(&app_dir)?;
         let rolled = processes_to_deploy(&procfile, processes, &mut steps)?;
-        let venv = self.install_requirements(&app_dir, &mut steps)?;
+        let found_unchanged = checking_venvs.join().unwrap_or_default();
+        let venv = self.install_requirements(&app_dir, &found_unchanged, &mut steps)?;
 
         // The release takes its number once the app is known good, so a
         // refused tarball changes nothing in the home.
@@ -299,11 +301,39 @@ impl Sarge {
         Ok(Made::Prepared(prepared))
     }
 
+    /// Checks on a thread that the current release's virtualenvs are
+    /// unchanged (a walk of every file in them), while the upload is read
+    /// and unpacked: a redeploy with the same requirements reuses one of
+    /// them, and finds it checked already. It only reads.
+    fn check_current_venvs(&self) -> std::thread::JoinHandle<Vec<VenvId>> {
+        let home = self.home.clone();
+        let store = self.venv_store();
+        std::thread::spawn(move || {
+            let Some(release) = CurrentInstances::load(&home)
+                .ok()
+                .and_then(|current| current.release)
+                .and_then(|id| Release::load(&home, id).ok())
+            else {
+                return Vec::new();
+            };
+            let ids: BTreeSet<&str> = release
+                .processes
+                .values()
+                .filter_map(|spec| spec.venv.as_deref())
+                .collect();
+            ids.into_iter()
+                .map(VenvId::new)
+                .filter(|id| store.check_unchanged(id).is_ok())
+                .collect()
+        })
+    }
+
     /// Installs the app's requirements.txt into a shared virtualenv, if it
-    /// has one.
+    /// has one. `found_unchanged`: virtualenvs checked moments ago.
     fn install_requirements(
         &self,
         app_dir: &Utf8Path,
+        found_unchanged: &[VenvId],
         steps: &mut Steps<'_>,
     ) -> Result<Option<Venv>> {
         if !check_requirements(app_dir)? {
@@ -317,7 +347,7 @@ impl Sarge {
             requirements: &requirements,
             dist: &dist,
         };
-        let venv = self.venv_store().ensure(&spec)?;
+        let venv = self.venv_store().ensure_checked(&spec, found_unchanged)?;
         if let Some(note) = venv.rebuild_note() {
             steps.warn(note);
         }

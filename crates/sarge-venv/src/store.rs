@@ -230,9 +230,22 @@ impl VenvStore {
     /// Concurrent calls for the same key, from threads or processes, build
     /// it once; the others wait and then reuse it.
     pub fn ensure(&self, spec: &EnvironmentSpec<'_>) -> Result<Venv> {
+        self.ensure_checked(spec, &[])
+    }
+
+    /// [`VenvStore::ensure`], taking the environments in `found_unchanged`
+    /// as checked: [`VenvStore::check_unchanged`] found them so moments
+    /// before (on another thread, say, while the app's upload was read),
+    /// so the one to reuse is not walked a second time. Any other is
+    /// checked as `ensure` checks it.
+    pub fn ensure_checked(
+        &self,
+        spec: &EnvironmentSpec<'_>,
+        found_unchanged: &[VenvId],
+    ) -> Result<Venv> {
         let (key, python) = key::compute(spec, &self.installer)?;
         if let Some((generation, path)) = newest_ready(&self.generations(&key)?) {
-            if unchanged(&path).is_ok() {
+            if found_unchanged.contains(&VenvId::of(&key, generation)) || unchanged(&path).is_ok() {
                 return Ok(self.ready(&key, generation, true, None));
             }
         }

@@ -498,11 +498,20 @@ fn built_environments_are_read_only_copies_and_a_changed_one_is_rebuilt() {
         assert_eq!(mode & 0o222, 0, "{path:?} is writable: {mode:o}");
     }
     assert!(store.ensure(&spec).unwrap().reused);
+    // A check made moments before (a deploy makes one while it reads its
+    // upload) stands for the one ensure would make.
+    assert_eq!(store.check_unchanged(&venv.id), Ok(()));
+    let checked = store
+        .ensure_checked(&spec, std::slice::from_ref(&venv.id))
+        .unwrap();
+    assert!(checked.reused);
+    assert_eq!(checked.id, venv.id);
 
     // What an app running as root (or one that chmods first) can do.
     let mode = std::fs::metadata(&site).unwrap().permissions().mode();
     std::fs::set_permissions(&site, std::fs::Permissions::from_mode(mode | 0o200)).unwrap();
     std::fs::write(site.join("evil.pth"), "import os\n").unwrap();
+    assert!(store.check_unchanged(&venv.id).is_err());
     let rebuilt = store.ensure(&spec).unwrap();
     assert!(!rebuilt.reused);
     let python = site
