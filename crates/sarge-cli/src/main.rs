@@ -20,8 +20,8 @@ use std::time::Duration;
 use camino::Utf8PathBuf;
 use clap::{CommandFactory, Parser, Subcommand};
 use sarge_core::{
-    Event, Home, InitOptions, Progress, PushEvent, PushOptions, PushProgress, Sarge, SetupEvent,
-    SetupOptions, SetupProgress, TargetOutcome, Upload,
+    Event, Home, InitOptions, Progress, PushEvent, PushOptions, PushProgress, Retirement, Sarge,
+    SetupEvent, SetupOptions, SetupProgress, TargetOutcome, Upload,
 };
 
 #[derive(Subcommand)]
@@ -320,6 +320,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Drain, stop and remove INSTANCES a rollout replaced, then prune: what
+    /// a deploy starts in the background once the new release serves.
+    #[command(hide = true)]
+    Retire {
+        /// The instance ids.
+        instances: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -562,7 +569,24 @@ impl PushProgress for StderrPushProgress {
 }
 
 fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
-    let open = || Sarge::open(home.clone());
+    // A rollout returns once the new release serves; a process of its own
+    // retires what it replaced, holding the home lock meanwhile.
+    let retirement = match std::env::current_exe() {
+        Ok(program) => Retirement::Detached {
+            program,
+            args: vec![
+                "--home".into(),
+                home.root().as_os_str().to_owned(),
+                "retire".into(),
+            ],
+        },
+        Err(_) => Retirement::InCommand,
+    };
+    let open = || {
+        Sarge::builder(home.clone())
+            .retirement(retirement.clone())
+            .open()
+    };
     match command {
         Command::Init => {
             let done = sarge_core::init(&home, &InitOptions::default())?;
@@ -929,6 +953,10 @@ fn run(home: Home, command: Command) -> Result<ExitCode, sarge_core::Error> {
             }
             let record = sarge.destroy(&target, &mut StderrProgress)?;
             eprintln!("destroyed {}", record.id);
+        }
+        Command::Retire { instances } => {
+            let retired = open()?.retire(&instances, &mut StderrProgress)?;
+            eprintln!("retired {}", retired.join(", "));
         }
         Command::Recover => {
             open()?.recover(&mut StderrProgress)?;

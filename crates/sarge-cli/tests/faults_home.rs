@@ -127,10 +127,12 @@ fn a_folder_sarge_cannot_delete_is_reported_and_blocks_no_command() {
     std::fs::create_dir(&stuck).unwrap();
     std::fs::write(stuck.join("file"), "root's").unwrap();
 
-    let redeploy = home.deploy_ok(&hello_app(), "web");
+    home.deploy_ok(&hello_app(), "web");
+    // Pruning follows the old instance's retirement, in the background.
+    let retirement = std::fs::read_to_string(home.root.join("var/log/sarge-retire.log")).unwrap();
     assert!(
-        redeploy.contains("could not prune old releases"),
-        "the failed cleanup was not reported:\n{redeploy}"
+        retirement.contains("could not prune old releases"),
+        "the failed cleanup was not reported:\n{retirement}"
     );
     assert!(!instance_folders(&home).contains(&first));
     let out = home.sarge(&["list"]);
@@ -374,6 +376,7 @@ impl UvForTestUser {
             ),
         );
         let out = run_with_stdin(command, &tar_of(app));
+        home.wait_unlocked();
         assert!(out.status.success(), "deploy failed:\n{}", stderr(&out));
         stderr(&out)
     }

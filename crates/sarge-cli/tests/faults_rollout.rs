@@ -323,6 +323,7 @@ fn a_stalled_upload_blocks_no_other_command() {
     let resumed = upload.write_all(&tarball[700..]);
     drop(upload);
     let out = stalled.wait_with_output().unwrap();
+    home.wait_unlocked();
     assert!(
         resumed.is_ok(),
         "the stalled deploy gave up: {}",

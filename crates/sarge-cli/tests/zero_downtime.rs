@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -73,19 +73,39 @@ fn the_old_instance_finishes_open_requests_before_it_stops() {
     let home = TestHome::new("drain", "  MESSAGE: hi");
     let app = slow_app("drain");
     home.deploy_ok(&app, "web");
+    let old = home.instance_of("web")["id"].as_str().unwrap().to_owned();
     let stable = home.stable;
     let slow = std::thread::spawn(move || http_get(stable, "/slow"));
     std::thread::sleep(Duration::from_millis(300));
-    let progress = home.deploy_ok(&app, "web");
+    let started = Instant::now();
+    let out = run_with_stdin(home.command(&["deploy", "-", "web"]), &tar_of(&app));
+    let returned = started.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let progress = stderr(&out);
+    // The deploy returned once the new instance served, not after the
+    // slow request: the old instance is retired in the background.
+    assert!(
+        progress.contains("-----> retire") && progress.contains(&old),
+        "{progress}"
+    );
+    assert!(
+        !slow.is_finished(),
+        "the slow request ended before the deploy returned ({returned:?})"
+    );
+    assert!(home.root.join("var/instances").join(&old).exists());
     assert_eq!(
         slow.join().unwrap().unwrap(),
         (200, "slow done\n".to_owned())
     );
-    // The deploy waited for the open request before stopping the old one.
-    let drain = progress
+    // The next command waits for the retirement; then the old one is gone.
+    home.wait_unlocked();
+    assert!(!home.root.join("var/instances").join(&old).exists());
+    // It waited for the open request before stopping the old one.
+    let log = std::fs::read_to_string(home.root.join("var/log/sarge-retire.log")).unwrap();
+    let drain = log
         .lines()
         .find(|line| line.starts_with("-----> drain"))
-        .unwrap();
+        .unwrap_or_else(|| panic!("no drain in the retirement's log:\n{log}"));
     let waited: u64 = drain
         .split(" after ")
         .nth(1)
@@ -94,6 +114,66 @@ fn the_old_instance_finishes_open_requests_before_it_stops() {
     // Had the old instance stopped without waiting, the slow request
     // above would have failed; the drain step says it waited.
     assert!(waited >= 100, "drained after only {waited} ms: {drain}");
+    let _ = std::fs::remove_dir_all(app);
+}
+
+/// The pid of the process retiring `instance` (`sarge retire ... ID`).
+fn retirer_of(instance: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").unwrap().find_map(|entry| {
+        let entry = entry.ok()?;
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|byte| *byte == 0).collect();
+        (args.contains(&&b"retire"[..]) && args.contains(&instance.as_bytes())).then_some(pid)
+    })
+}
+
+#[test]
+fn a_retirement_killed_midway_is_finished_by_the_next_command() {
+    let home = TestHome::new("retirekill", "  MESSAGE: hi");
+    let app = slow_app("retirekill");
+    home.deploy_ok(&app, "web");
+    let old = home.instance_of("web")["id"].as_str().unwrap().to_owned();
+    let stable = home.stable;
+    let slow = std::thread::spawn(move || http_get(stable, "/slow"));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = run_with_stdin(home.command(&["deploy", "-", "web"]), &tar_of(&app));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The retiring process waits for the slow request: SIGKILL it there.
+    // (Found first: the harness's commands wait for it to finish.)
+    let pid = retirer_of(&old).expect("no process retires the old instance");
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // Its death released the home lock; the old instance is a leftover
+    // that `list` does not show, still serving the slow request.
+    home.wait_unlocked();
+    assert!(home.root.join("var/instances").join(&old).exists());
+    let new = home.instance_of("web")["id"].as_str().unwrap().to_owned();
+    let listed: Vec<String> = home
+        .instances()
+        .iter()
+        .map(|instance| instance["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, [new]);
+    // The next command finishes the retirement: it drains, then removes.
+    let out = home.sarge(&["recover"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        slow.join().unwrap().unwrap(),
+        (200, "slow done\n".to_owned())
+    );
+    assert!(!home.root.join("var/instances").join(&old).exists());
+    assert!(!home
+        .root
+        .join(format!("etc/supervisor.d/{old}.conf"))
+        .exists());
+    assert_eq!(
+        http_get(home.stable, "/").unwrap(),
+        (200, "hi\n".to_owned())
+    );
     let _ = std::fs::remove_dir_all(app);
 }
 
@@ -129,25 +209,36 @@ fn every_step_reports_its_duration() {
     let home = TestHome::new("steps", "  MESSAGE: hi");
     home.deploy_ok(&hello_app(), "web");
     let progress = home.deploy_ok(&hello_app(), "web");
-    for step in [
-        "unpack",
-        "procfile",
-        "virtualenv",
-        "start",
-        "ready",
-        "switch",
-        "drain",
-        "cleanup",
+    // What the deploy did, then what the process it left did to retire
+    // the old instance (the harness waited for it).
+    let retirement = std::fs::read_to_string(home.root.join("var/log/sarge-retire.log")).unwrap();
+    for (output, steps) in [
+        (
+            &progress,
+            &[
+                "unpack",
+                "procfile",
+                "virtualenv",
+                "start",
+                "ready",
+                "switch",
+                "commit",
+                "retire",
+            ][..],
+        ),
+        (&retirement, &["drain", "cleanup"][..]),
     ] {
-        let line = progress
-            .lines()
-            .find(|line| line.starts_with(&format!("-----> {step} ")))
-            .unwrap_or_else(|| panic!("no {step} step in:\n{progress}"));
-        let millis = line.split_whitespace().nth(2).unwrap();
-        assert!(
-            millis.parse::<f64>().is_ok(),
-            "{step} has no duration: {line}"
-        );
+        for step in steps {
+            let line = output
+                .lines()
+                .find(|line| line.starts_with(&format!("-----> {step} ")))
+                .unwrap_or_else(|| panic!("no {step} step in:\n{output}"));
+            let millis = line.split_whitespace().nth(2).unwrap();
+            assert!(
+                millis.parse::<f64>().is_ok(),
+                "{step} has no duration: {line}"
+            );
+        }
     }
     assert!(progress.contains("reused"), "{progress}");
 }

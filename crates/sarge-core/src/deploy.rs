@@ -141,7 +141,7 @@ impl Sarge {
         let mut upload = self.receive_upload(tarball, &mut steps)?;
         let app_dir = upload.dir.join("app");
 
-        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        let lock = HomeLock::acquire(&self.home, &mut steps)?;
         self.clean_leftovers(&supervisor, &mut steps)?;
         let mut current = CurrentInstances::load(&self.home)?;
         if phase != Phase::Whole {
@@ -149,8 +149,7 @@ impl Sarge {
         }
         let procfile = read_procfile(&app_dir)?;
         let rolled = processes_to_deploy(&procfile, processes, &mut steps)?;
-        let found_unchanged = checking_venvs.join().unwrap_or_default();
-        let venv = self.install_requirements(&app_dir, &found_unchanged, &mut steps)?;
+        let venv = self.install_requirements(&app_dir, checking_venvs, &mut steps)?;
 
         // The release takes its number once the app is known good, so a
         // refused tarball changes nothing in the home.
@@ -158,6 +157,7 @@ impl Sarge {
         let release_dir = upload.promote(&self.home, id)?;
         let release = self.new_release(&current, id, &rolled, &procfile, venv.as_ref());
         let made = self.roll_out_new_release(
+            &lock,
             &supervisor,
             release,
             &rolled,
@@ -255,6 +255,7 @@ impl Sarge {
     #[allow(clippy::too_many_arguments)]
     fn roll_out_new_release(
         &self,
+        lock: &HomeLock,
         supervisor: &sarge_supervisor::Client,
         mut release: Release,
         rolled: &[ProcessName],
@@ -278,7 +279,7 @@ impl Sarge {
         release.save(&self.home, &env)?;
         if phase == Phase::Whole {
             let rolled_out =
-                self.roll_out_locked(supervisor, &release, rolled, Rollout::Replace, steps)?;
+                self.roll_out_locked(lock, supervisor, &release, rolled, Rollout::Replace, steps)?;
             return Ok(Made::RolledOut(rolled_out));
         }
         let mut started =
@@ -305,35 +306,37 @@ impl Sarge {
     /// unchanged (a walk of every file in them), while the upload is read
     /// and unpacked: a redeploy with the same requirements reuses one of
     /// them, and finds it checked already. It only reads.
-    fn check_current_venvs(&self) -> std::thread::JoinHandle<Vec<VenvId>> {
-        let home = self.home.clone();
+    fn check_current_venvs(&self) -> VenvPrecheck {
+        let ids: Vec<VenvId> = CurrentInstances::load(&self.home)
+            .ok()
+            .and_then(|current| current.release)
+            .and_then(|id| Release::load(&self.home, id).ok())
+            .map(|release| {
+                let ids: BTreeSet<String> = release
+                    .processes
+                    .into_values()
+                    .filter_map(|spec| spec.venv)
+                    .collect();
+                ids.into_iter().map(VenvId::new).collect()
+            })
+            .unwrap_or_default();
         let store = self.venv_store();
-        std::thread::spawn(move || {
-            let Some(release) = CurrentInstances::load(&home)
-                .ok()
-                .and_then(|current| current.release)
-                .and_then(|id| Release::load(&home, id).ok())
-            else {
-                return Vec::new();
-            };
-            let ids: BTreeSet<&str> = release
-                .processes
-                .values()
-                .filter_map(|spec| spec.venv.as_deref())
-                .collect();
-            ids.into_iter()
-                .map(VenvId::new)
+        let checking = ids.clone();
+        let handle = std::thread::spawn(move || {
+            checking
+                .into_iter()
                 .filter(|id| store.check_unchanged(id).is_ok())
                 .collect()
-        })
+        });
+        VenvPrecheck { ids, handle }
     }
 
     /// Installs the app's requirements.txt into a shared virtualenv, if it
-    /// has one. `found_unchanged`: virtualenvs checked moments ago.
+    /// has one. `precheck`: the current release's, being checked.
     fn install_requirements(
         &self,
         app_dir: &Utf8Path,
-        found_unchanged: &[VenvId],
+        precheck: VenvPrecheck,
         steps: &mut Steps<'_>,
     ) -> Result<Option<Venv>> {
         if !check_requirements(app_dir)? {
@@ -347,7 +350,9 @@ impl Sarge {
             requirements: &requirements,
             dist: &dist,
         };
-        let venv = self.venv_store().ensure_checked(&spec, found_unchanged)?;
+        let venv = self
+            .venv_store()
+            .ensure_checked(&spec, |id| precheck.found_unchanged(id))?;
         if let Some(note) = venv.rebuild_note() {
             steps.warn(note);
         }
@@ -610,4 +615,22 @@ fn failed_at(action: &str, path: &Utf8Path, source: std::io::Error) -> Error {
         source.kind(),
         format!("cannot {action} {path}: {source}"),
     ))
+}
+
+/// The current release's virtualenvs, being checked on a thread.
+struct VenvPrecheck {
+    ids: Vec<VenvId>,
+    handle: std::thread::JoinHandle<Vec<VenvId>>,
+}
+
+impl VenvPrecheck {
+    /// Whether `id` was found unchanged. Waits for the check only if it
+    /// covers `id`: another virtualenv is checked by the caller.
+    fn found_unchanged(self, id: &VenvId) -> bool {
+        self.ids.contains(id)
+            && self
+                .handle
+                .join()
+                .is_ok_and(|unchanged| unchanged.contains(id))
+    }
 }

@@ -20,7 +20,7 @@ use crate::launcher::launcher_path;
 use crate::lock::{HomeLock, UploadMark};
 use crate::progress::{Event, Progress, Steps};
 use crate::routing::{Router, HAPROXY_PROGRAM};
-use crate::state::{CurrentInstances, InstanceRecord, PreparedRelease};
+use crate::state::{CurrentInstances, InstanceRecord};
 use crate::Sarge;
 
 /// How many removed instances keep their logs (each at most `log_max_bytes`
@@ -441,16 +441,7 @@ impl Sarge {
             current.save(&self.home)?;
         }
         // The instances of a prepared release are not leftovers.
-        let current_ids: BTreeSet<&str> = current
-            .instances()
-            .map(|(_, instance)| instance.id.as_str())
-            .chain(
-                current
-                    .prepared
-                    .iter()
-                    .flat_map(PreparedRelease::instance_ids),
-            )
-            .collect();
+        let current_ids = current.kept_ids();
         let mut leftovers: BTreeSet<String> = self
             .instance_ids()?
             .into_iter()

@@ -141,7 +141,7 @@ pub use push::{
 };
 pub use release::{ProcessSpec, Release, ReleaseId, ReleaseSummary};
 pub use rollback::{RollbackPlan, RolledBack};
-pub use rollout::{RolledOut, Rollout, RolloutPlan, INSTANCE_VARIABLE};
+pub use rollout::{Retirement, RolledOut, Rollout, RolloutPlan, INSTANCE_VARIABLE};
 pub use sarge_config::ProcessName;
 pub use scale::{Scale, MAX_INSTANCES};
 pub use setup::{
@@ -157,6 +157,7 @@ pub use state::{CurrentInstance, CurrentInstances, InstanceRecord, PreparedRelea
 pub struct Sarge {
     home: Home,
     config: Config,
+    retirement: Retirement,
 }
 
 /// Opens a [`Sarge`] with options: [`Sarge::builder`], then
@@ -180,6 +181,7 @@ pub struct Sarge {
 pub struct SargeBuilder {
     home: Home,
     config: Option<Config>,
+    retirement: Retirement,
 }
 
 impl SargeBuilder {
@@ -199,11 +201,22 @@ impl SargeBuilder {
         self
     }
 
+    /// How rollouts retire the instances they replace (default: in the
+    /// command, which returns once they are gone).
+    pub fn retirement(mut self, retirement: Retirement) -> Self {
+        self.retirement = retirement;
+        self
+    }
+
     /// Opens the home: a home [`init`] made (else
     /// [`Error::NotInitialised`]), with the config given to
     /// [`SargeBuilder::config`] once checked, or else `etc/sarge.yaml`.
     pub fn open(self) -> Result<Sarge> {
-        let Self { home, config } = self;
+        let Self {
+            home,
+            config,
+            retirement,
+        } = self;
         let path = home.config_file();
         // `init` always writes the file, so it marks an initialised home
         // even when the config comes from the embedder.
@@ -219,7 +232,11 @@ impl SargeBuilder {
             }
             None => Config::load(&path)?,
         };
-        Ok(Sarge { home, config })
+        Ok(Sarge {
+            home,
+            config,
+            retirement,
+        })
     }
 }
 
@@ -233,7 +250,11 @@ impl Sarge {
     /// A builder to open `home` with options, such as a [`Config`] made in
     /// code rather than read from `etc/sarge.yaml`.
     pub fn builder(home: Home) -> SargeBuilder {
-        SargeBuilder { home, config: None }
+        SargeBuilder {
+            home,
+            config: None,
+            retirement: Retirement::default(),
+        }
     }
 
     /// The home.

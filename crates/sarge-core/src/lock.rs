@@ -1,6 +1,7 @@
 //! The per-home lock: one command that changes state at a time.
 
 use std::fs::TryLockError;
+use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::home::Home;
@@ -16,7 +17,7 @@ impl HomeLock {
     /// Takes the lock, waiting (and saying so) while another command holds it.
     pub(crate) fn acquire(home: &Home, steps: &mut Steps<'_>) -> Result<Self> {
         let file = open(home)?;
-        match file.file().try_lock() {
+        match try_lock_for(&file, QUIET_WAIT) {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 steps.report(Event::WaitingForLock {
@@ -28,6 +29,58 @@ impl HomeLock {
             Err(TryLockError::Error(source)) => return Err(source.into()),
         }
         Ok(Self { _file: file })
+    }
+}
+
+impl HomeLock {
+    /// The lock a command handed to this process as its standard input
+    /// (see [`crate::Retirement::Detached`]), or else the lock taken as
+    /// [`HomeLock::acquire`] takes it.
+    pub(crate) fn handed_over_or_acquire(home: &Home, steps: &mut Steps<'_>) -> Result<Self> {
+        match handed_over(home) {
+            Some(file) => Ok(Self { _file: file }),
+            None => Self::acquire(home, steps),
+        }
+    }
+
+    /// An open file sharing this lock, for a child process's standard
+    /// input: the lock is held until the child exits too.
+    pub(crate) fn share(&self) -> Result<std::fs::File> {
+        Ok(self._file.file().try_clone()?)
+    }
+}
+
+/// The home's lock file as this process's standard input, with the lock
+/// held through it.
+fn handed_over(home: &Home) -> Option<fs_err::File> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().ok()?);
+    let given = stdin.metadata().ok()?;
+    let lock = std::fs::metadata(home.lock_file()).ok()?;
+    if (given.dev(), given.ino()) != (lock.dev(), lock.ino()) {
+        return None;
+    }
+    // Locked through this open file (inherited), the lock is granted again
+    // at once; locked by another command, it is not the handed-over one.
+    stdin.try_lock().ok()?;
+    Some(fs_err::File::from_parts(stdin, home.lock_file()))
+}
+
+/// How long a command waits for the lock before it says it is waiting:
+/// the retirement a deploy leaves running usually ends well within it.
+const QUIET_WAIT: Duration = Duration::from_millis(100);
+
+/// `try_lock`, tried again every millisecond for up to `limit`.
+fn try_lock_for(file: &fs_err::File, limit: Duration) -> Result<(), TryLockError> {
+    let started = Instant::now();
+    loop {
+        match file.file().try_lock() {
+            Err(TryLockError::WouldBlock) if started.elapsed() < limit => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            other => return other,
+        }
     }
 }
 

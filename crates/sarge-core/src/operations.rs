@@ -165,7 +165,7 @@ impl Sarge {
         } else {
             None
         };
-        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        let lock = HomeLock::acquire(&self.home, &mut steps)?;
         let mut overlay = EnvOverlay::load(self)?;
         let before = overlay.clone();
         change(&mut overlay);
@@ -181,7 +181,7 @@ impl Sarge {
         let plan = RolloutPlan::new(description)
             .from(current_id)
             .env(self.env()?);
-        let rolled_out = self.roll_out_plan(&supervisor, &plan, &mut steps, |_, _| {});
+        let rolled_out = self.roll_out_plan(&lock, &supervisor, &plan, &mut steps, |_, _| {});
         if rolled_out.is_err() {
             // The running release keeps its env; so does the next one.
             let _ = before.save(self);

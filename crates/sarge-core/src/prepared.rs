@@ -29,7 +29,7 @@ impl Sarge {
     pub fn switch(&self, release: ReleaseId, progress: &mut dyn Progress) -> Result<RolledOut> {
         let mut steps = Steps::new(progress);
         let supervisor = self.supervisor_checked()?;
-        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        let lock = HomeLock::acquire(&self.home, &mut steps)?;
         self.clean_leftovers(&supervisor, &mut steps)?;
         let mut current = CurrentInstances::load(&self.home)?;
         let prepared = Self::prepared_as(&current, release)?;
@@ -43,7 +43,7 @@ impl Sarge {
         }
         let switched = Release::load(&self.home, release).and_then(|made| {
             let started = self.resume_rollout(&supervisor, &prepared)?;
-            self.finish_rollout(&supervisor, &made, started, &mut steps)
+            self.finish_rollout(&lock, &supervisor, &made, started, &mut steps)
         });
         if switched.is_err() {
             // Its instances are gone with the failed rollout; so is it.

@@ -107,6 +107,14 @@ pub enum Event<'a> {
         /// How long it waited.
         waited: Duration,
     },
+    /// The replaced instances are retired by a process of their own
+    /// ([`crate::Retirement::Detached`]), which holds the home lock.
+    RetiringDetached {
+        /// Their ids.
+        instances: &'a [String],
+        /// Where that process writes what it does.
+        log: &'a camino::Utf8Path,
+    },
     /// An old instance was stopped and removed.
     Removed {
         /// The instance id.
@@ -160,6 +168,7 @@ impl Event<'_> {
             Event::Discarded { .. } => "discard",
             Event::Drained { .. } => "drain",
             Event::Removed { .. } => "cleanup",
+            Event::RetiringDetached { .. } => "retire",
             Event::Unrouted { .. } => "unroute",
             Event::Destroyed { .. } => "destroy",
             Event::Recovered { .. } => "recover",
@@ -232,6 +241,9 @@ impl fmt::Display for Event<'_> {
                 write!(f, "{instance} after {} ms", waited.as_millis())
             }
             Event::Removed { instance } => write!(f, "removed {instance}"),
+            Event::RetiringDetached { instances, log } => {
+                write!(f, "{} in the background (log: {log})", instances.join(", "))
+            }
             Event::Unrouted { process } => write!(f, "{process} no longer routed"),
             Event::Destroyed { instance } => write!(f, "removed {instance}"),
             Event::Recovered { removed, what } => write!(

@@ -148,7 +148,7 @@ impl Sarge {
         let started = Instant::now();
         let mut steps = Steps::new(progress);
         let supervisor = self.supervisor_checked()?;
-        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        let lock = HomeLock::acquire(&self.home, &mut steps)?;
         self.clean_leftovers(&supervisor, &mut steps)?;
         let current = CurrentInstances::load(&self.home)?;
         let known = || current.kept_releases();
@@ -204,12 +204,13 @@ impl Sarge {
                 plan = plan.count(name, spec.count);
             }
         }
-        let rolled_out = self.roll_out_plan(&supervisor, &plan, &mut steps, |steps, made| {
-            steps.report(Event::ReleaseMade {
-                release: made.id,
-                from: target,
-            })
-        })?;
+        let rolled_out =
+            self.roll_out_plan(&lock, &supervisor, &plan, &mut steps, |steps, made| {
+                steps.report(Event::ReleaseMade {
+                    release: made.id,
+                    from: target,
+                })
+            })?;
         let next = self.env()?;
         let names: BTreeSet<&String> = env.keys().chain(next.keys()).collect();
         let env_differs = names

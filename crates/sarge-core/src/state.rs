@@ -215,6 +215,15 @@ impl CurrentInstances {
         })
     }
 
+    /// The ids of every current instance and of the prepared release's:
+    /// the instances no cleanup or retirement may touch.
+    pub(crate) fn kept_ids(&self) -> std::collections::BTreeSet<&str> {
+        self.instances()
+            .map(|(_, instance)| instance.id.as_str())
+            .chain(self.prepared.iter().flat_map(PreparedRelease::instance_ids))
+            .collect()
+    }
+
     /// The current instances of `process` (none if it has none).
     pub fn of(&self, process: &str) -> &[CurrentInstance] {
         self.processes.get(process).map_or(&[], Vec::as_slice)

@@ -230,22 +230,22 @@ impl VenvStore {
     /// Concurrent calls for the same key, from threads or processes, build
     /// it once; the others wait and then reuse it.
     pub fn ensure(&self, spec: &EnvironmentSpec<'_>) -> Result<Venv> {
-        self.ensure_checked(spec, &[])
+        self.ensure_checked(spec, |_| false)
     }
 
-    /// [`VenvStore::ensure`], taking the environments in `found_unchanged`
-    /// as checked: [`VenvStore::check_unchanged`] found them so moments
-    /// before (on another thread, say, while the app's upload was read),
-    /// so the one to reuse is not walked a second time. Any other is
-    /// checked as `ensure` checks it.
+    /// [`VenvStore::ensure`], asking `checked_unchanged` first whether the
+    /// environment it would reuse was found unchanged by
+    /// [`VenvStore::check_unchanged`] moments before (on another thread,
+    /// say, while the app's upload was read): then it is not walked a
+    /// second time. Asked at most once; on `false`, `ensure` checks it.
     pub fn ensure_checked(
         &self,
         spec: &EnvironmentSpec<'_>,
-        found_unchanged: &[VenvId],
+        checked_unchanged: impl FnOnce(&VenvId) -> bool,
     ) -> Result<Venv> {
         let (key, python) = key::compute(spec, &self.installer)?;
         if let Some((generation, path)) = newest_ready(&self.generations(&key)?) {
-            if found_unchanged.contains(&VenvId::of(&key, generation)) || unchanged(&path).is_ok() {
+            if checked_unchanged(&VenvId::of(&key, generation)) || unchanged(&path).is_ok() {
                 return Ok(self.ready(&key, generation, true, None));
             }
         }

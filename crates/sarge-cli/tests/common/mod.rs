@@ -341,7 +341,19 @@ impl TestHome {
     }
 
     pub fn sarge(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
+        let output = self.command(args).output().unwrap();
+        self.wait_unlocked();
+        output
+    }
+
+    /// Waits until no sarge command holds the home lock. A rollout returns
+    /// as soon as its new release serves; the process it leaves to retire
+    /// the old instances holds the lock until they are gone, so a test
+    /// that looks at the home afterwards sees it finished.
+    pub fn wait_unlocked(&self) {
+        if let Ok(lock) = std::fs::File::open(self.root.join("var/lock")) {
+            let _ = lock.lock();
+        }
     }
 
     /// `tar -c` of `app_dir` piped into `sarge deploy - PROCESS`.
@@ -359,7 +371,9 @@ impl TestHome {
     pub fn deploy_processes(&self, tarball: &[u8], processes: &[&str]) -> Output {
         let mut args = vec!["deploy", "-"];
         args.extend_from_slice(processes);
-        run_with_stdin(self.command(&args), tarball)
+        let output = run_with_stdin(self.command(&args), tarball);
+        self.wait_unlocked();
+        output
     }
 
     pub fn deploy_ok(&self, app_dir: &Path, process: &str) -> String {
@@ -448,6 +462,7 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, Vec<u8>)>) {
 
 impl Drop for TestHome {
     fn drop(&mut self) {
+        self.wait_unlocked();
         if self.supervisord_started {
             self.stop_supervisord();
         }

@@ -20,7 +20,10 @@
 //!    and its instances;
 //! 6. [`drain`](Sarge::retire_instances) the retired instances' open
 //!    requests, then **stop** them, and [tidy](Sarge::tidy_after_rollout)
-//!    (prune releases beyond `keep_releases`, unused virtualenvs).
+//!    (prune releases beyond `keep_releases`, unused virtualenvs): in the
+//!    command, or, with [`Retirement::Detached`], in a process of its own
+//!    that holds the home lock, so that the command returns as soon as the
+//!    new release serves.
 //!
 //! A failure before the commit puts every route back and removes the new
 //! instances: each process stays wholly on the release before.
@@ -31,6 +34,7 @@
 mod instance;
 mod plan;
 mod prune;
+mod retire;
 
 use std::collections::BTreeMap;
 
@@ -39,6 +43,7 @@ use sarge_supervisor::Client;
 
 use crate::durability::{self, DeferredSyncs, Syncing};
 use crate::error::{Error, Result};
+use crate::lock::HomeLock;
 use crate::progress::{Event, Steps};
 use crate::release::{Release, ReleaseId};
 use crate::routing::{LiveWorker, Probe, Router, Routing};
@@ -49,6 +54,8 @@ pub(crate) use instance::random_hex;
 use instance::PendingInstances;
 pub use instance::INSTANCE_VARIABLE;
 pub use plan::RolloutPlan;
+pub use retire::Retirement;
+use retire::Retiring;
 
 /// What a rollout did, per process rolled out.
 #[derive(Debug, Clone)]
@@ -58,7 +65,8 @@ pub struct RolledOut {
     pub release: ReleaseId,
     /// The new instances, with the stable address each serves (if routed).
     pub instances: Vec<(InstanceRecord, Option<String>)>,
-    /// The instances retired, now stopped and removed.
+    /// The instances retired: stopped and removed, or being retired by
+    /// the process [`Retirement::Detached`] started.
     pub replaced: Vec<String>,
 }
 
@@ -188,6 +196,7 @@ impl Sarge {
     /// and leftovers cleaned.
     pub(crate) fn roll_out_locked(
         &self,
+        lock: &HomeLock,
         supervisor: &Client,
         release: &Release,
         processes: &[ProcessName],
@@ -195,7 +204,7 @@ impl Sarge {
         steps: &mut Steps<'_>,
     ) -> Result<RolledOut> {
         let started = self.start_rollout(supervisor, release, processes, how, true, steps)?;
-        self.finish_rollout(supervisor, release, started, steps)
+        self.finish_rollout(lock, supervisor, release, started, steps)
     }
 
     /// Steps 1 to 3 of a rollout: the new instances are started and
@@ -242,6 +251,7 @@ impl Sarge {
     /// switch, verify, commit, drain and stop what was retired, tidy.
     pub(crate) fn finish_rollout(
         &self,
+        lock: &HomeLock,
         supervisor: &Client,
         release: &Release,
         mut started: StartedRollout<'_>,
@@ -290,8 +300,17 @@ impl Sarge {
                 ));
             }
         }
-        let replaced = self.retire_instances(supervisor, &router, live.as_ref(), &plans, steps);
-        self.tidy_after_rollout(supervisor, &mut current, superseded, steps);
+        self.remove_superseded(supervisor, superseded, steps);
+        let retiring = Retiring::of(&plans);
+        let replaced = match self.detach_retirement(lock, &retiring, steps) {
+            Some(handed_over) => handed_over,
+            None => {
+                let replaced =
+                    self.retire_instances(supervisor, &router, live.as_ref(), &retiring, steps);
+                self.tidy_after_rollout(&mut current, steps);
+                replaced
+            }
+        };
         Ok(RolledOut {
             release: release.id,
             instances: plans
@@ -578,72 +597,5 @@ impl Sarge {
         current.history.push(release.id);
         current.save(&self.home).map_err(restore)?;
         Ok(superseded)
-    }
-
-    /// Step 6: drains and stops what was retired. The rollout has
-    /// succeeded: a failed removal is a note, and the next command
-    /// finishes it. Returns the retired instances' ids.
-    fn retire_instances(
-        &self,
-        supervisor: &Client,
-        router: &Router<'_>,
-        live: Option<&LiveWorker>,
-        plans: &[ProcessRollout],
-        steps: &mut Steps<'_>,
-    ) -> Vec<String> {
-        let mut replaced = Vec::new();
-        for plan in plans {
-            for old in &plan.retired {
-                let live = live.filter(|_| old.routed);
-                if let Some(live) = live {
-                    let waited =
-                        router.drain(live, &plan.process, &old.id, self.config.drain_timeout);
-                    steps.report(Event::Drained {
-                        instance: &old.id,
-                        waited,
-                    });
-                }
-                match self.remove_instance(supervisor, &old.id) {
-                    Ok(()) => steps.report(Event::Removed { instance: &old.id }),
-                    Err(error) => steps.warn(format!(
-                        "could not remove the old instance {} ({error}); the next sarge command will",
-                        old.id
-                    )),
-                }
-                if let Some(live) = live {
-                    // Its idle connections closed with it; a server haproxy
-                    // still holds on to goes at the next rollout.
-                    router.forget(live, &plan.process, &old.id);
-                }
-                replaced.push(old.id.clone());
-            }
-        }
-        replaced
-    }
-
-    /// After a rollout: the release prepared before it goes, releases
-    /// beyond `keep_releases` are pruned, unused virtualenvs removed. Each
-    /// failure is a note; the next command finishes the job.
-    fn tidy_after_rollout(
-        &self,
-        supervisor: &Client,
-        current: &mut CurrentInstances,
-        superseded: Option<PreparedRelease>,
-        steps: &mut Steps<'_>,
-    ) {
-        if let Some(prepared) = superseded {
-            if let Err(error) = self.remove_prepared(supervisor, &prepared) {
-                steps.warn(format!(
-                    "could not remove release {} prepared before this one ({error}); the next sarge command will",
-                    prepared.release
-                ));
-            }
-        }
-        if let Err(error) = self.prune_releases(current) {
-            steps.warn(format!("could not prune old releases ({error})"));
-        }
-        if let Err(error) = self.collect_venvs(current) {
-            steps.warn(format!("could not remove unused virtualenvs ({error})"));
-        }
     }
 }

@@ -118,9 +118,9 @@ impl Sarge {
     pub fn roll_out(&self, plan: &RolloutPlan, progress: &mut dyn Progress) -> Result<RolledOut> {
         let mut steps = Steps::new(progress);
         let supervisor = self.supervisor_checked()?;
-        let _lock = HomeLock::acquire(&self.home, &mut steps)?;
+        let lock = HomeLock::acquire(&self.home, &mut steps)?;
         self.clean_leftovers(&supervisor, &mut steps)?;
-        self.roll_out_plan(&supervisor, plan, &mut steps, |_, _| {})
+        self.roll_out_plan(&lock, &supervisor, plan, &mut steps, |_, _| {})
     }
 
     /// [`Sarge::roll_out`] with the lock held and leftovers cleaned;
@@ -128,6 +128,7 @@ impl Sarge {
     /// start.
     pub(crate) fn roll_out_plan(
         &self,
+        lock: &HomeLock,
         supervisor: &Client,
         plan: &RolloutPlan,
         steps: &mut Steps<'_>,
@@ -183,7 +184,7 @@ impl Sarge {
         let _deferred = crate::durability::DeferredSyncs::open();
         release.save(&self.home, &env)?;
         saved(steps, &release);
-        self.roll_out_locked(supervisor, &release, &plan.processes, plan.how, steps)
+        self.roll_out_locked(lock, supervisor, &release, &plan.processes, plan.how, steps)
             .inspect_err(|_| {
                 // Never current: nothing may keep it.
                 let _ = sarge_venv::remove_tree(&self.home.release_dir(release.id));
