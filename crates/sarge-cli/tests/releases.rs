@@ -488,7 +488,6 @@ fn a_multi_process_deploy_killed_at_any_step_leaves_each_process_on_one_release(
         ("ready", 1),
         ("ready", 2),
         ("switch", 1),
-        ("commit", 1),
     ]
     .into_iter()
     .enumerate()
@@ -552,7 +551,6 @@ fn a_rollback_killed_at_any_step_leaves_each_process_on_one_release() {
         ("start", 2),
         ("ready", 1),
         ("switch", 1),
-        ("commit", 1),
     ] {
         let case = format!("rollback killed at {step} #{nth}");
         let _ = killed_at(&home, &["rollback"], b"", step, nth);

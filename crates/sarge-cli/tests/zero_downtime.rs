@@ -68,20 +68,48 @@ fn slow_app(name: &str) -> std::path::PathBuf {
     app
 }
 
-#[test]
-fn the_old_instance_finishes_open_requests_before_it_stops() {
-    let home = TestHome::new("drain", "  MESSAGE: hi");
-    let app = slow_app("drain");
-    home.deploy_ok(&app, "web");
+/// A redeploy made while a slow request was open on the old instance.
+struct SlowRedeploy {
+    /// The old instance's id.
+    old: String,
+    /// The slow request, still open when the redeploy returned (or not).
+    slow: std::thread::JoinHandle<std::io::Result<(u16, String)>>,
+    /// The redeploy's stderr.
+    progress: String,
+    /// How long the redeploy took.
+    took: Duration,
+}
+
+/// Deploys the slow app, opens a slow request on its instance, then
+/// redeploys it.
+fn redeploy_with_a_slow_request_open(home: &TestHome, app: &std::path::Path) -> SlowRedeploy {
+    home.deploy_ok(app, "web");
     let old = home.instance_of("web")["id"].as_str().unwrap().to_owned();
     let stable = home.stable;
     let slow = std::thread::spawn(move || http_get(stable, "/slow"));
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let out = run_with_stdin(home.command(&["deploy", "-", "web"]), &tar_of(&app));
-    let returned = started.elapsed();
+    let out = run_with_stdin(home.command(&["deploy", "-", "web"]), &tar_of(app));
+    let took = started.elapsed();
     assert!(out.status.success(), "{}", stderr(&out));
-    let progress = stderr(&out);
+    SlowRedeploy {
+        old,
+        slow,
+        progress: stderr(&out),
+        took,
+    }
+}
+
+#[test]
+fn the_old_instance_finishes_open_requests_before_it_stops() {
+    let home = TestHome::new("drain", "  MESSAGE: hi");
+    let app = slow_app("drain");
+    let SlowRedeploy {
+        old,
+        slow,
+        progress,
+        took: returned,
+    } = redeploy_with_a_slow_request_open(&home, &app);
     // The deploy returned once the new instance served, not after the
     // slow request: the old instance is retired in the background.
     assert!(
@@ -132,13 +160,7 @@ fn retirer_of(instance: &str) -> Option<u32> {
 fn a_retirement_killed_midway_is_finished_by_the_next_command() {
     let home = TestHome::new("retirekill", "  MESSAGE: hi");
     let app = slow_app("retirekill");
-    home.deploy_ok(&app, "web");
-    let old = home.instance_of("web")["id"].as_str().unwrap().to_owned();
-    let stable = home.stable;
-    let slow = std::thread::spawn(move || http_get(stable, "/slow"));
-    std::thread::sleep(Duration::from_millis(300));
-    let out = run_with_stdin(home.command(&["deploy", "-", "web"]), &tar_of(&app));
-    assert!(out.status.success(), "{}", stderr(&out));
+    let SlowRedeploy { old, slow, .. } = redeploy_with_a_slow_request_open(&home, &app);
     // The retiring process waits for the slow request: SIGKILL it there.
     // (Found first: the harness's commands wait for it to finish.)
     let pid = retirer_of(&old).expect("no process retires the old instance");
