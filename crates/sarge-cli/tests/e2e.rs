@@ -101,6 +101,12 @@ fn run_executes_in_the_instance_with_env_port_and_virtualenv() {
     // By instance id too.
     let out = home.sarge(&["run", web["id"].as_str().unwrap(), "true"]);
     assert!(out.status.success());
+
+    // A console script of the virtualenv runs: its `#!` names where the
+    // virtualenv is (uv built it in a staging folder, then it was moved).
+    let out = home.sarge(&["run", "web", "flask", "--version"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Flask 3.1.3"), "{}", stdout(&out));
 }
 
 #[test]

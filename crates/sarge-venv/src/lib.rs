@@ -29,7 +29,11 @@
 //! to), is read-only too except while uv installs, and its fingerprint is
 //! checked before each install: one found changed is emptied first
 //! ([`Venv::cache_note`]), so an app cannot change what later releases
-//! install.
+//! install. uv builds each environment in one staging folder of the store
+//! (`ROOT/.staging`), used only under the cache's lock, and it is then
+//! moved to its own path, the scripts in its `bin` rewritten to name it: uv
+//! remembers an interpreter by its path, so the same path every time
+//! spares it starting the new environment's Python to inspect it.
 //!
 //! Environments are read-only once built, so [`remove_tree`] (which
 //! `chmod -R u+w`s what it deletes) removes them; sarge uses it for the

@@ -167,6 +167,12 @@ fn builds_importable_env_then_reuses_it(installer: Installer) {
     assert_eq!(venv.path, fixture.path("store").join(venv.key.as_str()));
     assert_eq!(venv.key, store.key(&spec).unwrap());
     assert_eq!(*events.lock().unwrap(), ["building", "built"]);
+    // uv builds in one staging folder, then the environment is moved: its
+    // scripts name where it is now.
+    assert_eq!(fixture.store_entries(), [venv.id.to_string()]);
+    let activate = std::fs::read_to_string(venv.bin_dir().join("activate")).unwrap();
+    assert!(activate.contains(venv.path.as_str()), "{activate}");
+    assert!(!activate.contains(".staging"), "{activate}");
 
     let import = Command::new(venv.bin_dir().join("python"))
         .args([
