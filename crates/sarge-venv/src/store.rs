@@ -638,7 +638,9 @@ fn relocate_scripts(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
             continue;
         }
         let text = std::fs::read(&path).map_err(Error::io("read", crate::remove::lossy(&path)))?;
-        if !text.windows(old.len()).any(|window| window == old) {
+        // A package's own executables (ruff's, say) are read but never
+        // rewritten: uv names the environment in scripts only.
+        if text.starts_with(b"\x7fELF") || !text.windows(old.len()).any(|window| window == old) {
             continue;
         }
         let mut relocated = Vec::with_capacity(text.len() + to.as_str().len());
