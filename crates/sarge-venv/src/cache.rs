@@ -76,15 +76,7 @@ pub(crate) struct OpenCache {
 /// seal removes besides the write bits (group and other, for an
 /// owner-only store).
 pub(crate) fn open(dir: &Utf8Path, also: u32) -> Result<OpenCache> {
-    let locks = dir.join(LOCKS_DIR);
-    fs::create_dir_all(&locks).map_err(Error::io("create lock folder", &locks))?;
-    let lock_path = locks.join(CACHE_LOCK);
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(Error::io("open lock file", &lock_path))?;
+    let (lock, lock_path) = lock_file(dir)?;
     lock.lock().map_err(Error::io("lock", &lock_path))?;
 
     let discarded = match changed(dir)? {
@@ -120,6 +112,29 @@ pub(crate) fn open(dir: &Utf8Path, also: u32) -> Result<OpenCache> {
         discarded,
         _lock: lock,
     })
+}
+
+/// The cache's lock, held, if no install holds it now.
+pub(crate) fn try_lock(dir: &Utf8Path) -> Result<Option<File>> {
+    let (lock, lock_path) = lock_file(dir)?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(err)) => Err(Error::io("lock", lock_path)(err)),
+    }
+}
+
+fn lock_file(dir: &Utf8Path) -> Result<(File, Utf8PathBuf)> {
+    let locks = dir.join(LOCKS_DIR);
+    fs::create_dir_all(&locks).map_err(Error::io("create lock folder", &locks))?;
+    let lock_path = locks.join(CACHE_LOCK);
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(Error::io("open lock file", &lock_path))?;
+    Ok((lock, lock_path))
 }
 
 impl OpenCache {

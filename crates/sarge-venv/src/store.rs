@@ -413,7 +413,7 @@ impl VenvStore {
         let cache_discarded = cache.as_ref().and_then(|cache| cache.discarded.clone());
         let installed = match (&cache, self.staging_for(build.venv)) {
             // Under the cache lock: no other build uses the staging folder.
-            (Some(_), Some(staging)) => self.create_and_install_staged(build, &staging),
+            (Some(_), Some(staging)) => self.create_and_install_staged(build, key, &staging),
             _ => self.create_and_install(build),
         };
         // Sealed whether the install worked or not; its error matters more
@@ -473,9 +473,24 @@ impl VenvStore {
     /// `build.venv`, with the scripts in its `bin` that name the staging
     /// path (activation scripts, console scripts' `#!` lines) made to name
     /// `build.venv`. The caller holds the cache lock.
-    fn create_and_install_staged(&self, build: &Build<'_>, staging: &Utf8Path) -> Result<String> {
+    fn create_and_install_staged(
+        &self,
+        build: &Build<'_>,
+        key: &EnvKey,
+        staging: &Utf8Path,
+    ) -> Result<String> {
+        if !self.staging_free(Some(key))? {
+            // The installer of a build whose sarge was killed still runs
+            // there.
+            return self.create_and_install(build);
+        }
         // A killed build's.
         remove_tree(staging)?;
+        let record = self.root.join(STAGING_RECORD);
+        let id = build.venv.file_name().unwrap_or_default();
+        std::fs::create_dir_all(&self.root)
+            .map_err(Error::io("create store folder", &self.root))?;
+        std::fs::write(&record, id).map_err(Error::io("write", &record))?;
         let staged = Build {
             venv: staging,
             ..*build
@@ -489,7 +504,54 @@ impl VenvStore {
         if installed.is_err() {
             let _ = remove_tree(staging);
         }
+        let _ = std::fs::remove_file(&record);
         installed
+    }
+
+    /// Whether no installer runs in the staging folder: the build that
+    /// used it last (named in its record) holds its environment's lock no
+    /// more. The caller holds the cache lock, and the lock of `own`.
+    fn staging_free(&self, own: Option<&EnvKey>) -> Result<bool> {
+        let record = self.root.join(STAGING_RECORD);
+        let text = match std::fs::read_to_string(&record) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+            Err(err) => return Err(Error::io("read", record)(err)),
+        };
+        let Some((key, _)) = key::parse_id(text.trim()) else {
+            return Ok(true);
+        };
+        if own == Some(&key) {
+            return Ok(true);
+        }
+        match self.lock_file(&key)?.try_lock() {
+            Ok(()) => Ok(true),
+            Err(TryLockError::WouldBlock) => Ok(false),
+            Err(TryLockError::Error(err)) => Err(Error::io("lock", self.lock_path(&key))(err)),
+        }
+    }
+
+    /// Removes the staging folder a killed build left, once no install
+    /// runs (the cache lock is free) and no installer it orphaned writes
+    /// there.
+    fn remove_staging_leftover(&self) -> Result<()> {
+        let staging = self.root.join(STAGING_DIR);
+        let record = self.root.join(STAGING_RECORD);
+        if !staging.exists() && !record.exists() {
+            return Ok(());
+        }
+        let Some(_cache) = cache::try_lock(&self.cache_dir)? else {
+            return Ok(());
+        };
+        if self.staging_free(None)? {
+            remove_tree(&staging)?;
+            match std::fs::remove_file(&record) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(Error::io("remove", record)(err)),
+            }
+        }
+        Ok(())
     }
 
     /// Whether environment `id` is ready and as it was built (nothing in it
@@ -504,7 +566,8 @@ impl VenvStore {
     }
 
     /// Removes every environment whose id is not in `keep` (and leftover
-    /// folders without the marker). Returns the removed ids.
+    /// folders without the marker, and the staging folder a killed build
+    /// left). Returns the removed ids.
     ///
     /// Folders being built right now are left alone. A folder that cannot
     /// be removed does not stop the others; the first such error is
@@ -545,6 +608,9 @@ impl VenvStore {
                     first_error.get_or_insert(err);
                 }
             }
+        }
+        if let Err(err) = self.remove_staging_leftover() {
+            first_error.get_or_insert(err);
         }
         match first_error {
             Some(err) => Err(err),
@@ -619,6 +685,9 @@ fn remove_dir(path: &Utf8Path) -> Result<()> {
 /// The staging folder's name in the store: not an id, so never taken for
 /// an environment.
 const STAGING_DIR: &str = ".staging";
+
+/// Beside it, the id of the environment being built there.
+const STAGING_RECORD: &str = ".staging-for";
 
 /// The longest environment path built in the staging folder: its
 /// `bin/python` in a `#!` line stays well within the kernel's 256 bytes.

@@ -384,6 +384,27 @@ fn missing_dist_folder_is_dist_error() {
 }
 
 #[test]
+fn a_killed_builds_staging_folder_goes_once_its_installer_is_gone() {
+    let fixture = Fixture::new("staging-leftover");
+    let store = fixture.store(uv());
+    let id = "a".repeat(64);
+    let staging = fixture.path("store/.staging");
+    std::fs::create_dir_all(staging.join("bin")).unwrap();
+    std::fs::write(fixture.path("store/.staging-for"), &id).unwrap();
+    // The installer the killed build orphaned holds that build's lock.
+    let locks = fixture.path("cache/venv-locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let installer = std::fs::File::create(locks.join(format!("{id}.lock"))).unwrap();
+    installer.lock().unwrap();
+    assert_eq!(store.remove_unused(&BTreeSet::new()).unwrap(), []);
+    assert!(staging.exists(), "removed under a running installer");
+    drop(installer);
+    assert_eq!(store.remove_unused(&BTreeSet::new()).unwrap(), []);
+    assert!(!staging.exists());
+    assert!(!fixture.path("store/.staging-for").exists());
+}
+
+#[test]
 fn leftover_without_marker_is_removed_and_rebuilt() {
     let fixture = Fixture::new("leftover");
     let store = fixture.store(uv());
