@@ -458,12 +458,11 @@ impl Upload {
         if target.exists() {
             sarge_venv::remove_tree(&target)?;
         }
-        if let Some(mark) = self.mark.take() {
-            mark.clear()?;
-        }
         fs_err::rename(&self.dir, &target)?;
         self.dir = target.clone();
-        self.mark = None;
+        if let Some(mark) = self.mark.take() {
+            mark.clear_in(&target)?;
+        }
         Ok(target)
     }
 }

@@ -140,11 +140,14 @@ impl UploadMark {
             .is_ok_and(|modified| modified.elapsed().unwrap_or_default() < CLAIM_TIME)
     }
 
-    /// Removes the mark once the deploy holds the home lock.
-    pub(crate) fn clear(self) -> Result<()> {
-        let path = self.file.path().to_owned();
+    /// Removes the mark, once the deploy holds the home lock and has moved
+    /// the folder it marked to `dir`: moved while marked, an upload folder
+    /// is never without its mark (a folder without one is spared for a
+    /// minute as one being claimed, so a deploy killed between the two
+    /// would leave it that long).
+    pub(crate) fn clear_in(self, dir: &camino::Utf8Path) -> Result<()> {
         drop(self.file);
-        Ok(fs_err::remove_file(path)?)
+        Ok(fs_err::remove_file(dir.join(Self::NAME))?)
     }
 }
 
