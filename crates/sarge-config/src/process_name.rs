@@ -106,7 +106,9 @@ impl FromStr for ProcessName {
 
 impl fmt::Display for ProcessName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad`, not `write_str`: a width in the format (a table column)
+        // applies to the name.
+        f.pad(&self.0)
     }
 }
 
@@ -200,6 +202,13 @@ mod tests {
 
     fn error(name: &str) -> String {
         name.parse::<ProcessName>().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_width_pads_the_name_as_it_pads_a_str() {
+        let web: ProcessName = "web".parse().unwrap();
+        assert_eq!(format!("[{web:<6}]"), "[web   ]");
+        assert_eq!(format!("[{web:>6}]"), "[   web]");
     }
 
     #[test]
