@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -488,15 +488,15 @@ fn concurrent_deploys_wait_for_each_other() {
 /// Starts a deploy and SIGKILLs it once its progress shows `after`, i.e.
 /// during the step that follows.
 fn deploy_killed_after(home: &TestHome, app: &std::path::Path, after: &str) {
-    let mut child = home
-        .command(&["deploy", "-", "web"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
     if after == "mid-unpack" {
         // Half of a big file, then the kill while sarge waits for the rest.
+        let mut child = home
+            .command(&["deploy", "-", "web"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
         let tarball = app_tarball_with(&[("big.bin", EntryType::Regular, &[b'x'; 200_000], "")]);
         stdin
             .write_all(&tarball[..tarball.len() - 100_000])
@@ -506,22 +506,11 @@ fn deploy_killed_after(home: &TestHome, app: &std::path::Path, after: &str) {
         child.wait().unwrap();
         return;
     }
-    stdin.write_all(&tar_of(app)).unwrap();
-    drop(stdin);
-    let marker = format!("-----> {after} ");
-    let mut seen = Vec::new();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if line.starts_with(&marker) {
-            child.kill().unwrap();
-            break;
-        }
-        seen.push(line);
-    }
-    let status = child.wait().unwrap();
-    assert!(
-        !status.success(),
-        "deploy finished before the kill after {after}: {seen:?}"
+    home.killed_at_line(
+        &["deploy", "-", "web"],
+        &tar_of(app),
+        &format!("-----> {after} "),
+        1,
     );
 }
 

@@ -437,36 +437,8 @@ fn deploy_killed_at(home: &TestHome, app: &std::path::Path, step: &str, nth: usi
 /// Runs sarge with `args` and `input` on stdin, and SIGKILLs it once its
 /// progress shows the `nth` line starting with `-----> {step}`.
 fn killed_at(home: &TestHome, args: &[&str], input: &[u8], step: &str, nth: usize) -> String {
-    use std::io::{BufRead, Write};
-    let mut child = home
-        .command(args)
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let marker = format!("-----> {step}");
-    let mut seen = 0;
-    let mut lines = Vec::new();
-    let mut killed_at = String::new();
-    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if line.starts_with(&marker) {
-            seen += 1;
-            if seen == nth {
-                child.kill().unwrap();
-                killed_at = line;
-                break;
-            }
-        }
-        lines.push(line);
-    }
-    let status = child.wait().unwrap();
-    assert!(
-        !status.success(),
-        "{args:?} finished before the kill at {step}: {lines:?}"
-    );
-    killed_at
+    home.killed_at_line(args, input, &format!("-----> {step}"), nth)
+        .1
 }
 
 #[test]

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -272,26 +271,7 @@ fn every_step_reports_its_duration() {
 /// the commit before the kill.
 fn deploy_killed_after_the_switch(home: &TestHome, app: &std::path::Path) -> Option<u16> {
     let before = home.instance_of("web")["id"].clone();
-    let mut child = home
-        .command(&["deploy", "-", "web"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&tar_of(app)).unwrap();
-    drop(stdin);
-    let mut seen = Vec::new();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if line.starts_with("-----> switch ") {
-            child.kill().unwrap();
-            break;
-        }
-        seen.push(line);
-    }
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "the deploy finished first: {seen:?}");
+    let (seen, _) = home.killed_at_line(&["deploy", "-", "web"], &tar_of(app), "-----> switch ", 1);
     let port = seen
         .iter()
         .find_map(|line| {

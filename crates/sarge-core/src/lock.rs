@@ -10,7 +10,7 @@ use crate::progress::{Event, Steps};
 /// Held while a command changes state; released on drop (or when the
 /// process dies, so a killed deploy never leaves the home locked).
 pub(crate) struct HomeLock {
-    _file: fs_err::File,
+    file: fs_err::File,
 }
 
 impl HomeLock {
@@ -28,17 +28,15 @@ impl HomeLock {
             }
             Err(TryLockError::Error(source)) => return Err(source.into()),
         }
-        Ok(Self { _file: file })
+        Ok(Self { file })
     }
-}
 
-impl HomeLock {
     /// The lock a command handed to this process as its standard input
     /// (see [`crate::Retirement::Detached`]), or else the lock taken as
     /// [`HomeLock::acquire`] takes it.
     pub(crate) fn handed_over_or_acquire(home: &Home, steps: &mut Steps<'_>) -> Result<Self> {
         match handed_over(home) {
-            Some(file) => Ok(Self { _file: file }),
+            Some(file) => Ok(Self { file }),
             None => Self::acquire(home, steps),
         }
     }
@@ -46,7 +44,7 @@ impl HomeLock {
     /// An open file sharing this lock, for a child process's standard
     /// input: the lock is held until the child exits too.
     pub(crate) fn share(&self) -> Result<std::fs::File> {
-        Ok(self._file.file().try_clone()?)
+        Ok(self.file.file().try_clone()?)
     }
 }
 

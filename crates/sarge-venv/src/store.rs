@@ -709,21 +709,35 @@ fn relocate_scripts(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
         let text = std::fs::read(&path).map_err(Error::io("read", crate::remove::lossy(&path)))?;
         // A package's own executables (ruff's, say) are read but never
         // rewritten: uv names the environment in scripts only.
-        if text.starts_with(b"\x7fELF") || !text.windows(old.len()).any(|window| window == old) {
+        if text.starts_with(b"\x7fELF") {
             continue;
         }
-        let mut relocated = Vec::with_capacity(text.len() + to.as_str().len());
-        let mut rest = &text[..];
-        while let Some(at) = rest.windows(old.len()).position(|window| window == old) {
-            relocated.extend_from_slice(&rest[..at]);
-            relocated.extend_from_slice(to.as_str().as_bytes());
-            rest = &rest[at + old.len()..];
-        }
-        relocated.extend_from_slice(rest);
+        let Some(relocated) = replace_all(&text, old, to.as_str().as_bytes()) else {
+            continue;
+        };
         std::fs::write(&path, relocated)
             .map_err(Error::io("rewrite", crate::remove::lossy(&path)))?;
     }
     Ok(())
+}
+
+/// `text` with every `old` replaced by `new`; None if it has no `old`.
+fn replace_all(text: &[u8], old: &[u8], new: &[u8]) -> Option<Vec<u8>> {
+    let find = |rest: &[u8]| rest.windows(old.len()).position(|window| window == old);
+    let mut at = find(text)?;
+    let mut replaced = Vec::with_capacity(text.len() + new.len());
+    let mut rest = text;
+    loop {
+        replaced.extend_from_slice(&rest[..at]);
+        replaced.extend_from_slice(new);
+        rest = &rest[at + old.len()..];
+        match find(rest) {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    replaced.extend_from_slice(rest);
+    Some(replaced)
 }
 
 /// Whether the environment at `path` is as it was built: its fingerprint
@@ -772,4 +786,21 @@ fn write_marker(
     File::open(venv)
         .and_then(|dir| dir.sync_all())
         .map_err(Error::io("sync environment folder", venv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_all_replaces_every_occurrence_or_says_there_was_none() {
+        let old = b"/h/var/venvs/.staging";
+        let new = b"/h/var/venvs/abc";
+        let text = b"#!/h/var/venvs/.staging/bin/python\nVIRTUAL_ENV='/h/var/venvs/.staging'\n";
+        assert_eq!(
+            replace_all(text, old, new).unwrap(),
+            b"#!/h/var/venvs/abc/bin/python\nVIRTUAL_ENV='/h/var/venvs/abc'\n"
+        );
+        assert_eq!(replace_all(b"#!/usr/bin/env python\n", old, new), None);
+    }
 }

@@ -356,6 +356,48 @@ impl TestHome {
         }
     }
 
+    /// Runs sarge with `args` and `input` on its stdin, and SIGKILLs it
+    /// once its progress shows the `nth` line starting with `marker`. The
+    /// lines before that one, and that line; the test fails if the command
+    /// finished before the kill.
+    pub fn killed_at_line(
+        &self,
+        args: &[&str],
+        input: &[u8],
+        marker: &str,
+        nth: usize,
+    ) -> (Vec<String>, String) {
+        use std::io::BufRead;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let mut seen = 0;
+        let mut before = Vec::new();
+        let mut killed_at = String::new();
+        for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if line.starts_with(marker) {
+                seen += 1;
+                if seen == nth {
+                    child.kill().unwrap();
+                    killed_at = line;
+                    break;
+                }
+            }
+            before.push(line);
+        }
+        let status = child.wait().unwrap();
+        assert!(
+            !status.success(),
+            "{args:?} finished before the kill at {marker:?}: {before:?}"
+        );
+        (before, killed_at)
+    }
+
     /// `tar -c` of `app_dir` piped into `sarge deploy - PROCESS`.
     pub fn deploy(&self, app_dir: &Path, process: &str) -> Output {
         let tarball = tar_of(app_dir);
